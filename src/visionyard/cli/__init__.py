@@ -1,0 +1,1 @@
+"""The ``visionyard`` command line: thin typer commands; heavy imports only inside commands."""

@@ -1,0 +1,73 @@
+"""Root of the ``visionyard`` CLI: global options, sub-command wiring and error handling.
+
+Only typer, rich and pydantic are imported here; commands import torch, mlflow or onnxruntime
+inside their bodies so that ``visionyard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+import typer
+
+from visionyard.cli import config as config_cmd
+from visionyard.cli.console import EXIT_CODES, AppContext, err
+from visionyard.errors import VisionyardError
+from visionyard.settings import load_settings
+
+app = typer.Typer(
+    name="visionyard",
+    help="Take object-recognition models from experiment to production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", help="Config file (TOML or YAML)."),
+    home: Path | None = typer.Option(None, "--home", help="Project state directory."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+) -> None:
+    """visionyard: versioned, verified, reversible vision models."""
+    flags = {"home": home, "tracking.uri": tracking_uri}
+    ctx.obj = AppContext(load_settings(config, flags))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the exit code; user errors become one line on stderr."""
+    try:
+        app(
+            args=list(argv) if argv is not None else None,
+            prog_name="visionyard",
+            standalone_mode=False,
+        )
+    except VisionyardError as exc:
+        err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return EXIT_CODES.get(exc.code, 1)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err().print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err().print("interrupted")
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    if os.environ.get("VISIONYARD_DEBUG"):
+        sys.tracebacklimit = 1000
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""One settings tree for visionyard, built once at the edge and passed down explicitly.
+
+Sources, lowest to highest priority: defaults < config file < environment (``VISIONYARD_``
+prefix, ``__`` between nested keys, e.g. ``VISIONYARD_TRACKING__URI``) < command-line flags.
+:func:`load_settings` returns the settings together with where every leaf value came from, so
+``visionyard config show`` can explain the effective configuration.
+
+The config file is TOML or YAML, found from the ``--config`` flag, else ``VISIONYARD_CONFIG``,
+else ``./visionyard.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource
+
+from visionyard.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "visionyard.toml"
+Source = Literal["default", "file", "env", "flag"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageSettings(_Section):
+    max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb limit per image")
+    max_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest encoded image accepted")
+
+
+class TrackingSettings(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under home")
+    registry_uri: str | None = Field(None, description="MLflow registry URI; default: = uri")
+    artifact_location: str | None = Field(None, description="artifact root for new experiments")
+    experiment: str = "visionyard"
+    flush_points: int = Field(1000, gt=0, description="metric points buffered before a write")
+    flush_interval_s: float = Field(5.0, gt=0, description="longest time a point waits")
+
+
+class RegistrySettings(_Section):
+    aliases: list[str] = Field(default_factory=lambda: ["candidate", "staging", "production"])
+
+
+class TrainSettings(_Section):
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = library default")
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    admin_token: str | None = None
+    max_batch_size: int = Field(8, gt=0)
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    max_queue_size: int = Field(256, gt=0)
+    poll_interval_s: float = Field(5.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VISIONYARD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(Path(".visionyard"), description="project-local state directory")
+    log_level: str = "INFO"
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges the layers itself (to know each value's source).
+        return (init_settings,)
+
+    def tracking_uri(self) -> str:
+        """The explicit tracking URI: configured, or SQLite under ``home``."""
+        if self.tracking.uri:
+            return self.tracking.uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, Source]
+    config_file: Path | None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedSettings:
+    """Build the settings from every layer; ``flags`` uses dotted keys (``tracking.uri``)."""
+    env = dict(os.environ if environ is None else environ)
+    path = _find_config_file(config_file, env)
+    layers: list[tuple[Source, dict[str, Any]]] = [
+        ("file", _read_file(path) if path else {}),
+        ("env", _read_env(env)),
+        ("flag", _unflatten({k: v for k, v in (flags or {}).items() if v is not None})),
+    ]
+    merged: dict[str, Any] = {}
+    for _, values in layers:
+        merged = _deep_merge(merged, values)
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    sources: dict[str, Source] = dict.fromkeys(_flatten(settings.model_dump()), "default")
+    for name, values in layers:
+        for key in _flatten(values):
+            sources[key] = name
+    return LoadedSettings(settings, sources, path)
+
+
+def effective_values(settings: Settings) -> dict[str, Any]:
+    """Every leaf value by dotted key."""
+    return _flatten(settings.model_dump(mode="json"))
+
+
+def _find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    if env.get("VISIONYARD_CONFIG"):
+        return _find_config_file(Path(env["VISIONYARD_CONFIG"]), {})
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if path.suffix in {".yaml", ".yml"} else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings")
+    return data
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        return _EnvSource(env)()
+    except Exception as exc:  # pydantic-settings raises SettingsError for bad JSON values
+        raise ConfigError(f"bad VISIONYARD_ environment variable: {exc}") from exc
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' own env parsing, over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = {
+            k.lower(): v for k, v in environ.items() if k.upper() != "VISIONYARD_CONFIG"
+        }
+        super().__init__(Settings, case_sensitive=False)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._environ
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{field}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _unflatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in values.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
