@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import click
 import typer
+from rich.markup import escape
 
 from visionyard.cli import config as config_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
@@ -44,22 +44,12 @@ def root(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code; user errors become one line on stderr."""
     try:
-        app(
-            args=list(argv) if argv is not None else None,
-            prog_name="visionyard",
-            standalone_mode=False,
-        )
+        app(args=list(argv) if argv is not None else None, prog_name="visionyard")
+    except SystemExit as exc:  # typer/click standalone mode always ends this way
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except VisionyardError as exc:
-        err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_CODES.get(exc.code, 1)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err().print("aborted")
-        return 130
     except KeyboardInterrupt:
         err().print("interrupted")
         return 130
