@@ -22,6 +22,8 @@ at the boundary with ``raise ... from exc``.
     ├── RegistryError                    registry.conflict
     ├── GateFailedError                  gate.failed
     ├── ExportError                      export.failed
+    ├── InferenceError                   inference.failed
+    │   └── InvalidInputError            inference.invalid_input
     ├── TrainingError                    training.failed
     └── DependencyMissingError           dependency.missing
 
@@ -159,6 +161,22 @@ class GateFailedError(VisionyardError):
 
 class ExportError(VisionyardError):
     code = "export.failed"
+
+
+class InferenceError(VisionyardError):
+    """The model failed while running (ONNX Runtime error on valid input)."""
+
+    code = "inference.failed"
+
+
+class InvalidInputError(InferenceError):
+    """A tensor or request the model cannot take (wrong dtype, shape, rank, batch)."""
+
+    code = "inference.invalid_input"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"invalid model input: {problem}")
+        self.problem = problem
 
 
 class TrainingError(VisionyardError):
