@@ -14,7 +14,10 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from visionyard.cli import bundle as bundle_cmd
 from visionyard.cli import config as config_cmd
+from visionyard.cli import contract as contract_cmd
+from visionyard.cli import data as data_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
 from visionyard.errors import VisionyardError
 from visionyard.settings import load_settings
@@ -26,7 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(bundle_cmd.app, name="bundle")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(contract_cmd.app, name="contract")
+app.add_typer(data_cmd.app, name="data")
 
 
 @app.callback()

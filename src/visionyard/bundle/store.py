@@ -1,0 +1,224 @@
+"""The on-disk model bundle: ONNX variants + vision contract + a checksummed manifest.
+
+Layout::
+
+    BUNDLE/
+      manifest.json        {"bundle_version": "1", "files": {relpath: {"sha256", "size"}},
+                            "variants": {"fp32": "model.onnx", ...}, "metadata": {...}}
+      contract.json        the vision contract
+      model.onnx           the FP32 model (the default variant)
+      variants/int8.onnx   optional further variants, each listed in the manifest
+      ...                  any extra file (reports, label files), listed in the manifest
+
+Loading verifies every listed file's size and sha256 and refuses a tampered, missing or extra
+file. No pickle anywhere: only JSON and ONNX protobufs. No library covers this small format, so
+it is written here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visionyard.contract.schema import VisionContract, parse_contract
+from visionyard.errors import BundleError, BundleIntegrityError, ContractError
+
+MANIFEST = "manifest.json"
+CONTRACT = "contract.json"
+MODEL = "model.onnx"
+BUNDLE_VERSION = "1"
+FileSource = Path | bytes
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    contract: VisionContract
+    files: dict[str, dict[str, Any]]
+    variants: dict[str, str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def model_path(self, variant: str = "fp32") -> Path:
+        """Path of a variant's ONNX file; ``fp32`` is ``model.onnx``."""
+        if variant not in self.variants:
+            known = ", ".join(sorted(self.variants))
+            raise BundleError(self.path, f"has no variant {variant!r} (it has: {known})")
+        return self.path / self.variants[variant]
+
+    def digest(self) -> str:
+        """Content digest of the whole bundle (stable over its manifest's file list)."""
+        return sha256_bytes(_canonical({"files": self.files, "variants": self.variants}))
+
+
+def write_bundle(
+    directory: Path,
+    *,
+    model: FileSource,
+    contract: VisionContract,
+    extra_files: Mapping[str, FileSource] | None = None,
+    variants: Mapping[str, FileSource] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """Write a new bundle atomically (staged beside ``directory``, then renamed)."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise BundleError(directory, "already exists and is not empty; choose a new directory")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=directory.parent))
+    try:
+        names = {"fp32": MODEL}
+        _put(staging / MODEL, model)
+        _put(staging / CONTRACT, contract.to_json().encode())
+        for variant, source in (variants or {}).items():
+            names[variant] = f"variants/{variant}.onnx"
+            _put(staging / names[variant], source)
+        for rel, source in (extra_files or {}).items():
+            _put(staging / _safe_rel(staging, rel), source)
+        _write_manifest(staging, names, dict(metadata or {}))
+        if directory.exists():
+            directory.rmdir()
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_bundle(directory)
+
+
+def add_files(
+    bundle: Bundle, files: Mapping[str, FileSource], variants: Mapping[str, str]
+) -> Bundle:
+    """Add files (and register variants among them) to a verified bundle, re-sealing it."""
+    verified = load_bundle(bundle.path)
+    for rel, source in files.items():
+        _put(bundle.path / _safe_rel(bundle.path, rel), source)
+    names = {**verified.variants, **variants}
+    _write_manifest(bundle.path, names, verified.metadata)
+    return load_bundle(bundle.path)
+
+
+def load_bundle(directory: Path | str) -> Bundle:
+    """Load and verify a bundle; raises :class:`BundleIntegrityError` on any mismatch."""
+    root = Path(directory)
+    manifest = _read_manifest(root)
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    _check_file_set(root, files)
+    for rel, expected in sorted(files.items()):
+        _check_file(root, rel, expected)
+    try:
+        contract = parse_contract(json.loads((root / CONTRACT).read_text(encoding="utf-8")))
+    except (ContractError, json.JSONDecodeError) as exc:
+        raise BundleError(root, f"contract.json is invalid: {exc}") from exc
+    variants = dict(manifest.get("variants") or {"fp32": MODEL})
+    for variant, rel in variants.items():
+        if rel not in files:
+            raise BundleIntegrityError(root, f"variant {variant!r} file {rel} is not listed")
+    return Bundle(root, contract, files, variants, dict(manifest.get("metadata") or {}))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _put(target: Path, source: FileSource) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, bytes):
+        target.write_bytes(source)
+    else:
+        try:
+            shutil.copyfile(source, target)
+        except OSError as exc:
+            raise BundleError(target.parent, f"cannot copy {source}: {exc.strerror}") from exc
+
+
+def _safe_rel(root: Path, rel: str) -> str:
+    resolved = (root / rel).resolve()
+    if root.resolve() not in resolved.parents or rel in {MANIFEST}:
+        raise BundleError(root, f"file name {rel!r} is not allowed inside a bundle")
+    return Path(rel).as_posix()
+
+
+def _write_manifest(root: Path, variants: Mapping[str, str], metadata: dict[str, Any]) -> None:
+    files = {
+        rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
+        for rel in _listed_files(root)
+    }
+    body = {
+        "bundle_version": BUNDLE_VERSION,
+        "files": files,
+        "variants": dict(variants),
+        "metadata": metadata,
+    }
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)
+
+
+def _listed_files(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    )
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise BundleError(root, "is not a directory")
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleIntegrityError(root, f"{MANIFEST} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise BundleIntegrityError(root, f"{MANIFEST} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise BundleIntegrityError(root, f"{MANIFEST} has no file table")
+    if manifest.get("bundle_version") != BUNDLE_VERSION:
+        raise BundleError(root, f"unsupported bundle_version {manifest.get('bundle_version')!r}")
+    for required in (MODEL, CONTRACT):
+        if required not in manifest["files"]:
+            raise BundleIntegrityError(root, f"{required} is not listed in {MANIFEST}")
+    return manifest
+
+
+def _check_file_set(root: Path, files: Mapping[str, Any]) -> None:
+    present = set(_listed_files(root))
+    missing = sorted(set(files) - present)
+    extra = sorted(present - set(files))
+    if missing:
+        raise BundleIntegrityError(root, f"missing file(s): {', '.join(missing)}")
+    if extra:
+        raise BundleIntegrityError(
+            root, f"unexpected file(s) not in the manifest: {', '.join(extra)}"
+        )
+
+
+def _check_file(root: Path, rel: str, expected: Mapping[str, Any]) -> None:
+    path = root / rel
+    size = path.stat().st_size
+    if size != expected.get("size"):
+        raise BundleIntegrityError(
+            root, f"{rel} has {size} bytes, the manifest says {expected.get('size')}: tampered"
+        )
+    if sha256_file(path) != expected.get("sha256"):
+        raise BundleIntegrityError(root, f"{rel} does not match its sha256 checksum: tampered")
