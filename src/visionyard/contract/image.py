@@ -7,12 +7,17 @@ Pillow does the decoding. What Pillow does not do for us, and this module adds:
   naming the source;
 - a defined conversion of every mode to RGB: greyscale replicated, palette expanded, 16-bit and
   32-bit integer and float greyscale scaled to 8 bits, CMYK converted, alpha composited over a
-  background colour (or dropped), EXIF orientation applied or ignored.
+  background colour (or dropped), EXIF orientation applied or ignored; modes Pillow would convert
+  wrongly (LAB: its channels are copied, not converted) are refused instead.
+- Pillow refuses images above twice its own limit inside ``Image.open``, before their size can be
+  read; the format plugin is then asked for the declared size directly (header parse only) so the
+  error is still an :class:`ImageTooLargeError` that names the dimensions.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -24,6 +29,9 @@ from visionyard.errors import ImageError, ImageTooLargeError
 ImageSource = bytes | bytearray | memoryview | Path | str
 RGB = tuple[int, int, int]
 DEFAULT_MAX_PIXELS = 40_000_000
+_UNSUPPORTED_MODES = frozenset({"LAB"})
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -37,7 +45,8 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageError(name, f"declared size too large: {exc}") from exc
+        width, height = _declared_size(data)
+        raise ImageTooLargeError(name, width, height, max_pixels) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(name, f"not a readable image ({_reason(exc)})") from exc
     width, height = image.size
@@ -68,9 +77,9 @@ def decode_rgb(
             image.load()
             if apply_exif:
                 image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow raises assorted exception types on hostile data
         raise ImageError(name, f"corrupt or truncated image data ({_reason(exc)})") from exc
-    return to_rgb(image, alpha=alpha, background=background)
+    return to_rgb(image, alpha=alpha, background=background, source=name)
 
 
 def verify_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -80,19 +89,25 @@ def verify_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
 
 
 def to_rgb(
-    image: Image.Image, *, alpha: str = "composite", background: RGB = (255, 255, 255)
+    image: Image.Image,
+    *,
+    alpha: str = "composite",
+    background: RGB = (255, 255, 255),
+    source: str = "<image>",
 ) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB by the rules in the module docstring."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
+    if mode in _UNSUPPORTED_MODES:
+        raise ImageError(source, f"unsupported colour mode {mode}; convert it to RGB first")
+    if mode in _WIDE_GREY_MODES:
         return _wide_grey_to_rgb(image)
     if mode == "P":
         has_alpha = "transparency" in image.info
         image = image.convert("RGBA" if has_alpha else "RGB")
         mode = image.mode
-    if mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+    if mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
         if alpha == "drop":
             return rgba.convert("RGB")
@@ -113,6 +128,25 @@ def _wide_grey_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.stack([grey] * 3, axis=-1))
 
 
+def _declared_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the header, asking each matching format plugin directly.
+
+    Only reached for images Pillow itself refused as bombs, so a plugin that accepts the prefix
+    exists; (0, 0) is a fallback that still reports the image as too large.
+    """
+    Image.init()
+    for factory, accept in Image.OPEN.values():
+        verdict = True if accept is None else accept(data[:16])
+        if not verdict or isinstance(verdict, str):  # a str verdict is a rejection with a reason
+            continue
+        try:
+            width, height = factory(io.BytesIO(data), "").size
+        except Exception:  # try the next plugin, as Image.open does
+            continue
+        return width, height
+    return 0, 0
+
+
 def _read(source: ImageSource, name: str) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source)
@@ -127,5 +161,6 @@ def _name(source: ImageSource) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    """The exception text without Pillow's ``<_io.BytesIO object at 0x...>`` noise."""
     text = str(exc).strip() or type(exc).__name__
-    return text.replace(" <_io.BytesIO object at", "").split(" at 0x")[0]
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", text).strip() or type(exc).__name__
