@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.datasets",
     "tests.fixtures.tracking",
     "tests.fixtures.models",
+    "tests.fixtures.runtime",
 ]
