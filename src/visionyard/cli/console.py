@@ -30,6 +30,8 @@ EXIT_CODES: dict[str, int] = {
     "export.failed": 10,
     "dependency.missing": 11,
     "training.failed": 12,
+    "inference.failed": 13,
+    "inference.invalid_input": 5,
 }
 
 
