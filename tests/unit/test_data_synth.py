@@ -114,3 +114,11 @@ def test_progress_is_reported(tmp_path: Path) -> None:
 def test_max_objects_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="max_objects must be at least 1"):
         make_detection_set(tmp_path / "d", n_images=1, max_objects=0)
+
+
+def test_size_must_be_large_enough(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="image size must be at least 16 pixels, got 8"):
+        make_classification_set(tmp_path / "c", size=8)
+    with pytest.raises(DatasetError, match="at least 16 pixels"):
+        make_detection_set(tmp_path / "d", size=15)
+    assert not any(tmp_path.iterdir())
