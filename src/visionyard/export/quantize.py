@@ -1,0 +1,160 @@
+"""INT8 static quantization, calibrated on real images pushed through the vision contract.
+
+ONNX Runtime does the quantization (``quant_pre_process`` for shape inference and graph
+clean-up, then ``quantize_static``). What this module adds is the choice of settings measured
+on x86 CPUs and the calibration data:
+
+- QDQ format, activations **QUInt8**, weights **QInt8 per channel**. ORT's default (signed
+  activations) runs slower than FP32 here, and dynamic quantization is 6-10x slower for CNNs.
+- Calibration images are chosen deterministically (seeded) from a training or evaluation set,
+  checked to be of the model's task and labels, preprocessed by the ONE contract
+  implementation, and summarised by a content digest that goes into the variant's report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from visionyard.bundle.store import sha256_file
+from visionyard.contract.preprocess import preprocess_batch
+from visionyard.contract.schema import VisionContract
+from visionyard.data.coco import CocoDataset
+from visionyard.data.imagefolder import ImageFolderDataset
+from visionyard.errors import DatasetError, ExportError, VisionyardError
+from visionyard.evaluate.classification import check_labels
+from visionyard.export.evaluation import check_task
+from visionyard.export.reports import DataRef
+
+CalibrationName = Literal["minmax", "percentile", "entropy"]
+CalibrationSource = ImageFolderDataset | CocoDataset | Sequence[Path]
+METHODS: dict[str, CalibrationMethod] = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The chosen calibration images and their reference (digest, count, source, method)."""
+
+    paths: tuple[Path, ...]
+    ref: DataRef
+
+
+class ContractCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds ``quantize_static`` batches of contract-preprocessed images."""
+
+    def __init__(self, paths: Sequence[Path], contract: VisionContract, batch_size: int) -> None:
+        self._batches = _batches(paths, contract, batch_size)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _batches(
+    paths: Sequence[Path], contract: VisionContract, size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, len(paths), size):
+        batch = preprocess_batch(paths[start : start + size], contract)
+        yield {contract.input_name: batch.tensor}
+
+
+def select_calibration(
+    source: CalibrationSource,
+    contract: VisionContract,
+    *,
+    count: int,
+    method: CalibrationName = "minmax",
+    seed: int = 0,
+) -> CalibrationSet:
+    """Up to ``count`` images of ``source`` (seeded choice), checked against the model's task."""
+    if method not in METHODS:
+        raise ExportError(f"unknown calibration method {method!r} (use: {', '.join(METHODS)})")
+    paths, kind = _source_paths(source, contract)
+    if count < 1 or not paths:
+        raise DatasetError(
+            f"the calibration set is empty ({len(paths)} image(s), count {count}); give a "
+            "training or evaluation set with images of the model's classes"
+        )
+    ordered = sorted(paths)
+    random.Random(seed).shuffle(ordered)
+    chosen = tuple(sorted(ordered[:count]))
+    ref = DataRef(digest=calibration_digest(chosen), count=len(chosen), source=kind, method=method)
+    return CalibrationSet(chosen, ref)
+
+
+def calibration_digest(paths: Sequence[Path]) -> str:
+    """sha256 over the sorted content hashes of the images (location-independent)."""
+    hashes = sorted(sha256_file(Path(p)) for p in paths)
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def _source_paths(source: CalibrationSource, contract: VisionContract) -> tuple[list[Path], str]:
+    check_task(source, contract, "calibration")
+    if isinstance(source, ImageFolderDataset):
+        check_labels(source.classes, contract.labels, allow_subset=True)
+        return [s.path for s in source.samples], f"imagefolder:{source.root}"
+    if isinstance(source, CocoDataset):
+        check_labels(source.labels, contract.labels, allow_subset=True)
+        return [i.path for i in source.images], f"coco:{source.annotation_file}"
+    return [Path(p) for p in source], "images"
+
+
+def quantize_int8(
+    model: bytes,
+    contract: VisionContract,
+    calibration: CalibrationSet,
+    *,
+    batch_size: int = 8,
+) -> bytes:
+    """The INT8 QDQ model (activations QUInt8, weights QInt8 per channel) as bytes."""
+    method = calibration.ref.method or "minmax"
+    reader = ContractCalibrationReader(calibration.paths, contract, batch_size)
+    with tempfile.TemporaryDirectory(prefix="visionyard-int8-") as tmp:
+        folder = Path(tmp)
+        (folder / "fp32.onnx").write_bytes(model)
+        _pre_process(folder / "fp32.onnx", folder / "pre.onnx")
+        _quantize(folder / "pre.onnx", folder / "int8.onnx", reader, METHODS[method])
+        return (folder / "int8.onnx").read_bytes()
+
+
+def _pre_process(source: Path, target: Path) -> None:
+    try:
+        quant_pre_process(str(source), str(target))
+    except Exception as exc:  # symbolic shape inference raises bare Exceptions
+        raise ExportError(f"INT8 pre-processing (shape inference) failed: {exc}") from exc
+
+
+def _quantize(source: Path, target: Path, reader: Any, method: CalibrationMethod) -> None:
+    try:
+        quantize_static(
+            str(source),
+            str(target),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+        )
+    except VisionyardError:  # e.g. an unreadable calibration image, raised by the reader
+        raise
+    except Exception as exc:  # the quantizer raises many untyped errors
+        raise ExportError(f"INT8 quantization failed: {type(exc).__name__}: {exc}") from exc

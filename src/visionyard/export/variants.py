@@ -1,0 +1,276 @@
+"""Optimised variants of a bundle's FP32 model, each measured against it and kept or refused.
+
+:func:`build_variants` builds the requested variants (``int8`` static QDQ, ``fp16``), runs each
+and the FP32 reference over the same evaluation set and times them the same way on this
+machine's execution provider, then decides: a variant whose headline metric (top-1 accuracy, or
+COCO mAP for detectors) drops more than ``max_drop_points`` is **rejected** and not stored,
+unless ``force`` stores it with ``passed: false`` (so the runtime never picks it on its own).
+Kept variants go into the bundle as ``variants/<name>.onnx`` together with their reports
+(:mod:`visionyard.export.reports`), through :func:`visionyard.bundle.add_files`, so the
+manifest's checksums cover them and a corrupted variant is refused when a session loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from visionyard.bundle.store import Bundle, add_files, load_bundle, sha256_bytes
+from visionyard.errors import DatasetError, ExportError
+from visionyard.evaluate.latency import LatencyReport, measure_latency
+from visionyard.export.evaluation import EvalSet, Evaluated, eval_ref, evaluate, quality
+from visionyard.export.fp16 import convert_fp16
+from visionyard.export.operators import check_operators, ort_load_error
+from visionyard.export.quantize import (
+    CalibrationName,
+    CalibrationSet,
+    CalibrationSource,
+    quantize_int8,
+    select_calibration,
+)
+from visionyard.export.reports import (
+    REPORTS_FILE,
+    DataRef,
+    Speed,
+    VariantReport,
+    report_files,
+    tool_versions,
+)
+from visionyard.runtime.session import InferenceSession, session_options
+from visionyard.runtime.variants import REFERENCE, Precision, resolve_providers
+
+VARIANTS: dict[str, Precision] = {"fp32": "fp32", "int8": "int8", "fp16": "fp16"}
+Latency = Callable[[InferenceSession], LatencyReport]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    count: int = 100
+    method: CalibrationName = "minmax"
+    seed: int = 0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How latency is measured: ORT intra-op ``threads`` as the runtime opens sessions."""
+
+    threads: int = 1
+    warmup: int = 3
+    iterations: int = 30
+    throughput_batch_size: int = 16
+    throughput_iterations: int = 5
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    max_drop_points: float = 1.0
+    force: bool = False
+    eval_batch_size: int = 32
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    timing: TimingOptions = field(default_factory=TimingOptions)
+
+
+@dataclass(frozen=True)
+class _Measured:
+    evaluated: Evaluated
+    speed: Speed
+
+
+@dataclass(frozen=True)
+class _Context:
+    bundle: Bundle
+    eval_set: EvalSet
+    eval_ref: DataRef
+    options: VariantOptions
+    latency: Latency
+    progress: Progress
+
+
+def parse_variants(names: str | Sequence[str]) -> list[str]:
+    """``"fp32,int8"`` or a list -> validated, de-duplicated names (fp32 always first)."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    chosen = [n.strip().lower() for n in items if n.strip()]
+    unknown = [n for n in chosen if n not in VARIANTS]
+    if unknown:
+        raise ExportError(
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
+    return [REFERENCE, *dict.fromkeys(n for n in chosen if n != REFERENCE)]
+
+
+def build_variants(
+    bundle_or_path: Bundle | Path | str,
+    *,
+    variants: str | Sequence[str],
+    eval_set: EvalSet,
+    calibration_set: CalibrationSource | None = None,
+    options: VariantOptions | None = None,
+    latency: Latency | None = None,
+    progress: Progress | None = None,
+) -> list[VariantReport]:
+    """Build, measure and decide every requested variant; store the kept ones in the bundle.
+
+    Returns one report per variant, FP32 (the reference) first; rejected variants are
+    reported (``stored=False``) but not written.
+    """
+    opts = options or VariantOptions()
+    names = parse_variants(variants)
+    path = bundle_or_path.path if isinstance(bundle_or_path, Bundle) else Path(bundle_or_path)
+    bundle = load_bundle(path)
+    reference = bundle.model_path(REFERENCE).read_bytes()
+    check_operators(onnx.load_from_string(reference), f"the FP32 model of {bundle.path}")
+    calibration = _calibration(names, bundle, calibration_set, opts.calibration)
+    say = progress or (lambda _message: None)
+    say("checksumming the evaluation set")
+    ctx = _Context(bundle, eval_set, eval_ref(eval_set), opts, latency or _latency(opts), say)
+    base = _measure(ctx, REFERENCE, reference)
+    reports = [_reference_report(ctx, base, reference)]
+    for name in names[1:]:
+        model = _build(name, reference, bundle, calibration, opts.calibration, say)
+        reports.append(_judge(ctx, name, model, base, calibration))
+        _store(ctx.bundle, name, model, reports[-1])
+    _store_reports(load_bundle(path), [r for r in reports if r.stored])
+    return reports
+
+
+def _calibration(
+    names: Sequence[str],
+    bundle: Bundle,
+    source: CalibrationSource | None,
+    options: CalibrationOptions,
+) -> CalibrationSet | None:
+    if "int8" not in names:
+        return None
+    if source is None:
+        raise DatasetError("the int8 variant needs a calibration set (training images)")
+    return select_calibration(
+        source, bundle.contract, count=options.count, method=options.method, seed=options.seed
+    )
+
+
+def _build(
+    name: str,
+    reference: bytes,
+    bundle: Bundle,
+    calibration: CalibrationSet | None,
+    options: CalibrationOptions,
+    say: Progress,
+) -> bytes:
+    if name == "fp16":
+        say("converting to fp16")
+        return convert_fp16(reference)
+    assert calibration is not None  # _calibration() demands it for int8
+    say(f"quantizing to int8 ({calibration.ref.count} calibration images)")
+    return quantize_int8(reference, bundle.contract, calibration, batch_size=options.batch_size)
+
+
+def _measure(ctx: _Context, name: str, model: bytes) -> _Measured:
+    session = open_model(ctx.bundle, name, model, ctx.options.timing.threads)
+    ctx.progress(f"evaluating {name} on {ctx.eval_ref.count} images")
+    evaluated = evaluate(session, ctx.eval_set, ctx.options.eval_batch_size)
+    ctx.progress(f"timing {name}")
+    timed = ctx.latency(session)
+    speed = Speed(
+        provider=session.providers[0],
+        threads=ctx.options.timing.threads,
+        latency_p50_ms=timed.p50_ms,
+        latency_p90_ms=timed.p90_ms,
+        throughput_batch_size=timed.throughput_batch_size,
+        throughput_images_per_s=timed.throughput_images_per_s,
+    )
+    return _Measured(evaluated, speed)
+
+
+def open_model(bundle: Bundle, name: str, model: bytes, threads: int = 1) -> InferenceSession:
+    """An :class:`InferenceSession` over model bytes not (yet) stored in ``bundle``."""
+    providers = resolve_providers(None, ort.get_available_providers())
+    options = session_options(threads, 1)
+    try:
+        raw = ort.InferenceSession(model, sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime's pybind errors share no useful base class
+        raise ort_load_error(exc, f"the {name} variant") from exc
+    return InferenceSession(bundle, name, raw)
+
+
+def _latency(options: VariantOptions) -> Latency:
+    timing = options.timing
+
+    def run(session: InferenceSession) -> LatencyReport:
+        return measure_latency(
+            session,
+            warmup=timing.warmup,
+            iterations=timing.iterations,
+            throughput_batch_size=timing.throughput_batch_size,
+            throughput_iterations=timing.throughput_iterations,
+        )
+
+    return run
+
+
+def _reference_report(ctx: _Context, base: _Measured, model: bytes) -> VariantReport:
+    return _report(ctx, REFERENCE, model, base, base, None).model_copy(
+        update={"status": "reference", "reason": "the FP32 reference"}
+    )
+
+
+def _judge(
+    ctx: _Context, name: str, model: bytes, base: _Measured, calibration: CalibrationSet | None
+) -> VariantReport:
+    measured = _measure(ctx, name, model)
+    ref = calibration.ref if name == "int8" and calibration is not None else None
+    return _report(ctx, name, model, measured, base, ref)
+
+
+def _report(
+    ctx: _Context,
+    name: str,
+    model: bytes,
+    measured: _Measured,
+    base: _Measured,
+    calibration: DataRef | None,
+) -> VariantReport:
+    result = quality(base.evaluated, measured.evaluated)
+    bound = ctx.options.max_drop_points
+    drop = -result.delta_points
+    passed = drop <= bound + 1e-9
+    status = "passed" if passed else ("forced" if ctx.options.force else "rejected")
+    verb = "within the bound" if passed else "exceeds the bound"
+    return VariantReport(
+        name=name,
+        precision=VARIANTS[name],
+        status=status,
+        passed=passed,
+        stored=passed or ctx.options.force,
+        reason=f"{result.metric} {result.delta_points:+.2f} points: {verb} of -{bound:g}",
+        max_drop_points=bound,
+        file=ctx.bundle.variants.get(name, f"variants/{name}.onnx"),
+        file_size_bytes=len(model),
+        sha256=sha256_bytes(model),
+        quality=result,
+        speed=measured.speed,
+        speedup_vs_fp32=base.speed.latency_p50_ms / max(measured.speed.latency_p50_ms, 1e-9),
+        eval_set=ctx.eval_ref,
+        calibration=calibration,
+        tool_versions=tool_versions(),
+    )
+
+
+def _store(bundle: Bundle, name: str, model: bytes, report: VariantReport) -> None:
+    if report.stored:
+        add_files(bundle, {report.file: model}, {name: report.file})
+
+
+def _store_reports(bundle: Bundle, reports: Sequence[VariantReport]) -> None:
+    existing: dict[str, Any] = {}
+    if REPORTS_FILE in bundle.files:
+        existing = json.loads((bundle.path / REPORTS_FILE).read_text(encoding="utf-8"))
+    files = report_files({r.name: r for r in reports}, existing)
+    add_files(bundle, files, {})

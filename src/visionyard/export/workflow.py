@@ -1,0 +1,90 @@
+"""From a bundle and a dataset folder to measured variants: what the CLI and the quickstart call.
+
+A dataset folder gives both image sets: for an ImageFolder tree with splits, the evaluation
+set is the ``val`` split (else ``test``) and the calibration set is the ``train`` split (else
+the evaluation set); a COCO folder, having no splits, serves as both unless a separate
+calibration folder is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visionyard.data.imagefolder import ImageFolderDataset
+from visionyard.data.manifest import read_dataset
+from visionyard.errors import DatasetError
+from visionyard.export.evaluation import EvalSet
+from visionyard.export.quantize import CalibrationSource
+from visionyard.export.reports import VariantReport
+from visionyard.export.variants import (
+    CalibrationOptions,
+    Progress,
+    VariantOptions,
+    build_variants,
+)
+
+EVAL_SPLITS = ("val", "test")
+
+
+def resolve_sets(
+    data: Path | str,
+    *,
+    eval_split: str | None = None,
+    calibration_split: str = "train",
+    calibration_data: Path | str | None = None,
+) -> tuple[EvalSet, CalibrationSource]:
+    """The evaluation and calibration sets of a dataset folder (see the module docstring)."""
+    dataset = read_dataset(data)
+    evaluation = _eval_set(dataset, eval_split)
+    source = dataset if calibration_data is None else read_dataset(calibration_data)
+    fallback = evaluation if calibration_data is None else source
+    return evaluation, _split(source, calibration_split) or fallback
+
+
+def _eval_set(dataset: EvalSet, split: str | None) -> EvalSet:
+    if split is None:
+        found = (_split(dataset, name) for name in EVAL_SPLITS)
+        return next((chosen for chosen in found if chosen is not None), dataset)
+    chosen = _split(dataset, split)
+    if chosen is None:
+        have = ", ".join(dataset.splits) if isinstance(dataset, ImageFolderDataset) else ""
+        raise DatasetError(
+            f"the dataset has no {split!r} split (splits: {have or 'none'}); "
+            "choose another evaluation split"
+        )
+    return chosen
+
+
+def _split(dataset: EvalSet, name: str) -> EvalSet | None:
+    """The named split of an ImageFolder tree, or None when it has no such split."""
+    if isinstance(dataset, ImageFolderDataset) and name in dataset.splits:
+        return dataset.split(name)
+    return None
+
+
+def export_int8_for_quickstart(
+    bundle: Path | str,
+    data: Path | str,
+    *,
+    max_drop_points: float = 1.0,
+    calibration_count: int = 100,
+    progress: Progress | None = None,
+) -> list[VariantReport]:
+    """Add a measured INT8 variant to ``bundle`` from the dataset folder ``data``.
+
+    Returns the FP32 and INT8 reports; print them with
+    :func:`visionyard.cli.export.variants_table`. A rejected INT8 variant is reported
+    (``status == "rejected"``) and not stored.
+    """
+    evaluation, calibration = resolve_sets(data)
+    options = VariantOptions(
+        max_drop_points=max_drop_points, calibration=CalibrationOptions(count=calibration_count)
+    )
+    return build_variants(
+        bundle,
+        variants=["int8"],
+        eval_set=evaluation,
+        calibration_set=calibration,
+        options=options,
+        progress=progress,
+    )
