@@ -66,6 +66,14 @@ class ServingSettings(_Section):
     max_queue_delay_ms: float = Field(2.0, ge=0)
     max_queue_size: int = Field(256, gt=0)
     poll_interval_s: float = Field(5.0, gt=0)
+    models: dict[str, str] = Field(
+        default_factory=dict, description="name -> bundle path or NAME@alias / NAME/3"
+    )
+    inference_token: str | None = Field(None, description="bearer token for inference calls")
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    inference_workers: int = Field(2, gt=0, description="inference threads per model")
+    decode_workers: int = Field(2, gt=0, description="image decoding threads")
+    retry_after_s: int = Field(1, ge=0)
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,63 @@
+"""``visionyard serve``: serve models over REST and gRPC (Open Inference Protocol v2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from visionyard.cli.console import app_context, err
+from visionyard.errors import ConfigError
+
+
+def serve(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", help="Settings file (YAML/TOML)."),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help="NAME=REF: a bundle path, NAME@alias or NAME/3 (repeatable)."
+    ),
+    host: str | None = typer.Option(None, "--host", help="Interface to bind."),
+    http_port: int | None = typer.Option(None, "--http-port", help="REST port (0: any free)."),
+    grpc_port: int | None = typer.Option(None, "--grpc-port", help="gRPC port (0: any free)."),
+) -> None:
+    """Serve models (registry references or bundle paths); stop with Ctrl-C."""
+    import asyncio
+
+    from visionyard.serving.logs import configure_logging
+    from visionyard.serving.sources import parse_model_option
+    from visionyard.settings import load_settings
+
+    root = app_context(ctx)
+    models = dict(parse_model_option(option) for option in model)
+    flags: dict[str, Any] = {
+        "home": ctx.find_root().params.get("home"),
+        "tracking.uri": ctx.find_root().params.get("tracking_uri"),
+        "serving.host": host,
+        "serving.http_port": http_port,
+        "serving.grpc_port": grpc_port,
+        "serving.models": models or None,
+    }
+    settings = load_settings(config or root.loaded.config_file, flags).settings
+    if not settings.serving.models:
+        raise ConfigError("no models to serve: pass --model NAME=REF or set serving.models")
+    configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Any) -> None:
+    import asyncio
+    import signal
+
+    from visionyard.serving.app import Server
+
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    addresses = await server.start()
+    print(f"serving http={addresses.http_url} grpc={addresses.grpc_target}", flush=True)
+    err().print(f"models: {', '.join(server.pool.names)}; Ctrl-C to stop")
+    await stop.wait()
+    await server.stop()

@@ -1,0 +1,201 @@
+"""Server assembly: one process, one event loop, REST (uvicorn) and gRPC (grpc.aio) side by side.
+
+:class:`Server` wires settings -> pool -> data plane -> adapters. :func:`running_server` runs one
+on a background thread (tests, notebooks, the quickstart) and :func:`serve_subprocess` runs
+``visionyard serve`` as a child process; both yield the URLs to call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import uvicorn
+
+from visionyard.serving.batching import BatchConfig
+from visionyard.serving.dataplane import DataPlane
+from visionyard.serving.grpc_server import create_grpc_server
+from visionyard.serving.metrics import ServingMetrics
+from visionyard.serving.model import Limits
+from visionyard.serving.pool import ModelPool, PoolConfig
+from visionyard.serving.rest import create_rest_app
+from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
+from visionyard.settings import Settings
+
+log = logging.getLogger("visionyard.serving")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    http_url: str
+    grpc_target: str
+
+
+class Server:
+    """REST + gRPC over one model pool; ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: Settings, sources: Mapping[str, ModelSource] | None = None):
+        self.settings = settings
+        self.metrics = ServingMetrics()
+        chosen = sources if sources is not None else sources_from_settings(settings)
+        self.pool = ModelPool(chosen, pool_config(settings), self.metrics)
+        self.plane = DataPlane(self.pool, self.metrics, settings.serving.decode_workers)
+        self.rest_app = create_rest_app(self.plane, settings.serving)
+        self._grpc: grpc.aio.Server | None = None
+        self._http: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> Addresses:
+        """Bind both ports, load every model, start polling sources."""
+        serving = self.settings.serving
+        sock = _bind(serving.host, serving.http_port)
+        self._http = _uvicorn(self.rest_app)
+        http_task = asyncio.create_task(_run_uvicorn(self._http, sock))
+        self._tasks.append(http_task)
+        self._grpc = create_grpc_server(self.plane, serving)
+        grpc_port = self._grpc.add_insecure_port(f"{serving.host}:{serving.grpc_port}")
+        await self._grpc.start()
+        while not self._http.started:
+            if http_task.done():
+                http_task.result()
+                raise RuntimeError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+        await self.pool.start()
+        self._tasks.append(asyncio.create_task(self.pool.watch(serving.poll_interval_s)))
+        host, port = sock.getsockname()[:2]
+        return Addresses(f"http://{host}:{port}", f"{serving.host}:{grpc_port}")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pool.close()
+        self.plane.close()
+
+
+def pool_config(settings: Settings) -> PoolConfig:
+    serving = settings.serving
+    batch = BatchConfig(
+        serving.max_batch_size, serving.max_queue_delay_ms / 1000, serving.inference_workers
+    )
+    limits = Limits(
+        max_pixels=settings.images.max_pixels,
+        max_image_bytes=settings.images.max_bytes,
+        max_in_flight=serving.max_queue_size,
+        retry_after_s=serving.retry_after_s,
+    )
+    return PoolConfig(batch, limits)
+
+
+def sources_from_settings(settings: Settings) -> dict[str, ModelSource]:
+    """``serving.models``: a bundle path, or a registry reference (``NAME@alias``, ``NAME/3``)."""
+    sources: dict[str, ModelSource] = {}
+    for name, reference in settings.serving.models.items():
+        if is_registry_reference(reference):
+            from visionyard.serving.registry_source import RegistrySource
+
+            sources[name] = RegistrySource(reference, settings)
+        else:
+            sources[name] = LocalBundleSource(Path(reference))
+    return sources
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _uvicorn(app: Any) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30
+    )
+    return uvicorn.Server(config)
+
+
+async def _run_uvicorn(server: uvicorn.Server, sock: socket.socket) -> None:
+    """uvicorn's ``serve`` without its signal capture (the caller owns signals)."""
+    config = server.config
+    if not config.loaded:
+        config.load()
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])
+    if not server.should_exit:
+        await server.main_loop()
+    if server.started:
+        await server.shutdown(sockets=[sock])
+    sock.close()
+
+
+class _LoopThread:
+    """An event loop on a daemon thread; :meth:`call` runs a coroutine on it and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="vy-serve")
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class RunningServer:
+    server: Server
+    addresses: Addresses
+    _thread: _LoopThread
+
+    @property
+    def http_url(self) -> str:
+        return self.addresses.http_url
+
+    @property
+    def grpc_target(self) -> str:
+        return self.addresses.grpc_target
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        """Run a coroutine on the server's loop (e.g. ``server.pool.refresh(name)``)."""
+        return self._thread.call(coro, timeout)
+
+
+@contextlib.contextmanager
+def running_server(
+    settings: Settings, sources: Mapping[str, ModelSource] | None = None, *, timeout: float = 120
+) -> Iterator[RunningServer]:
+    """Start a server in this process on a background thread; stop it on exit."""
+    thread = _LoopThread()
+    try:
+        server = thread.call(_make(settings, sources), timeout)
+        addresses = thread.call(server.start(), timeout)
+        try:
+            yield RunningServer(server, addresses, thread)
+        finally:
+            thread.call(server.stop(1.0), timeout)
+    finally:
+        thread.close()
+
+
+async def _make(settings: Settings, sources: Mapping[str, ModelSource] | None) -> Server:
+    return Server(settings, sources)

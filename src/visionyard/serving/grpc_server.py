@@ -1,0 +1,142 @@
+"""The gRPC adapter: ``inference.GRPCInferenceService`` on grpc.aio, sharing the event loop.
+
+Thin: each RPC converts protobuf to data plane types and back. :data:`GRPC_STATUS` is the gRPC
+adapter's ONE mapping from domain error codes to status codes (default INTERNAL). Every call is
+access-logged as JSON with its ``x-request-id`` (from the client's metadata, or new), which is
+also returned in the trailing metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from visionyard.errors import VisionyardError
+from visionyard.serving.auth import check_inference
+from visionyard.serving.dataplane import DataPlane
+from visionyard.serving.errors import ServerBusyError
+from visionyard.serving.grpc_codec import encode_infer, parse_infer
+from visionyard.serving.logs import access
+from visionyard.serving.proto import grpc_service_pb2 as pb
+from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
+from visionyard.serving.rest_middleware import request_id
+from visionyard.settings import ServingSettings
+
+#: The gRPC adapter's mapping from domain codes to status codes.
+GRPC_STATUS: dict[str, grpc.StatusCode] = {
+    "inference.invalid_input": grpc.StatusCode.INVALID_ARGUMENT,
+    "image.invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "image.too_large": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "serving.unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "serving.forbidden": grpc.StatusCode.PERMISSION_DENIED,
+    "serving.body_too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "serving.busy": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "serving.unavailable": grpc.StatusCode.UNAVAILABLE,
+}
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Map domain errors to statuses; access-log the call with its request id."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        metadata = dict(context.invocation_metadata() or ())
+        rid = request_id(metadata.get("x-request-id"))
+        fields: dict[str, Any] = {
+            "request_id": rid,
+            "protocol": "grpc",
+            "method": method.__name__,
+            "status": "OK",
+        }
+        started = time.perf_counter()
+        try:
+            context.set_trailing_metadata((("x-request-id", rid),))
+            return await method(self, request, context)
+        except VisionyardError as exc:
+            code = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
+            fields["status"] = code.name
+            await context.abort(code, str(exc), trailing_metadata=_trailer(rid, exc))
+            raise  # unreachable: abort raises
+        finally:
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            fields["model"] = getattr(request, "model_name", None) or getattr(request, "name", None)
+            access(fields)
+
+    return wrapper
+
+
+def _trailer(rid: str, exc: VisionyardError) -> tuple[tuple[str, str], ...]:
+    if isinstance(exc, ServerBusyError):
+        return (("x-request-id", rid), ("retry-after", str(exc.retry_after_s)))
+    return (("x-request-id", rid),)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, plane: DataPlane, settings: ServingSettings) -> None:
+        self.plane = plane
+        self.token = settings.inference_token
+
+    @_rpc
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
+        return pb.ServerLiveResponse(live=self.plane.live())
+
+    @_rpc
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.plane.ready())
+
+    @_rpc
+    async def ModelReady(  # noqa: N802
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version))
+
+    @_rpc
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
+        meta = self.plane.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta.name, version=meta.version, extensions=meta.extensions
+        )
+
+    @_rpc
+    async def ModelMetadata(  # noqa: N802
+        self, request: pb.ModelMetadataRequest, context: Any
+    ) -> pb.ModelMetadataResponse:
+        meta = self.plane.model_metadata(request.name, request.version or None)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.outputs],
+        )
+
+    @_rpc
+    async def ModelInfer(  # noqa: N802
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        check_inference(self.token, metadata.get("authorization"))
+        parsed, raw = parse_infer(request)
+        response = await self.plane.infer(parsed, "grpc")
+        return encode_infer(response, raw)
+
+
+def create_grpc_server(plane: DataPlane, settings: ServingSettings) -> grpc.aio.Server:
+    limit = settings.max_body_bytes
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ]
+    server = grpc.aio.server(options=options)
+    servicer = InferenceServicer(plane, settings)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    return server

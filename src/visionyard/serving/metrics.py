@@ -1,0 +1,90 @@
+"""Prometheus metrics of the server, in their own registry (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from visionyard.serving.types import Timings
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServingMetrics:
+    """Request counts, stage latencies, batch sizes, queue depth, loaded versions, failures."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "visionyard_requests",
+            "Inference requests by outcome",
+            ["model", "version", "protocol", "status"],
+            registry=reg,
+        )
+        self.latency = Histogram(
+            "visionyard_request_seconds",
+            "Inference latency by stage (queue, preprocess, inference, total)",
+            ["model", "protocol", "stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "visionyard_batch_size",
+            "Images per executed batch",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.queue_depth = Gauge(
+            "visionyard_queue_depth", "Requests admitted and not finished", ["model"], registry=reg
+        )
+        self.model_info = Gauge(
+            "visionyard_model_info",
+            "1 for the version being served",
+            ["model", "version", "variant", "reference"],
+            registry=reg,
+        )
+        self.load_failures = Counter(
+            "visionyard_model_load_failures",
+            "Versions that failed to resolve, load or verify",
+            ["model"],
+            registry=reg,
+        )
+        self.swaps = Counter("visionyard_model_swaps", "Version switches", ["model"], registry=reg)
+
+    def observe(self, model: str, version: str, protocol: str, status: str) -> None:
+        self.requests.labels(model, version, protocol, status).inc()
+
+    def observe_timings(self, model: str, protocol: str, timings: Timings, total: float) -> None:
+        for stage, value in (
+            ("queue", timings.queue),
+            ("preprocess", timings.preprocess),
+            ("inference", timings.inference),
+            ("total", total),
+        ):
+            self.latency.labels(model, protocol, stage).observe(value)
+
+    def loaded(self, model: str, version: str, variant: str, reference: str) -> None:
+        for labels in list(self._info_labels(model)):
+            self.model_info.remove(*labels)
+        self.model_info.labels(model, version, variant, reference).set(1)
+
+    def unloaded(self, model: str) -> None:
+        for labels in list(self._info_labels(model)):
+            self.model_info.remove(*labels)
+
+    def _info_labels(self, model: str) -> list[tuple[str, ...]]:
+        found: list[tuple[str, ...]] = []
+        for metric in self.model_info.collect():
+            for sample in metric.samples:
+                if sample.labels.get("model") == model:
+                    labels = sample.labels
+                    found.append(
+                        (labels["model"], labels["version"], labels["variant"], labels["reference"])
+                    )
+        return found
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,154 @@
+"""One loaded model version: its session, batcher, tensor specs, admission counter and inputs.
+
+A request names either the model's image tensor input (``contract.input_name``, already
+preprocessed) or :data:`IMAGE_INPUT`, a ``BYTES`` tensor of encoded images (JPEG, PNG, WebP...,
+one element per image) that the server decodes and preprocesses by the version's contract. Each
+image is decoded separately so that one bad image names its index in a clean error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from visionyard.contract.preprocess import ImageMeta, decode_for_contract, preprocess_image
+from visionyard.contract.schema import VisionContract
+from visionyard.errors import ImageError, ImageTooLargeError, InvalidInputError
+from visionyard.runtime.session import InferenceSession
+from visionyard.runtime.signature import check_tensor
+from visionyard.serving.batching import Batcher
+from visionyard.serving.codec import datatype_of
+from visionyard.serving.errors import ModelUnavailableError, ServerBusyError
+from visionyard.serving.outputs import output_specs
+from visionyard.serving.types import Tensor, TensorSpec
+
+IMAGE_INPUT = "image"
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 40_000_000
+    max_image_bytes: int = 32 * 1024 * 1024
+    max_images: int = 64
+    max_in_flight: int = 256
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class ModelBatch:
+    tensor: np.ndarray
+    metas: list[ImageMeta]
+    images: bool
+
+
+class LoadedModel:
+    """A version being served; requests :meth:`acquire` it and :meth:`release` it when done."""
+
+    def __init__(self, name: str, version: str, session: InferenceSession, batcher: Batcher):
+        self.name = name
+        self.version = version
+        self.session = session
+        self.batcher = batcher
+        self.inputs = input_specs(session)
+        self.outputs = output_specs(session)
+        self.in_flight = 0
+        self._closing = False
+        self._drained = asyncio.Event()
+
+    def acquire(self, limits: Limits) -> None:
+        """Admit one request or refuse it (queue full) before any work is done."""
+        if self._closing:
+            raise ModelUnavailableError(self.name, "unloading")
+        if self.in_flight >= limits.max_in_flight:
+            raise ServerBusyError(self.name, limits.max_in_flight, limits.retry_after_s)
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self._closing and self.in_flight == 0:
+            self._drained.set()
+
+    async def retire(self) -> None:
+        """Let in-flight requests finish on this version, then stop its batcher."""
+        self._closing = True
+        if self.in_flight:
+            await self._drained.wait()
+        await self.batcher.close()
+
+    def tensor_input(self, tensor: Tensor) -> ModelBatch:
+        """Validate a preprocessed tensor input (datatype, shape, element count)."""
+        meta = self.session.input_meta
+        want = datatype_of(meta.dtype)
+        if tensor.datatype != want:
+            raise InvalidInputError(
+                f"input {tensor.name!r} has datatype {tensor.datatype}; the model takes {want}"
+            )
+        array = check_tensor(tensor.data, meta, self.session.contract)
+        size = self.session.contract.preprocessing.input_size
+        identity = ImageMeta(size.width, size.height, 1.0, 1.0, 0.0, 0.0)
+        return ModelBatch(array, [identity] * len(array), images=False)
+
+    def image_input(self, tensor: Tensor, limits: Limits) -> ModelBatch:
+        """Decode and preprocess a BYTES tensor of encoded images (blocking: run off-loop)."""
+        items = _image_items(tensor, limits)
+        contract = self.session.contract
+        arrays, metas = [], []
+        for index, data in enumerate(items):
+            image = _decode(index, data, contract, limits)
+            array, meta = preprocess_image(image, contract)
+            arrays.append(array)
+            metas.append(meta)
+        return ModelBatch(np.stack(arrays), metas, images=True)
+
+    def pick_input(self, inputs: list[Tensor]) -> Tensor:
+        names = [spec.name for spec in self.inputs]
+        if len(inputs) != 1 or inputs[0].name not in names:
+            given = [t.name for t in inputs]
+            raise InvalidInputError(
+                f"model {self.name!r} takes exactly one input, one of {names}; got {given}"
+            )
+        return inputs[0]
+
+
+def input_specs(session: InferenceSession) -> list[TensorSpec]:
+    meta = session.input_meta
+    shape = tuple(meta.fixed(i) or -1 for i in range(len(meta.shape)))
+    return [
+        TensorSpec(meta.name, datatype_of(meta.dtype), shape),
+        TensorSpec(IMAGE_INPUT, "BYTES", (-1,)),
+    ]
+
+
+def _image_items(tensor: Tensor, limits: Limits) -> list[bytes]:
+    if tensor.datatype != "BYTES":
+        raise InvalidInputError(
+            f"input {IMAGE_INPUT!r} takes encoded images as BYTES, not {tensor.datatype}"
+        )
+    if tensor.data.ndim not in (1, 2) or (tensor.data.ndim == 2 and tensor.data.shape[1] != 1):
+        raise InvalidInputError(
+            f"input {IMAGE_INPUT!r} has shape {list(tensor.shape)}; expected [N] or [N, 1]"
+        )
+    items = [bytes(item) for item in tensor.data.reshape(-1)]
+    if not 1 <= len(items) <= limits.max_images:
+        raise InvalidInputError(
+            f"{len(items)} images in one request; send 1 to {limits.max_images}"
+        )
+    for index, item in enumerate(items):
+        if len(item) > limits.max_image_bytes:
+            raise InvalidInputError(
+                f"image {index} is {len(item)} bytes, above the limit of {limits.max_image_bytes}"
+            )
+    return items
+
+
+def _decode(index: int, data: bytes, contract: VisionContract, limits: Limits) -> Image.Image:
+    try:
+        return decode_for_contract(data, contract, limits.max_pixels)
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(f"image {index}", exc.width, exc.height, exc.limit) from exc
+    except ImageError as exc:
+        raise ImageError(f"image {index}", exc.problem) from exc

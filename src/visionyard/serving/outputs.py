@@ -1,0 +1,156 @@
+"""Response tensors: the model's raw outputs plus the contract's decoded outputs.
+
+Classification models add ``top_labels`` (BYTES ``[N, k]``), ``top_scores`` (FP32) and
+``top_indices`` (INT64). Detection models add ``detections`` (BYTES ``[N]``, one JSON array of
+``{"box": [x1, y1, x2, y2], "score", "index", "label"}`` per image, boxes in ORIGINAL image
+pixels), and the same as padded tensors: ``detection_boxes`` FP32 ``[N, D, 4]``,
+``detection_scores`` FP32 ``[N, D]``, ``detection_classes`` INT64 ``[N, D]`` (-1 pads) and
+``num_detections`` INT64 ``[N]``. Asking for any classifier output with the classification
+extension (``classification: k``) returns BYTES ``[N, k]`` strings ``"score:index:label"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from visionyard.contract.postprocess import ImageResult, classify, triton_strings
+from visionyard.contract.preprocess import ImageMeta
+from visionyard.contract.schema import ClassificationDecoding, VisionContract
+from visionyard.errors import InvalidInputError
+from visionyard.runtime.session import InferenceSession
+from visionyard.serving.codec import datatype_of, object_array
+from visionyard.serving.types import RequestedOutput, Tensor, TensorSpec
+
+Outputs = dict[str, np.ndarray]
+Builder = Callable[[list[ImageResult]], np.ndarray]
+CLASSIFICATION_OUTPUTS = ("top_labels", "top_scores", "top_indices")
+DETECTION_OUTPUTS = (
+    "detections",
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "num_detections",
+)
+
+
+def output_specs(session: InferenceSession) -> list[TensorSpec]:
+    """Raw model outputs, then the decoded ones."""
+    raw = [
+        TensorSpec(
+            o.name, datatype_of(o.dtype), tuple(o.fixed(i) or -1 for i in range(len(o.shape)))
+        )
+        for o in session.output_meta
+    ]
+    contract = session.contract
+    if isinstance(contract.decoding, ClassificationDecoding):
+        k = min(contract.decoding.top_k, len(contract.labels))
+        decoded = [
+            TensorSpec("top_labels", "BYTES", (-1, k)),
+            TensorSpec("top_scores", "FP32", (-1, k)),
+            TensorSpec("top_indices", "INT64", (-1, k)),
+        ]
+    else:
+        decoded = [
+            TensorSpec("detections", "BYTES", (-1,)),
+            TensorSpec("detection_boxes", "FP32", (-1, -1, 4)),
+            TensorSpec("detection_scores", "FP32", (-1, -1)),
+            TensorSpec("detection_classes", "INT64", (-1, -1)),
+            TensorSpec("num_detections", "INT64", (-1,)),
+        ]
+    return raw + decoded
+
+
+def build_outputs(
+    session: InferenceSession,
+    specs: Sequence[TensorSpec],
+    raw: Outputs,
+    metas: list[ImageMeta],
+    requested: Sequence[RequestedOutput],
+) -> list[Tensor]:
+    """The requested outputs (all of them when none are named)."""
+    known = {spec.name: spec for spec in specs}
+    wanted = list(requested) or [RequestedOutput(spec.name) for spec in specs]
+    for item in wanted:
+        if item.name not in known:
+            raise InvalidInputError(f"unknown output {item.name!r}; the model has {list(known)}")
+    results: list[ImageResult] | None = None
+    tensors = []
+    for item in wanted:
+        if item.classification:
+            tensors.append(_classification(session.contract, raw, item))
+        elif item.name in raw:
+            tensors.append(_tensor(item.name, raw[item.name]))
+        else:
+            results = results if results is not None else session.decode(raw, metas)
+            tensors.append(_tensor(item.name, _DECODED[item.name](results)))
+    return tensors
+
+
+def _tensor(name: str, array: np.ndarray) -> Tensor:
+    return Tensor(name, datatype_of(array.dtype), tuple(array.shape), array)
+
+
+def _classification(contract: VisionContract, raw: Outputs, item: RequestedOutput) -> Tensor:
+    decoding = contract.decoding
+    if not isinstance(decoding, ClassificationDecoding):
+        raise InvalidInputError("the classification extension needs a classification model")
+    if item.classification < 1:
+        raise InvalidInputError(f"classification count must be >= 1, got {item.classification}")
+    predictions = classify(raw[decoding.output], contract, top_k=item.classification)
+    strings = triton_strings(predictions)
+    array = object_array([s.encode() for row in strings for s in row])
+    return _tensor(item.name, array.reshape(len(strings), -1))
+
+
+def _top_labels(results: list[ImageResult]) -> np.ndarray:
+    rows = [[p.label.encode() for p in r.predictions] for r in results]
+    return object_array([x for row in rows for x in row]).reshape(len(rows), -1)
+
+
+def _top_scores(results: list[ImageResult]) -> np.ndarray:
+    return np.array([[p.score for p in r.predictions] for r in results], dtype=np.float32)
+
+
+def _top_indices(results: list[ImageResult]) -> np.ndarray:
+    return np.array([[p.index for p in r.predictions] for r in results], dtype=np.int64)
+
+
+def _detections(results: list[ImageResult]) -> np.ndarray:
+    return object_array([json.dumps(detections_json(r)).encode() for r in results])
+
+
+def detections_json(result: ImageResult) -> list[dict[str, object]]:
+    return [
+        {"box": [round(v, 3) for v in d.box], "score": d.score, "index": d.index, "label": d.label}
+        for d in result.detections
+    ]
+
+
+def _padded(
+    results: list[ImageResult],
+    value: Callable[..., object],
+    fill: float,
+    tail: tuple[int, ...],
+    dtype: str,
+) -> np.ndarray:
+    width = max((len(r.detections) for r in results), default=0)
+    array = np.full((len(results), width, *tail), fill, dtype=dtype)
+    for i, result in enumerate(results):
+        for j, det in enumerate(result.detections):
+            array[i, j] = value(det)
+    return array
+
+
+_DECODED: dict[str, Builder] = {
+    "top_labels": _top_labels,
+    "top_scores": _top_scores,
+    "top_indices": _top_indices,
+    "detections": _detections,
+    "detection_boxes": lambda r: _padded(r, lambda d: d.box, 0.0, (4,), "float32"),
+    "detection_scores": lambda r: _padded(r, lambda d: d.score, 0.0, (), "float32"),
+    "detection_classes": lambda r: _padded(r, lambda d: d.index, -1, (), "int64"),
+    "num_detections": lambda r: np.array([len(x.detections) for x in r], dtype=np.int64),
+}

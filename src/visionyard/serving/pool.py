@@ -1,0 +1,188 @@
+"""The model pool: one entry per served name, hot-swapped between versions without downtime.
+
+A swap resolves the source (off the event loop), opens the new version (which verifies the
+bundle's checksums), warms it up, starts its batcher and only then replaces the entry's current
+version in one assignment on the event loop. Requests admitted before the switch keep their
+reference to the old version and finish on it; it is retired when its last request is done.
+A version that fails to resolve, load, verify or warm up leaves the old one serving; the failure
+is logged, counted in metrics and shown in the model's metadata (``parameters.last_error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from visionyard.errors import NotFoundError, VisionyardError
+from visionyard.runtime.session import InferenceSession
+from visionyard.serving.batching import BatchConfig, Batcher
+from visionyard.serving.errors import ModelUnavailableError
+from visionyard.serving.metrics import ServingMetrics
+from visionyard.serving.model import Limits, LoadedModel
+from visionyard.serving.sources import ModelSource, Resolved
+
+log = logging.getLogger("visionyard.serving")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    limits: Limits = field(default_factory=Limits)
+    intra_op_threads: int = 1
+    variant: str | None = None
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    source: ModelSource
+    current: LoadedModel | None = None
+    state: str = "loading"
+    last_error: str | None = None
+    failed_version: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelPool:
+    def __init__(
+        self, sources: Mapping[str, ModelSource], config: PoolConfig, metrics: ServingMetrics
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._entries = {name: ModelEntry(name, source) for name, source in sources.items()}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> ModelEntry:
+        if name not in self._entries:
+            raise NotFoundError("model", name, f"served models: {', '.join(self.names) or 'none'}")
+        return self._entries[name]
+
+    def current(self, name: str, version: str | None = None) -> LoadedModel:
+        """The serving version of ``name`` (``version``, when given, must be it)."""
+        entry = self.entry(name)
+        model = entry.current
+        if model is None:
+            raise ModelUnavailableError(name, entry.state, entry.last_error or "")
+        if version and version != model.version:
+            raise NotFoundError(
+                "model version", f"{name}/{version}", f"version {model.version} is served"
+            )
+        return model
+
+    def acquire(self, name: str, version: str | None = None) -> LoadedModel:
+        """Admit a request to the current version (synchronously: no swap in between)."""
+        model = self.current(name, version)
+        model.acquire(self.config.limits)
+        self.metrics.queue_depth.labels(name).inc()
+        return model
+
+    def release(self, model: LoadedModel) -> None:
+        model.release()
+        self.metrics.queue_depth.labels(model.name).dec()
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self.refresh(name) for name in self.names))
+
+    async def refresh_all(self, *, force: bool = False) -> dict[str, bool]:
+        names = self.names
+        swapped = await asyncio.gather(*(self.refresh(n, force=force) for n in names))
+        return dict(zip(names, swapped, strict=True))
+
+    async def refresh(self, name: str, *, force: bool = False) -> bool:
+        """Resolve the source; load and switch when its version changed. True if switched."""
+        entry = self.entry(name)
+        async with entry.lock:
+            try:
+                resolved = await asyncio.to_thread(entry.source.resolve)
+            except VisionyardError as exc:
+                self._failed(entry, None, exc)
+                return False
+            if not self._wanted(entry, resolved, force):
+                return False
+            return await self._swap(entry, resolved)
+
+    async def unload(self, name: str) -> None:
+        entry = self.entry(name)
+        async with entry.lock:
+            old, entry.current, entry.state = entry.current, None, "unloaded"
+            self.metrics.unloaded(name)
+            if old is not None:
+                await old.retire()
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll every source forever (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.refresh_all()
+
+    async def close(self) -> None:
+        for entry in self._entries.values():
+            if entry.current is not None:
+                await entry.current.retire()
+                entry.current = None
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def _wanted(self, entry: ModelEntry, resolved: Resolved, force: bool) -> bool:
+        if entry.current is not None and entry.current.version == resolved.version:
+            return False
+        return force or resolved.version != entry.failed_version
+
+    async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
+        log.info("loading version", extra={"fields": _fields(entry, resolved.version)})
+        try:
+            session = await asyncio.to_thread(self._open, resolved)
+        except Exception as exc:  # any failure: keep the old version serving
+            self._failed(entry, resolved.version, _domain(exc))
+            return False
+        model = LoadedModel(entry.name, resolved.version, session, self._batcher(entry, session))
+        model.batcher.start()
+        old, entry.current = entry.current, model  # the atomic switch
+        entry.state, entry.last_error, entry.failed_version = "ready", None, None
+        self.metrics.loaded(entry.name, model.version, session.variant, entry.source.reference)
+        self.metrics.swaps.labels(entry.name).inc()
+        log.info("serving version", extra={"fields": _fields(entry, model.version)})
+        if old is not None:
+            task = asyncio.create_task(old.retire())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return True
+
+    def _open(self, resolved: Resolved) -> InferenceSession:
+        session = InferenceSession.open(
+            resolved.path,
+            variant=self.config.variant,
+            intra_op_threads=self.config.intra_op_threads,
+        )
+        session.run(session.dummy_input(1))  # warm-up: first run allocates and optimises
+        return session
+
+    def _batcher(self, entry: ModelEntry, session: InferenceSession) -> Batcher:
+        histogram = self.metrics.batch_size.labels(entry.name)
+        return Batcher(session.run, self.config.batch, histogram.observe)
+
+    def _failed(self, entry: ModelEntry, version: str | None, exc: VisionyardError) -> None:
+        entry.last_error = f"{exc.code}: {exc}"
+        entry.failed_version = version or entry.failed_version
+        if entry.current is None:
+            entry.state = "failed"
+        self.metrics.load_failures.labels(entry.name).inc()
+        fields = {**_fields(entry, version or "?"), "error": entry.last_error}
+        log.error(
+            "version failed to load; the previous one keeps serving", extra={"fields": fields}
+        )
+
+
+def _domain(exc: Exception) -> VisionyardError:
+    if isinstance(exc, VisionyardError):
+        return exc
+    return VisionyardError(f"{type(exc).__name__}: {exc}")
+
+
+def _fields(entry: ModelEntry, version: str) -> dict[str, str]:
+    return {"model": entry.name, "version": version, "reference": entry.source.reference}

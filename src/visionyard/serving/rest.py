@@ -1,0 +1,175 @@
+"""The REST adapter: the OIP v2 REST API (JSON and binary tensors), ``:predict``, admin, metrics.
+
+Thin by design: each endpoint converts HTTP to :mod:`visionyard.serving.types`, calls the data
+plane or the pool, and converts back. :data:`HTTP_STATUS` is the REST adapter's ONE mapping from
+domain error codes to HTTP status codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from visionyard import __version__
+from visionyard.errors import VisionyardError
+from visionyard.serving.auth import check_admin, check_inference
+from visionyard.serving.dataplane import DataPlane
+from visionyard.serving.errors import ServerBusyError
+from visionyard.serving.metrics import CONTENT_TYPE
+from visionyard.serving.predict import predict_request, read_images, to_json
+from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
+from visionyard.serving.rest_middleware import RequestContextMiddleware
+from visionyard.settings import ServingSettings
+
+#: The REST adapter's mapping from domain codes to HTTP status codes (default 500).
+HTTP_STATUS: dict[str, int] = {
+    "inference.invalid_input": 400,
+    "image.invalid": 400,
+    "image.too_large": 413,
+    "not_found": 404,
+    "serving.unauthorized": 401,
+    "serving.forbidden": 403,
+    "serving.body_too_large": 413,
+    "serving.busy": 503,
+    "serving.unavailable": 503,
+}
+
+
+def create_rest_app(plane: DataPlane, settings: ServingSettings) -> FastAPI:
+    app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
+    _health_routes(app, plane)
+    _infer_routes(app, plane, settings)
+    _admin_routes(app, plane, settings)
+    return app
+
+
+async def _error(request: Request, exc: VisionyardError) -> JSONResponse:
+    status = HTTP_STATUS.get(exc.code, 500)
+    headers = {}
+    if isinstance(exc, ServerBusyError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": str(exc), "code": exc.code}, status, headers=headers)
+
+
+def _health_routes(app: FastAPI, plane: DataPlane) -> None:
+    @app.get("/v2/health/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": plane.live()})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> JSONResponse:
+        is_ready = plane.ready()
+        return JSONResponse({"ready": is_ready}, 200 if is_ready else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> JSONResponse:
+        meta = plane.server_metadata()
+        return JSONResponse(
+            {"name": meta.name, "version": meta.version, "extensions": meta.extensions}
+        )
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
+        is_ready = plane.model_ready(name, version)
+        return JSONResponse({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> JSONResponse:
+        meta = plane.model_metadata(name, version)
+        return JSONResponse(
+            {
+                "name": meta.name,
+                "versions": meta.versions,
+                "platform": meta.platform,
+                "inputs": [_spec(s) for s in meta.inputs],
+                "outputs": [_spec(s) for s in meta.outputs],
+                "parameters": meta.parameters,
+                "contract": meta.parameters["contract"],
+            }
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(plane.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _infer_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        check_inference(settings.inference_token, request.headers.get("authorization"))
+        request.state.model = name
+        body = await request.body()
+        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), name, version)
+        response = await plane.infer(parsed, "rest")
+        request.state.version = response.model_version
+        content, header_length = encode_infer(response, parsed)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        headers = {"Inference-Header-Content-Length": str(header_length)}
+        return Response(content, media_type="application/octet-stream", headers=headers)
+
+    @app.post("/v1/models/{name}:predict")
+    async def predict(request: Request, name: str) -> JSONResponse:
+        check_inference(settings.inference_token, request.headers.get("authorization"))
+        request.state.model = name
+        images = await read_images(request)
+        model = plane.pool.current(name)
+        parsed = predict_request(name, images, model.session.contract)
+        response = await plane.infer(parsed, "rest")
+        request.state.version = response.model_version
+        return JSONResponse(to_json(response))
+
+
+def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
+    pool = plane.pool
+
+    def admin(request: Request) -> None:
+        check_admin(settings.admin_token, request.headers.get("authorization"))
+
+    @app.post("/v2/repository/index")
+    async def index(request: Request) -> JSONResponse:
+        admin(request)
+        return JSONResponse([_index_row(pool.entry(n)) for n in pool.names])
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load(request: Request, name: str) -> JSONResponse:
+        admin(request)
+        swapped = await pool.refresh(name, force=True)
+        return JSONResponse({**_index_row(pool.entry(name)), "swapped": swapped})
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def unload(request: Request, name: str) -> JSONResponse:
+        admin(request)
+        await pool.unload(name)
+        return JSONResponse(_index_row(pool.entry(name)))
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> JSONResponse:
+        admin(request)
+        swapped = await pool.refresh_all(force=True)
+        return JSONResponse(
+            {n: {**_index_row(pool.entry(n)), "swapped": s} for n, s in swapped.items()}
+        )
+
+
+def _index_row(entry: Any) -> dict[str, Any]:
+    current = entry.current
+    return {
+        "name": entry.name,
+        "version": current.version if current else None,
+        "state": entry.state.upper(),
+        "reason": entry.last_error or "",
+    }
+
+
+def _spec(spec: Any) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}

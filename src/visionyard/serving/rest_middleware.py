@@ -1,0 +1,110 @@
+"""ASGI middleware for the REST adapter: request id, body size limit and the access log.
+
+Pure ASGI (not Starlette's ``BaseHTTPMiddleware``) so that it adds no task per request. The
+body limit is checked on ``Content-Length`` up front and again while the body streams in (for
+chunked uploads); the streaming check raises :class:`BodyTooLargeError` into the endpoint that
+reads the body, which the REST error table turns into 413.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from visionyard.serving.errors import BodyTooLargeError
+from visionyard.serving.logs import access
+
+_REQUEST_ID = re.compile(r"^[\w.\-:]{1,128}$")
+
+
+def request_id(given: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new one."""
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = request_id(headers.get("x-request-id"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        record: dict[str, Any] = {"status": 500, "started": time.perf_counter()}
+        try:
+            if _declared(headers) > self.limit:
+                await _too_large(send, rid, self.limit, record)
+                return
+            await self.app(scope, self._limited(receive), _tagged(send, rid, record))
+        finally:
+            access(_fields(scope, rid, record))
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLargeError(self.limit)
+            return message
+
+        return wrapped
+
+
+def _declared(headers: dict[str, str]) -> int:
+    try:
+        return int(headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+
+
+def _tagged(send: Send, rid: str, record: dict[str, Any]) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            record["status"] = message["status"]
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+        await send(message)
+
+    return wrapped
+
+
+async def _too_large(send: Send, rid: str, limit: int, record: dict[str, Any]) -> None:
+    body = json.dumps({"error": str(BodyTooLargeError(limit))}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode()),
+        (b"connection", b"close"),
+    ]
+    record["status"] = 413
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _fields(scope: Scope, rid: str, record: dict[str, Any]) -> dict[str, Any]:
+    state = scope.get("state", {})
+    return {
+        "request_id": rid,
+        "protocol": "rest",
+        "method": scope.get("method"),
+        "path": scope.get("path"),
+        "status": record["status"],
+        "duration_ms": round((time.perf_counter() - record["started"]) * 1000, 3),
+        "model": state.get("model"),
+        "version": state.get("version"),
+        "client": (scope.get("client") or ("", 0))[0],
+    }

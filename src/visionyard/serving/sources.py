@@ -1,0 +1,68 @@
+"""Where a served model's versions come from: a local bundle, or a registry reference.
+
+A :class:`ModelSource` answers one question, blocking: which version should be served now, and
+where is its bundle on disk? The pool calls it at start, on every poll and on an admin reload;
+when the answer's version changes, the pool loads and swaps (see :mod:`visionyard.serving.pool`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from visionyard.errors import ConfigError
+
+_REGISTRY_REF = re.compile(
+    r"^(?P<name>[A-Za-z0-9][\w.\-]*)(?:@(?P<alias>[\w\-]+)|/(?P<version>\d+))$"
+)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A version to serve: its id (registry version number, or a local label) and bundle."""
+
+    version: str
+    path: Path
+
+
+class ModelSource(Protocol):
+    @property
+    def reference(self) -> str:
+        """What the user configured (shown in metadata and logs)."""
+        ...
+
+    def resolve(self) -> Resolved:
+        """The version to serve now (blocking; may download a bundle)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalBundleSource:
+    """A bundle directory on disk, served as ``version`` (it never moves by itself)."""
+
+    path: Path
+    version: str = "1"
+
+    @property
+    def reference(self) -> str:
+        return str(self.path)
+
+    def resolve(self) -> Resolved:
+        return Resolved(self.version, self.path)
+
+
+def is_registry_reference(reference: str) -> bool:
+    """``NAME@alias`` or ``NAME/3`` (and not an existing path)."""
+    return bool(_REGISTRY_REF.match(reference)) and not Path(reference).exists()
+
+
+def parse_model_option(option: str) -> tuple[str, str]:
+    """``NAME=REF`` (from ``--model``) -> ``(name, ref)``."""
+    name, sep, ref = option.partition("=")
+    if not sep or not name.strip() or not ref.strip():
+        raise ConfigError(
+            f"--model {option!r}: expected NAME=REFERENCE (e.g. resnet=resnet@production)"
+        )
+    return name.strip(), ref.strip()
