@@ -84,18 +84,22 @@ def select_calibration(
     method: CalibrationName = "minmax",
     seed: int = 0,
 ) -> CalibrationSet:
-    """Up to ``count`` images of ``source`` (seeded choice), checked against the model's task."""
+    """Up to ``count`` images of ``source``, checked against the model's task and labels.
+
+    The choice is seeded and, for an ImageFolder set, stratified: classes take turns, so a
+    small calibration set still covers every class (a class missing from calibration gets its
+    activations clipped by ranges measured on the others).
+    """
     if method not in METHODS:
         raise ExportError(f"unknown calibration method {method!r} (use: {', '.join(METHODS)})")
-    paths, kind = _source_paths(source, contract)
-    if count < 1 or not paths:
+    groups, kind = _source_groups(source, contract)
+    total = sum(len(g) for g in groups)
+    if count < 1 or total == 0:
         raise DatasetError(
-            f"the calibration set is empty ({len(paths)} image(s), count {count}); give a "
+            f"the calibration set is empty ({total} image(s), count {count}); give a "
             "training or evaluation set with images of the model's classes"
         )
-    ordered = sorted(paths)
-    random.Random(seed).shuffle(ordered)
-    chosen = tuple(sorted(ordered[:count]))
+    chosen = tuple(sorted(_take_turns(groups, count, seed)))
     ref = DataRef(digest=calibration_digest(chosen), count=len(chosen), source=kind, method=method)
     return CalibrationSet(chosen, ref)
 
@@ -106,15 +110,30 @@ def calibration_digest(paths: Sequence[Path]) -> str:
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
-def _source_paths(source: CalibrationSource, contract: VisionContract) -> tuple[list[Path], str]:
+def _take_turns(groups: Sequence[Sequence[Path]], count: int, seed: int) -> list[Path]:
+    rng = random.Random(seed)
+    queues = [rng.sample(sorted(group), len(group)) for group in groups]
+    chosen: list[Path] = []
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop())
+    return chosen
+
+
+def _source_groups(
+    source: CalibrationSource, contract: VisionContract
+) -> tuple[list[list[Path]], str]:
+    """The images of ``source`` grouped by class (one group when classes are unknown)."""
     check_task(source, contract, "calibration")
     if isinstance(source, ImageFolderDataset):
         check_labels(source.classes, contract.labels, allow_subset=True)
-        return [s.path for s in source.samples], f"imagefolder:{source.root}"
+        groups = [[s.path for s in source.samples if s.class_name == c] for c in source.classes]
+        return groups, f"imagefolder:{source.root}"
     if isinstance(source, CocoDataset):
         check_labels(source.labels, contract.labels, allow_subset=True)
-        return [i.path for i in source.images], f"coco:{source.annotation_file}"
-    return [Path(p) for p in source], "images"
+        return [[i.path for i in source.images]], f"coco:{source.annotation_file}"
+    return [[Path(p) for p in source]], "images"
 
 
 def quantize_int8(

@@ -1,0 +1,149 @@
+"""``visionyard export``: add measured ONNX variants (int8, fp16) to a bundle or model version.
+
+Heavy imports (onnxruntime, onnx) happen inside the command so ``visionyard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from visionyard.cli.console import err, out
+from visionyard.errors import ConfigError, ExportError
+
+if TYPE_CHECKING:
+    from visionyard.export.evaluation import EvalSet
+    from visionyard.export.quantize import CalibrationSource
+    from visionyard.export.reports import VariantReport
+    from visionyard.export.variants import VariantOptions
+
+
+class Method(StrEnum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
+def export(
+    name: str | None = typer.Argument(None, help="Registered model name (with VERSION)."),
+    version: str | None = typer.Argument(None, help="Version number of the registered model."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Export a bundle directory."),
+    variants: str = typer.Option("fp32,int8", "--variants", help="fp32,int8[,fp16]"),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (eval: val, calib: train)."),
+    eval_split: str | None = typer.Option(None, "--eval-split", help="Default: val or test."),
+    calibration_split: str = typer.Option("train", "--calibration-split"),
+    calibration_data: Path | None = typer.Option(None, "--calibration-data"),
+    calibration_count: int = typer.Option(100, "--calibration-count", min=1),
+    method: Method = typer.Option(Method.minmax, "--calibration-method"),
+    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Points of top-1/mAP."),
+    force: bool = typer.Option(False, "--force", help="Store variants that exceed --max-drop."),
+    threads: int = typer.Option(1, "--threads", min=0, help="ONNX Runtime threads for timing."),
+) -> None:
+    """Build variants, measure each against FP32 on the evaluation set, keep those that pass."""
+    from visionyard.export.variants import CalibrationOptions, TimingOptions, VariantOptions
+    from visionyard.export.workflow import resolve_sets
+
+    target = _target(name, version, bundle)
+    evaluation, calibration = resolve_sets(
+        data,
+        eval_split=eval_split,
+        calibration_split=calibration_split,
+        calibration_data=calibration_data,
+    )
+    options = VariantOptions(
+        max_drop_points=max_drop,
+        force=force,
+        calibration=CalibrationOptions(count=calibration_count, method=method.value),
+        timing=TimingOptions(threads=threads),
+    )
+    reports = _build(target, variants, evaluation, calibration, options)
+    out().print(variants_table(reports, title=f"variants of {target}"))
+    _refuse_rejected(reports, options)
+
+
+def _target(name: str | None, version: str | None, bundle: Path | None) -> Path:
+    if bundle is not None:
+        if name is not None:
+            raise ConfigError("give either NAME VERSION or --bundle DIR, not both")
+        return bundle
+    if name is None or version is None:
+        raise ConfigError("give NAME VERSION of a registered model, or --bundle DIR")
+    raise ConfigError(
+        f"exporting registered version {name} {version} needs the model registry, which this "
+        "build does not have yet; export its bundle with --bundle DIR"
+    )
+
+
+def _build(
+    target: Path,
+    variants: str,
+    evaluation: EvalSet,
+    calibration: CalibrationSource,
+    options: VariantOptions,
+) -> list[VariantReport]:
+    from visionyard.export.variants import build_variants
+
+    with err().status("exporting variants") as status:
+        return build_variants(
+            target,
+            variants=variants,
+            eval_set=evaluation,
+            calibration_set=calibration,
+            options=options,
+            progress=lambda message: status.update(message),
+        )
+
+
+def _refuse_rejected(reports: Sequence[VariantReport], options: VariantOptions) -> None:
+    rejected = [r for r in reports if r.status == "rejected"]
+    if rejected:
+        names = ", ".join(f"{r.name} ({r.reason})" for r in rejected)
+        raise ExportError(
+            f"variant(s) rejected and not stored: {names}; raise --max-drop (now "
+            f"{options.max_drop_points:g}) or store anyway with --force"
+        )
+
+
+def variants_table(reports: Sequence[VariantReport], *, title: str = "variants") -> Table:
+    """One row per variant: decision, accuracy change, agreement, speed and size."""
+    table = Table(title=title)
+    for column in ("variant", "status", "metric", "Δ points", "agreement", "worst class"):
+        table.add_column(column, justify="right" if column == "Δ points" else "left")
+    for column in ("p50 ms (b=1)", "speedup", "img/s (b=16)", "size MB", "provider"):
+        table.add_column(column, justify="left" if column == "provider" else "right")
+    for report in reports:
+        table.add_row(*_row(report))
+    return table
+
+
+_STYLE = {"passed": "green", "reference": "cyan", "forced": "yellow", "rejected": "red"}
+
+
+def _row(report: VariantReport) -> list[str]:
+    quality, speed = report.quality, report.speed
+    return [
+        report.name,
+        f"[{_STYLE[report.status]}]{report.status}[/]",
+        f"{quality.metric} {quality.value:.4f}",
+        f"{quality.delta_points:+.2f}",
+        f"{quality.agreement:.4f}",
+        _worst(report),
+        f"{speed.latency_p50_ms:.2f}",
+        f"{report.speedup_vs_fp32:.2f}x",
+        f"{speed.throughput_images_per_s:.1f}",
+        f"{report.file_size_bytes / 1e6:.2f}",
+        speed.provider.removesuffix("ExecutionProvider"),
+    ]
+
+
+def _worst(report: VariantReport) -> str:
+    rows = [c for c in report.quality.per_class if c.delta is not None and c.delta < 0]
+    if not rows:
+        return "-"
+    worst = min(rows, key=lambda c: (c.delta, c.label))
+    return f"{worst.label} {100 * (worst.delta or 0.0):+.1f}pt {report.quality.class_metric}"
