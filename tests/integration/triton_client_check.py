@@ -58,7 +58,8 @@ def _fp32(module: object, client: object, binary: bool, kind: str) -> None:
     out = module.InferRequestedOutput("logits", **({"binary_data": binary} if extra else {}))  # type: ignore[attr-defined]
     result = client.infer("colour", [inp], outputs=[out])  # type: ignore[attr-defined]
     logits = result.as_numpy("logits")
-    assert logits.shape == (2, 5) and logits.argmax(1).tolist() == [0, 2], logits
+    assert logits.shape == (2, 5), logits
+    assert logits.argmax(1).tolist() == [0, 2], logits
     print(f"ok {kind} fp32 binary={binary}")
 
 
@@ -73,7 +74,8 @@ def _images(module: object, client: object, binary: bool, kind: str) -> None:
     labels = module.InferRequestedOutput("top_labels", **extra)  # type: ignore[attr-defined]
     result = client.infer("colour", [inp], outputs=[out, labels])  # type: ignore[attr-defined]
     strings = [s.decode() for s in result.as_numpy("logits").reshape(-1)]
-    assert strings[0].endswith(":0:red") and strings[1].endswith(":2:blue"), strings
+    assert strings[0].endswith(":0:red"), strings
+    assert strings[1].endswith(":2:blue"), strings
     top = result.as_numpy("top_labels")
     assert top[0][0] == b"red", top
     print(f"ok {kind} images binary={binary}")
