@@ -18,6 +18,8 @@ from visionyard.cli import bundle as bundle_cmd
 from visionyard.cli import config as config_cmd
 from visionyard.cli import contract as contract_cmd
 from visionyard.cli import data as data_cmd
+from visionyard.cli import models as models_cmd
+from visionyard.cli import registry_cmds
 from visionyard.cli import runs as runs_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
 from visionyard.cli.export import export as export_cmd
@@ -36,6 +38,9 @@ app.add_typer(bundle_cmd.app, name="bundle")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(contract_cmd.app, name="contract")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(models_cmd.app, name="models")
+for _name in ("register", "promote", "rollback", "gc"):
+    app.command(_name)(getattr(registry_cmds, _name))
 app.add_typer(runs_cmd.app, name="runs")
 app.command("export")(export_cmd)
 app.command("serve")(serve_cmd)

@@ -1,0 +1,26 @@
+"""Names of the tags visionyard writes on registered model versions and reads from runs.
+
+All version tags start with ``vy.`` so they group together in the MLflow UI; alias history
+events are registered-model tags ``vy.event.*`` (:mod:`visionyard.registry.history`).
+"""
+
+SEMVER = "vy.semver"
+SEMVER_REASON = "vy.semver_reason"
+TASK = "vy.task"
+BUNDLE_DIGEST = "vy.bundle_digest"
+CONTRACT_DIGEST = "vy.contract_digest"
+LABELS_DIGEST = "vy.labels_digest"
+INPUT_DIGEST = "vy.input_digest"
+DATASET_DIGEST = "vy.dataset_digest"
+GIT_COMMIT = "vy.git_commit"
+VARIANTS = "vy.variants"
+PARENT = "vy.parent"
+REGISTERED_BY = "vy.registered_by"
+
+#: Version artifact folders.
+BUNDLE_ARTIFACT = "bundle"
+GATE_REPORTS = "gate_reports"
+
+#: Run tags written by :mod:`visionyard.tracking.run` and the trainer.
+RUN_DATASET_PREFIX = "visionyard.dataset."
+RUN_PARENT = "visionyard.parent"

@@ -1,0 +1,445 @@
+"""The MLflow model registry as plain values, for :mod:`visionyard.registry` (the policy side).
+
+Everything MLflow-specific about registered models lives here; every call is wrapped by
+:func:`~visionyard.tracking.translate.translate_errors`, and a missing model, version or alias
+becomes :class:`~visionyard.errors.NotFoundError`.
+
+A registered version is a stock MLflow model (ONNX flavor) logged as an MLflow 3 *logged model*
+of the source run, so ``mlflow.pyfunc.load_model("models:/NAME@production")`` and
+``mlflow models serve`` work on it. Its artifacts::
+
+    MLmodel, model.onnx, conda.yaml, python_env.yaml, requirements.txt   (the MLflow ONNX model)
+    bundle/                    the verified visionyard bundle (contract, variants, checksums)
+    gate_reports/<id>.json     promotion gate reports written by ``visionyard promote``
+
+Reads prefer the cheap calls measured on SQLite with 2,000 versions: ``search_registered_models``
+with a name filter (not ``get_registered_model``, which loads every version), and
+``search_model_versions`` with ``max_results`` and an order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow import MlflowClient
+
+from visionyard.errors import NotFoundError, RegistryError, VisionyardError
+from visionyard.settings import Settings
+from visionyard.tracking.queries import RunInfo, _run_info, fetch_run
+from visionyard.tracking.store import TrackingConfig, connect, mlflow_globals
+from visionyard.tracking.translate import translate_errors
+
+T = TypeVar("T")
+BUNDLE_DIR = "bundle"
+_MISSING = "RESOURCE_DOES_NOT_EXIST"
+_EXISTS = "RESOURCE_ALREADY_EXISTS"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered model version; ``aliases`` is filled only by single-version reads."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    model_id: str | None
+    created_ms: int
+    status: str
+    description: str
+    user_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registered model: its tags (including the alias history) and alias -> version."""
+
+    name: str
+    created_ms: int
+    updated_ms: int
+    description: str
+    latest_version: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+class RegistryClient:
+    """Registered models, versions, aliases, tags and version artifacts on one store."""
+
+    def __init__(self, config: TrackingConfig, client: MlflowClient | None = None) -> None:
+        self.config = config
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RegistryClient:
+        return cls(TrackingConfig.from_settings(settings))
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = connect(self.config)
+        return self._client
+
+    @property
+    def uri(self) -> str:
+        return self.config.registry_uri
+
+    # -- registered models --------------------------------------------------------------------
+
+    def get_model(self, name: str) -> ModelInfo:
+        """The model ``name`` with its tags and aliases; :class:`NotFoundError` if unknown."""
+        found = self._search_models(name)
+        if not found:
+            raise NotFoundError("registered model", name, "see `visionyard models list`")
+        return found[0]
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every registered model, sorted by name."""
+        return sorted(self._search_models(None), key=lambda m: m.name)
+
+    def ensure_model(self, name: str, description: str = "") -> None:
+        """Create the registered model unless it exists (also when created concurrently)."""
+        try:
+            self._call(
+                f"create registered model {name!r}",
+                lambda: self.client.create_registered_model(name, description=description),
+            )
+        except VisionyardError as exc:
+            if _EXISTS not in _codes(exc):
+                raise
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self._call(
+            f"tag model {name!r}", lambda: self.client.set_registered_model_tag(name, key, value)
+        )
+
+    def get_alias(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points at, or None when it is not set."""
+        return self.get_model(name).aliases.get(alias)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(
+            f"point alias {alias!r} of {name!r} at version {version}",
+            lambda: self.client.set_registered_model_alias(name, alias, version),
+        )
+
+    # -- versions -----------------------------------------------------------------------------
+
+    def get_version(self, name: str, version: str) -> VersionInfo:
+        """One version, with its aliases; :class:`NotFoundError` if the model or it is unknown."""
+        try:
+            found = self._call(
+                f"read version {version} of {name!r}",
+                lambda: self.client.get_model_version(name, str(version)),
+            )
+        except VisionyardError as exc:
+            if _MISSING in _codes(exc) or "INVALID_PARAMETER_VALUE" in _codes(exc):
+                self.get_model(name)
+                raise NotFoundError(
+                    "version", f"{name}/{version}", f"see `visionyard models show {name}`"
+                ) from exc
+            raise
+        return _version(found)
+
+    def list_versions(self, name: str, limit: int | None = None) -> list[VersionInfo]:
+        """Versions of ``name``, newest first (at most ``limit``); aliases are not filled."""
+        flt = f"name = '{_quote(name)}'"
+        order = ["version_number DESC"]
+        return [_version(v) for v in self._search_versions(flt, order, limit)]
+
+    def find_versions(self, name: str, tag: str, value: str) -> list[VersionInfo]:
+        """Versions of ``name`` whose tag ``tag`` equals ``value``."""
+        flt = f"name = '{_quote(name)}' and tags.`{tag}` = '{_quote(value)}'"
+        return [_version(v) for v in self._search_versions(flt, ["version_number DESC"], None)]
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._call(
+            f"tag version {version} of {name!r}",
+            lambda: self.client.set_model_version_tag(name, version, key, value),
+        )
+
+    def create_version(
+        self, name: str, run: RunInfo, model_dir: Path, tags: Mapping[str, str]
+    ) -> VersionInfo:
+        """Log ``model_dir`` (an MLflow model folder) as a logged model of ``run`` and register
+        it as a new version of ``name`` with ``tags``."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        action = f"register a version of {name!r}"
+        logged = self._call(
+            action,
+            lambda: self.client.create_logged_model(
+                run.experiment_id, name=name, source_run_id=run.run_id, model_type="onnx"
+            ),
+        )
+        self._call(action, lambda: self.client.log_model_artifacts(logged.model_id, str(model_dir)))
+        self._call(
+            action,
+            lambda: self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY),
+        )
+        output = LoggedModelOutput(logged.model_id, step=0)
+        self._call(action, lambda: self.client.log_outputs(run.run_id, [output]))
+        self.ensure_model(name)
+        # The SQL registry store resolves ``models:/<model_id>`` through mlflow's GLOBAL
+        # tracking URI (mlflow's own TODO), so the globals point at our store for this call.
+        with mlflow_globals(self.config):
+            created = self._call(
+                action,
+                lambda: self.client.create_model_version(
+                    name,
+                    source=f"models:/{logged.model_id}",
+                    run_id=run.run_id,
+                    tags=dict(tags),
+                    model_id=logged.model_id,
+                ),
+            )
+        return _version(created)
+
+    def delete_version(self, version: VersionInfo) -> int:
+        """Delete the version's artifacts, its logged model and its registry entry; returns
+        the bytes its artifacts held."""
+        size = self.artifact_bytes(version)
+        uri = self.artifact_uri(version)
+        where = f"version {version.version} of {version.name!r}"
+        self._call(f"delete the artifacts of {where}", lambda: self._repo(uri).delete_artifacts())
+        self._call(
+            f"delete {where}",
+            lambda: self.client.delete_model_version(version.name, version.version),
+        )
+        model_id = version.model_id
+        if model_id:
+            self._call(
+                f"delete the logged model of {where}",
+                lambda: self.client.delete_logged_model(model_id),
+            )
+        return size
+
+    # -- runs and artifacts -------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """The run ``run_id`` as plain values; :class:`NotFoundError` when unknown."""
+        with _quiet():
+            return _run_info(fetch_run(self.client, self.config, run_id))
+
+    def download_run_artifacts(self, run_id: str, path: str, dst: Path) -> Path:
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(
+            self._call(
+                f"download {path!r} of run {run_id}",
+                lambda: self.client.download_artifacts(run_id, path, str(dst)),
+            )
+        )
+
+    def artifact_uri(self, version: VersionInfo) -> str:
+        """Where the version's files are stored (resolved from ``models:/`` sources)."""
+        return str(
+            self._call(
+                f"locate version {version.version} of {version.name!r}",
+                lambda: self.client.get_model_version_download_uri(version.name, version.version),
+            )
+        )
+
+    def download_version_artifacts(self, version: VersionInfo, path: str, dst: Path) -> Path:
+        """Download ``path`` of the version's artifacts (``bundle``, ``gate_reports/x.json``)."""
+        dst.mkdir(parents=True, exist_ok=True)
+        uri = self.artifact_uri(version)
+        return Path(
+            self._call(
+                f"download {path!r} of version {version.version} of {version.name!r}",
+                lambda: self._repo(uri).download_artifacts(path, str(dst)),
+            )
+        )
+
+    def upload_version_artifact(self, version: VersionInfo, local: Path, artifact_dir: str) -> str:
+        """Store ``local`` under ``artifact_dir`` of the version; returns its relative path."""
+        uri = self.artifact_uri(version)
+        self._call(
+            f"store {local.name} on version {version.version} of {version.name!r}",
+            lambda: self._repo(uri).log_artifact(str(local), artifact_dir),
+        )
+        return f"{artifact_dir}/{local.name}"
+
+    def artifact_bytes(self, version: VersionInfo) -> int:
+        """Total size of the version's artifacts (walks the folders)."""
+        repo = self._repo(self.artifact_uri(version))
+        return int(self._call("measure artifacts", lambda: _walk_size(repo, None)))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _repo(self, uri: str) -> Any:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(
+            uri, tracking_uri=self.config.tracking_uri, registry_uri=self.config.registry_uri
+        )
+
+    def _search_models(self, name: str | None) -> list[ModelInfo]:
+        flt = None if name is None else f"name = '{_quote(name)}'"
+        what = "list registered models" if name is None else f"read registered model {name!r}"
+        found = self._call(what, lambda: _all_pages(self.client.search_registered_models, flt))
+        models = [_model(m) for m in found]
+        return models if name is None else [m for m in models if m.name == name]
+
+    def _search_versions(self, flt: str, order: list[str], limit: int | None) -> list[Any]:
+        def search() -> list[Any]:
+            if limit is not None:
+                return list(
+                    self.client.search_model_versions(flt, max_results=limit, order_by=order)
+                )
+            return _all_pages(self.client.search_model_versions, flt, order)
+
+        return self._call("search model versions", search)
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        with translate_errors(self.uri, action), _quiet():
+            try:
+                return fn()
+            except Exception as exc:
+                code = getattr(exc, "error_code", None)
+                if code in (_MISSING, _EXISTS, "INVALID_PARAMETER_VALUE"):
+                    raise _CodedError(str(code), f"cannot {action}: {_first_line(exc)}") from exc
+                raise
+
+
+class _CodedError(RegistryError):
+    """An MLflow error whose code the caller may act on (missing, already exists)."""
+
+    def __init__(self, mlflow_code: str, message: str) -> None:
+        super().__init__(message)
+        self.mlflow_code = mlflow_code
+
+
+def build_model_dir(
+    bundle_dir: Path,
+    model_onnx: Path,
+    target: Path,
+    input_shape: list[int],
+    input_name: str,
+    dtype: str = "float32",
+) -> Path:
+    """Write a stock MLflow ONNX model of ``model_onnx`` into ``target``, with the bundle copied
+    beside it under ``bundle/``. The signature is the model's input tensor."""
+    import mlflow.onnx
+    import numpy as np
+    import onnx
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(dtype), tuple(input_shape), input_name)])
+    )
+    with translate_errors("local", "write the MLflow ONNX model"), _quiet():
+        mlflow.onnx.save_model(
+            onnx.load(str(model_onnx)),
+            str(target),
+            signature=signature,
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+            save_as_external_data=False,
+        )
+    shutil.copytree(bundle_dir, target / BUNDLE_DIR)
+    return target
+
+
+@contextmanager
+def scratch_dir(prefix: str = "vy-registry-") -> Iterator[Path]:
+    """A temporary folder removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _codes(exc: BaseException) -> set[str]:
+    codes: set[str] = set()
+    while exc is not None:
+        code = getattr(exc, "mlflow_code", None) or getattr(exc, "error_code", None)
+        if code:
+            codes.add(str(code))
+        exc = exc.__cause__  # type: ignore[assignment]
+    return codes
+
+
+def _all_pages(
+    search: Callable[..., Any], flt: str | None, order: list[str] | None = None
+) -> list[Any]:
+    items: list[Any] = []
+    token = None
+    while True:
+        page = search(filter_string=flt, max_results=1000, order_by=order, page_token=token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def _walk_size(repo: Any, path: str | None) -> int:
+    total = 0
+    for item in repo.list_artifacts(path):
+        total += _walk_size(repo, item.path) if item.is_dir else int(item.file_size or 0)
+    return total
+
+
+def _version(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id or None,
+        source=mv.source or "",
+        model_id=getattr(mv, "model_id", None) or _model_id(mv.source or ""),
+        created_ms=int(mv.creation_timestamp or 0),
+        status=str(mv.status),
+        description=mv.description or "",
+        user_id=mv.user_id or None,
+        tags=dict(mv.tags or {}),
+        aliases=tuple(mv.aliases or ()),
+    )
+
+
+def _model(rm: Any) -> ModelInfo:
+    latest = [int(v.version) for v in rm.latest_versions or []]
+    return ModelInfo(
+        name=rm.name,
+        created_ms=int(rm.creation_timestamp or 0),
+        updated_ms=int(rm.last_updated_timestamp or 0),
+        description=rm.description or "",
+        latest_version=str(max(latest)) if latest else None,
+        tags=dict(rm.tags or {}),
+        aliases={alias: str(v) for alias, v in (rm.aliases or {}).items()},
+    )
+
+
+def _model_id(source: str) -> str | None:
+    """``models:/m-<id>`` sources name the logged model (the SQL store omits ``model_id``)."""
+    rest = source.removeprefix("models:/")
+    return rest if rest != source and rest.startswith("m-") and "/" not in rest else None
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise RegistryError(f"names with a single quote are not supported: {value!r}")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """mlflow's SQL stores trigger SQLAlchemy 2.1's ``noload`` deprecation; not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"The ``noload`` loader strategy is deprecated", category=Warning
+        )
+        yield
