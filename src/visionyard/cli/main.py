@@ -24,6 +24,7 @@ from visionyard.cli import runs as runs_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
 from visionyard.cli.export import export as export_cmd
 from visionyard.cli.serve import serve as serve_cmd
+from visionyard.cli.train import train as train_cmd
 from visionyard.errors import VisionyardError
 from visionyard.settings import load_settings
 
@@ -44,6 +45,7 @@ for _name in ("register", "promote", "rollback", "gc"):
 app.add_typer(runs_cmd.app, name="runs")
 app.command("export")(export_cmd)
 app.command("serve")(serve_cmd)
+app.command("train")(train_cmd)
 
 
 @app.callback()

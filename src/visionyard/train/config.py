@@ -57,7 +57,7 @@ class TrainConfig(_Model):
     data: Path
     arch: str = "small_cnn"
     width: float = Field(1.0, gt=0, le=4, description="channel width multiplier")
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -70,7 +70,12 @@ class TrainConfig(_Model):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     augment: Augmentation = Field(default_factory=Augmentation)
-    patience: int | None = Field(5, ge=1, description="epochs without improvement; None = off")
+    patience: int | None = Field(
+        3,
+        ge=1,
+        description="epochs without improvement before stopping (None = off); an accuracy of "
+        "1.0 stops at once",
+    )
     min_delta: float = Field(0.0, ge=0)
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     val_fraction: float = Field(0.2, gt=0, lt=1, description="used when there is no val split")

@@ -76,10 +76,15 @@ class LoopData:
 
 
 class EarlyStopping:
-    """Tracks the monitored metric; ``improved`` when better by more than ``min_delta``."""
+    """Tracks the monitored metric; ``improved`` when better by more than ``min_delta``.
+
+    Stops after ``patience`` epochs without improvement, or at once when an accuracy reaches
+    1.0 (nothing can improve on it; waiting would only burn time).
+    """
 
     def __init__(self, monitor: str, patience: int | None, min_delta: float) -> None:
         self.sign = -1.0 if monitor.endswith("loss") else 1.0
+        self.ceiling = 1.0 if monitor.endswith("accuracy") else None
         self.patience = patience
         self.min_delta = min_delta
         self.best: float | None = None
@@ -96,7 +101,12 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.patience is not None and self.waited >= self.patience
+        if self.patience is None:
+            return False
+        at_ceiling = (
+            self.ceiling is not None and self.best is not None and self.best >= self.ceiling
+        )
+        return at_ceiling or self.waited >= self.patience
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
