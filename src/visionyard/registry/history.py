@@ -11,9 +11,10 @@ Keys are unique (a random suffix) and sort in time order (fixed-width nanosecond
 an event is an insert that can never overwrite another one, and "the last event of an alias"
 is well defined for every reader: the greatest key among that alias's events.
 
-Rollback targets come from replaying an alias's events as a stack of holders: promote and force
-push the new holder; a rollback truncates the stack back to the version it moved to. So
-repeated rollbacks walk further back, and a rollback is itself undone by the next promotion.
+Rollback targets come from replaying an alias's events as a stack of holders
+(:func:`holder_stack`): promote and force push the new holder; a rollback truncates the stack
+back to the version it moved to. So repeated rollbacks walk further back, and a rollback is
+itself undone by the next promotion.
 """
 
 from __future__ import annotations
@@ -127,12 +128,21 @@ def last_event(history: Sequence[AliasEvent], alias: str) -> AliasEvent | None:
 
 
 def holder_stack(events: Iterable[AliasEvent]) -> list[str]:
-    """Replay one alias's events: the holders a rollback can return to, current one last."""
+    """Replay one alias's events: the holders a rollback can return to, current one last.
+
+    A rollback truncates the stack back to the version it moved to. A promotion first truncates
+    back to its ``from`` version when that is not the top: it was planned against an older
+    holder, so the move it raced with (and lost to) never really held the alias.
+    """
     stack: list[str] = []
     for event in events:
         if event.kind == "rollback" and event.to_version in stack:
             del stack[_last_index(stack, event.to_version) + 1 :]
-        elif not stack or stack[-1] != event.to_version:
+            continue
+        base = event.from_version
+        if base is not None and stack and stack[-1] != base and base in stack:
+            del stack[_last_index(stack, base) + 1 :]
+        if not stack or stack[-1] != event.to_version:
             stack.append(event.to_version)
     return stack
 
