@@ -38,6 +38,7 @@ T = TypeVar("T")
 class Addresses:
     http_url: str
     grpc_target: str
+    pid: int | None = None  # the server's process, when it runs in a child process
 
 
 class Server:

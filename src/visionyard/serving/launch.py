@@ -72,7 +72,7 @@ def _wait_ready(child: subprocess.Popen[str], timeout_s: float) -> Addresses:
             raise VisionyardError(f"visionyard serve exited with code {child.returncode}")
         match = _READY.match(line.strip())
         if match:
-            return Addresses(match["http"], match["grpc"])
+            return Addresses(match["http"], match["grpc"], child.pid)
     raise VisionyardError(f"visionyard serve did not start within {timeout_s:.0f}s")
 
 
