@@ -34,7 +34,7 @@ class RegistrySource:
 def registry_resolver(settings: Settings) -> Resolver:
     """The registry package's resolver: reference -> (version, downloaded bundle path)."""
     try:
-        from visionyard.registry import resolve_bundle  # type: ignore[attr-defined]
+        from visionyard.registry import resolve_bundle
     except ImportError as exc:
         raise DependencyMissingError("the visionyard model registry", "all") from exc
     cache = Path(settings.home) / "serving-cache"
