@@ -159,7 +159,8 @@ def _print_move(name: str, outcome: MoveOutcome, verb: str) -> None:
 
 @contextmanager
 def _progress(what: str) -> Iterator[Callable[[int, int], None]]:
-    with Progress(console=err(), transient=True) as bar:
+    console = err()
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(what, total=None)
 
         def update(done: int, total: int) -> None:

@@ -42,12 +42,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from visionyard.errors import RegistryError
+from visionyard.errors import RegistryError, TrackingUnavailableError, VisionyardError
 from visionyard.registry.history import AliasEvent, last_event, parse_history
 from visionyard.tracking.registry_client import ModelInfo
 
 MAX_ROUNDS = 25
 SyncState = Literal["in-sync", "pending", "drift", "no-history"]
+
+
+class MoveInterruptedError(TrackingUnavailableError):
+    """The store went away after the event was recorded and before the alias was verified."""
+
+    def __init__(self, cause: TrackingUnavailableError, event: AliasEvent) -> None:
+        VisionyardError.__init__(
+            self,
+            f"{cause.message}. The move of {event.alias!r} from {_show(event.from_version)} "
+            f"to version {event.to_version} is recorded; the alias is either unchanged or "
+            f"moved, never half-moved. The next promote or rollback of {event.alias!r} "
+            "completes it.",
+        )
+        self.uri = cause.uri
+        self.event = event
 
 
 class AliasStore(Protocol):
@@ -115,7 +130,10 @@ def move_alias(
             f"{_show(state.holder)}); nothing was changed: run the command again"
         )
     store.set_model_tag(name, *event.to_tag())
-    holder, winner = converge(store, name, event.alias)
+    try:
+        holder, winner = converge(store, name, event.alias)
+    except TrackingUnavailableError as exc:
+        raise MoveInterruptedError(exc, event) from exc
     return MoveResult(event, holder, winner)
 
 

@@ -328,20 +328,18 @@ def build_model_dir(
 ) -> Path:
     """Write a stock MLflow ONNX model of ``model_onnx`` into ``target``, with the bundle copied
     beside it under ``bundle/``. The signature is the model's input tensor."""
-    import mlflow.onnx
-    import numpy as np
-    import onnx
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(dtype), tuple(input_shape), input_name)])
-    )
     with translate_errors("local", "write the MLflow ONNX model"), _quiet():
+        import mlflow.onnx
+        import numpy as np
+        import onnx
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        spec = TensorSpec(np.dtype(dtype), tuple(input_shape), input_name)
         mlflow.onnx.save_model(
             onnx.load(str(model_onnx)),
             str(target),
-            signature=signature,
+            signature=ModelSignature(inputs=Schema([spec])),
             pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             save_as_external_data=False,
         )
@@ -437,9 +435,12 @@ def _first_line(exc: BaseException) -> str:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """mlflow's SQL stores trigger SQLAlchemy 2.1's ``noload`` deprecation; not ours to fix."""
+    """Warnings that are mlflow's to fix: its SQL stores trigger SQLAlchemy 2.1's ``noload``
+    deprecation, and importing its pyfunc flavors warns about its own ``Any`` hints."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r"The ``noload`` loader strategy is deprecated", category=Warning
         )
+        # mlflow.pyfunc's own type hints, inspected when mlflow.onnx is first imported
+        warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType")
         yield
