@@ -5,7 +5,9 @@ Heavy imports (onnxruntime, onnx) happen inside the command so ``visionyard --he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from visionyard.cli.console import err, out
+from visionyard.cli.console import app_context, err, out
 from visionyard.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ class Method(StrEnum):
 
 
 def export(
+    ctx: typer.Context,
     name: str | None = typer.Argument(None, help="Registered model name (with VERSION)."),
     version: str | None = typer.Argument(None, help="Version number of the registered model."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Export a bundle directory."),
@@ -61,41 +64,57 @@ def export(
         calibration=CalibrationOptions(count=calibration_count, method=method.value),
         timing=TimingOptions(threads=threads),
     )
-    reports = _build(target, variants, evaluation, calibration, options)
-    out().print(variants_table(reports, title=f"variants of {target}"))
+    job = _Job(variants, evaluation, calibration, options)
+    with err().status("exporting variants") as status:
+        reports = _run(ctx, target, job, status.update)
+    where = str(target) if isinstance(target, Path) else "{} version {}".format(*target)
+    out().print(variants_table(reports, title=f"variants of {where}"))
     _refuse_rejected(reports, options)
 
 
-def _target(name: str | None, version: str | None, bundle: Path | None) -> Path:
+def _target(name: str | None, version: str | None, bundle: Path | None) -> Path | tuple[str, str]:
     if bundle is not None:
         if name is not None:
             raise ConfigError("give either NAME VERSION or --bundle DIR, not both")
         return bundle
     if name is None or version is None:
         raise ConfigError("give NAME VERSION of a registered model, or --bundle DIR")
-    raise ConfigError(
-        f"exporting registered version {name} {version} needs the model registry, which this "
-        "build does not have yet; export its bundle with --bundle DIR"
-    )
+    return name, version
 
 
-def _build(
-    target: Path,
-    variants: str,
-    evaluation: EvalSet,
-    calibration: CalibrationSource,
-    options: VariantOptions,
+@dataclass(frozen=True)
+class _Job:
+    variants: str
+    eval_set: EvalSet
+    calibration_set: CalibrationSource
+    options: VariantOptions
+
+
+def _run(
+    ctx: typer.Context, target: Path | tuple[str, str], job: _Job, progress: Callable[[str], None]
 ) -> list[VariantReport]:
+    from visionyard.export.registry import export_registered
     from visionyard.export.variants import build_variants
 
-    with err().status("exporting variants") as status:
+    if isinstance(target, Path):
         return build_variants(
             target,
-            variants=variants,
-            eval_set=evaluation,
-            calibration_set=calibration,
-            options=options,
-            progress=lambda message: status.update(message),
+            variants=job.variants,
+            eval_set=job.eval_set,
+            calibration_set=job.calibration_set,
+            options=job.options,
+            progress=progress,
+        )
+    with tempfile.TemporaryDirectory(prefix="vy-export-") as workdir:
+        return export_registered(
+            app_context(ctx).settings,
+            *target,
+            Path(workdir),
+            variants=job.variants,
+            eval_set=job.eval_set,
+            calibration_set=job.calibration_set,
+            options=job.options,
+            progress=progress,
         )
 
 
