@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.models import TrainedBundle
 from tests.fixtures.runtime import COLOURS, write_colour_bundle
 from visionyard.bundle import load_bundle
 from visionyard.cli.main import main
+from visionyard.registry import Registry
+from visionyard.runtime import InferenceSession
+from visionyard.tracking.registry_client import RegistryClient
 
 FAST = ["--calibration-count", "10", "--threads", "1"]
 
@@ -86,3 +91,25 @@ def test_missing_dataset_is_a_dataset_error(
     bundle = write_colour_bundle(tmp_path / "b").path
     assert main(["export", "--bundle", str(bundle), "--data", str(tmp_path / "nope")]) == 5
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_export_of_a_registered_version_stores_variants_and_lineage_tags(
+    trained_bundle: TrainedBundle,
+    synth_classification: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = trained_bundle.settings
+    flags = ["--home", str(settings.home), "--tracking-uri", settings.tracking_uri()]
+    name = f"export-{uuid.uuid4().hex[:8]}"
+    assert main([*flags, "register", trained_bundle.run_id, "--name", name]) == 0
+    args = ["export", name, "1", "--data", str(synth_classification), "--variants", "int8"]
+    assert main([*flags, *args, *FAST]) == 0
+    assert f"variants of {name} version 1" in capsys.readouterr().out
+    tags = RegistryClient.from_settings(settings).get_version(name, "1").tags
+    assert tags["vy.variants"] == "fp32,int8"
+    assert tags["vy.variant.int8"].startswith("passed accuracy ")
+    _, bundle = Registry(settings).fetch_bundle(f"{name}/1", tmp_path / "cache")
+    assert InferenceSession.open(bundle, variant="int8").variant == "int8"
+    assert main([*flags, "models", "show", f"{name}/1"]) == 0
+    assert "fp32,int8" in capsys.readouterr().out

@@ -89,9 +89,9 @@ def test_variants_reports_and_tags_are_stored_on_the_version(
     stored = load_bundle(store.root / "bundle")  # the uploaded bundle verifies
     assert set(read_variant_reports(stored)) == {"fp32", "int8", "fp16"}
     assert InferenceSession.open(stored, variant="int8").variant == "int8"
-    assert store.tags["visionyard.variants"] == "fp32,fp16,int8"
-    assert store.tags["visionyard.variant.int8"].startswith("passed accuracy +0.0pt ")
-    assert "visionyard.variant.fp32" not in store.tags
+    assert store.tags["vy.variants"] == "fp32,fp16,int8"
+    assert store.tags["vy.variant.int8"].startswith("passed accuracy +0.0pt ")
+    assert "vy.variant.fp32" not in store.tags
 
 
 def test_a_rejected_variant_is_tagged_but_not_uploaded(
@@ -108,8 +108,8 @@ def test_a_rejected_variant_is_tagged_but_not_uploaded(
         workdir=tmp_path / "work",
     )
     assert not any("int8" in path for path in store.uploads)
-    assert store.tags["visionyard.variants"] == "fp32"
-    assert store.tags["visionyard.variant.int8"].startswith("rejected accuracy -")
+    assert store.tags["vy.variants"] == "fp32"
+    assert store.tags["vy.variant.int8"].startswith("rejected accuracy -")
     assert "int8" not in load_bundle(store.root / "bundle").variants
 
 
@@ -132,4 +132,4 @@ def test_changed_files_lists_new_and_modified_files_with_the_manifest_last() -> 
         "manifest.json",
     ]
     assert changed_files(before, before) == []
-    assert version_tags([], {"fp32": "model.onnx"}) == {"visionyard.variants": "fp32"}
+    assert version_tags([], {"fp32": "model.onnx"}) == {"vy.variants": "fp32"}

@@ -93,10 +93,9 @@ class _Job:
 def _run(
     ctx: typer.Context, target: Path | tuple[str, str], job: _Job, progress: Callable[[str], None]
 ) -> list[VariantReport]:
-    from visionyard.export.registry import export_registered
-    from visionyard.export.variants import build_variants
-
     if isinstance(target, Path):
+        from visionyard.export.variants import build_variants
+
         return build_variants(
             target,
             variants=job.variants,
@@ -105,6 +104,8 @@ def _run(
             options=job.options,
             progress=progress,
         )
+    from visionyard.export.registry import export_registered  # imports mlflow
+
     with tempfile.TemporaryDirectory(prefix="vy-export-") as workdir:
         return export_registered(
             app_context(ctx).settings,

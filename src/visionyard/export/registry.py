@@ -5,9 +5,12 @@
 variant files, the reports, and last the re-sealed ``manifest.json``, so the stored bundle stays
 verifiable) and tags the version so ``models show`` can list its variants as lineage::
 
-    visionyard.variants        = "fp32,int8"                    (the variants the bundle holds)
-    visionyard.variant.int8    = "passed accuracy -0.3pt 2.80x 11.2MB"
-    visionyard.variant.fp16    = "rejected accuracy -2.1pt 0.40x 22.4MB"   (not stored)
+    vy.variants        = "fp32,int8"                              (what the bundle holds now)
+    vy.variant.int8    = "passed accuracy -0.3pt 2.80x 11.2MB"
+    vy.variant.fp16    = "rejected accuracy -2.1pt 0.40x 22.4MB"   (measured, not stored)
+
+``vy.bundle_digest`` keeps the digest of the bundle as registered (the registry matches it
+against training runs to find duplicates); the FP32 model and contract are never changed.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from visionyard.export.evaluation import EvalSet
 from visionyard.export.quantize import CalibrationSource
 from visionyard.export.reports import VariantReport, tag_summary
 from visionyard.export.variants import Progress, VariantOptions, build_variants
+from visionyard.registry import tags as T
 from visionyard.runtime.variants import REFERENCE
 from visionyard.settings import Settings
 
-BUNDLE_DIR = "bundle"
-TAG_VARIANTS = "visionyard.variants"
-TAG_PREFIX = "visionyard.variant."
+BUNDLE_DIR = T.BUNDLE_ARTIFACT
+TAG_VARIANTS = T.VARIANTS
+TAG_PREFIX = "vy.variant."
 
 
 class VersionStore(Protocol):

@@ -10,7 +10,7 @@ latencies measured the same way). Stored inside the bundle, covered by its check
   digests).
 
 On a registered version, :func:`tag_summary` gives the one-line tag value
-(``visionyard.variant.int8 = "passed accuracy -0.3pt 2.8x"``).
+(``vy.variant.int8 = "passed accuracy -0.3pt 2.80x 11.2MB"``).
 """
 
 from __future__ import annotations
