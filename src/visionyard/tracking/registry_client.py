@@ -270,8 +270,11 @@ class RegistryClient:
 
     def artifact_bytes(self, version: VersionInfo) -> int:
         """Total size of the version's artifacts (walks the folders)."""
-        repo = self._repo(self.artifact_uri(version))
-        return int(self._call("measure artifacts", lambda: _walk_size(repo, None)))
+        return self.bytes_at(self.artifact_uri(version))
+
+    def bytes_at(self, uri: str) -> int:
+        """Total size of the artifacts under ``uri`` (0 when nothing is there)."""
+        return int(self._call("measure artifacts", lambda: _walk_size(self._repo(uri), None)))
 
     # -- internals ----------------------------------------------------------------------------
 
