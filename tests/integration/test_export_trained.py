@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,11 @@ from visionyard.bundle import load_bundle
 from visionyard.data import read_imagefolder
 from visionyard.export.reports import VariantReport
 from visionyard.export.variants import TimingOptions, VariantOptions
-from visionyard.export.workflow import export_int8_for_quickstart, resolve_sets
+from visionyard.export.workflow import (
+    export_int8_for_quickstart,
+    export_int8_for_version,
+    resolve_sets,
+)
 from visionyard.runtime import InferenceSession
 
 FAST = TimingOptions(warmup=1, iterations=5, throughput_iterations=2)
@@ -78,3 +83,20 @@ def test_fp16_of_the_trained_model_agrees_with_fp32(
     assert fp16.quality.max_abs_diff < 0.05
     assert fp16.file_size_bytes < fp32.file_size_bytes
     assert set(load_bundle(bundle).variants) == {"fp32", "int8", "fp16"}
+
+
+def test_quickstart_int8_of_a_registered_version(
+    trained_bundle: TrainedBundle, synth_classification: Path
+) -> None:
+    from visionyard.registry import Registry
+
+    settings = trained_bundle.settings
+    name = f"quickstart-{uuid.uuid4().hex[:8]}"
+    version = Registry(settings).register(trained_bundle.run_id, name).version.version
+    reports = export_int8_for_version(
+        settings, name, version, synth_classification, calibration_count=8
+    )
+    assert [r.status for r in reports] == ["reference", "passed"]
+    tags = Registry(settings).client.get_version(name, version).tags
+    assert tags["vy.variants"] == "fp32,int8"
+    assert tags["vy.variant.int8"].startswith("passed ")

@@ -8,6 +8,7 @@ calibration folder is given.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from visionyard.data.imagefolder import ImageFolderDataset
@@ -22,6 +23,7 @@ from visionyard.export.variants import (
     VariantOptions,
     build_variants,
 )
+from visionyard.settings import Settings
 
 EVAL_SPLITS = ("val", "test")
 
@@ -88,3 +90,35 @@ def export_int8_for_quickstart(
         options=options,
         progress=progress,
     )
+
+
+def export_int8_for_version(
+    settings: Settings,
+    name: str,
+    version: str,
+    data: Path | str,
+    *,
+    max_drop_points: float = 1.0,
+    calibration_count: int = 100,
+    progress: Progress | None = None,
+) -> list[VariantReport]:
+    """:func:`export_int8_for_quickstart` on registered version ``version`` of ``name``: the
+    kept variant and the reports become artifacts of the version, with ``vy.variant.*`` tags."""
+    from visionyard.export.registry import export_registered  # imports mlflow
+
+    evaluation, calibration = resolve_sets(data)
+    options = VariantOptions(
+        max_drop_points=max_drop_points, calibration=CalibrationOptions(count=calibration_count)
+    )
+    with tempfile.TemporaryDirectory(prefix="vy-export-") as workdir:
+        return export_registered(
+            settings,
+            name,
+            version,
+            Path(workdir),
+            variants=["int8"],
+            eval_set=evaluation,
+            calibration_set=calibration,
+            options=options,
+            progress=progress,
+        )
