@@ -324,3 +324,21 @@ def test_detector_variants_report_map_and_box_agreement(
     assert int8.calibration.count == 4
     assert int8.calibration.source is not None
     assert int8.calibration.source.startswith("coco:")
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_other_calibration_methods_build_a_passing_int8(
+    tmp_path: Path, colours: ImageFolderDataset, method: str
+) -> None:
+    bundle = write_colour_bundle(tmp_path / "b").path
+    options = VariantOptions(calibration=CalibrationOptions(method=method), timing=FAST.timing)  # type: ignore[arg-type]
+    _, int8 = build_variants(
+        bundle,
+        variants="int8",
+        eval_set=colours.split("val"),
+        calibration_set=colours.split("train"),
+        options=options,
+    )
+    assert int8.calibration is not None
+    assert int8.calibration.method == method
+    assert int8.quality.agreement >= 0.9

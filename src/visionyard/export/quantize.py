@@ -13,7 +13,9 @@ on x86 CPUs and the calibration data:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import random
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -143,9 +145,14 @@ def quantize_int8(
     *,
     batch_size: int = 8,
 ) -> bytes:
-    """The INT8 QDQ model (activations QUInt8, weights QInt8 per channel) as bytes."""
+    """The INT8 QDQ model (activations QUInt8, weights QInt8 per channel) as bytes.
+
+    The histogram methods (percentile, entropy) keep every calibration activation in memory
+    and cannot stack batches of different sizes, so they read one image at a time.
+    """
     method = calibration.ref.method or "minmax"
-    reader = ContractCalibrationReader(calibration.paths, contract, batch_size)
+    size = batch_size if method == "minmax" else 1
+    reader = ContractCalibrationReader(calibration.paths, contract, size)
     with tempfile.TemporaryDirectory(prefix="visionyard-int8-") as tmp:
         folder = Path(tmp)
         (folder / "fp32.onnx").write_bytes(model)
@@ -163,16 +170,17 @@ def _pre_process(source: Path, target: Path) -> None:
 
 def _quantize(source: Path, target: Path, reader: Any, method: CalibrationMethod) -> None:
     try:
-        quantize_static(
-            str(source),
-            str(target),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram collectors print()
+            quantize_static(
+                str(source),
+                str(target),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+            )
     except VisionyardError:  # e.g. an unreadable calibration image, raised by the reader
         raise
     except Exception as exc:  # the quantizer raises many untyped errors
