@@ -63,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     # tracking (mlflow)
     "start_run": "visionyard.tracking",
     "TrackedRun": "visionyard.tracking",
+    # model registry (mlflow)
+    "Registry": "visionyard.registry",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
