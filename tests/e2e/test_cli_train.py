@@ -107,3 +107,16 @@ def test_bad_flags_are_one_line(
     code, _, err = run(capsys, "--home", tmp_path, "train", "--data", synth_classification, *flags)
     assert code == 3
     assert message in one_error_line(err)
+
+
+def test_without_torch_the_command_names_the_extra(
+    capsys: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("visionyard.train")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    code, _, err = run(capsys, "--home", tmp_path, "train", "--data", tmp_path)
+    assert code == 11
+    assert "pip install 'visionyard[torch]'" in one_error_line(err)

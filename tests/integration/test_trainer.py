@@ -243,10 +243,13 @@ def test_out_of_memory_is_tagged_warned_and_survived(
 def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(
     synth_classification: Path, tracking_settings: Settings, mlflow_client: MlflowClient
 ) -> None:
-    config = tiny_config(synth_classification, epochs=6, patience=1, min_delta=1.0)
+    config = tiny_config(synth_classification, epochs=6, patience=1, min_delta=1.0, amp="bf16")
     result = train(config, tracking_settings)
     assert (result.epochs_run, result.best_epoch, result.stopped_early) == (2, 1, True)
-    tags = mlflow_client.get_run(result.run_id).data.tags
+    run = mlflow_client.get_run(result.run_id)
+    cuda = torch.cuda.is_available()
+    assert run.data.params["amp_effective"] == ("bf16" if cuda else "none")  # CUDA only
+    tags = run.data.tags
     assert tags["visionyard.train.stopped_early"] == "True"
     assert len(_history(mlflow_client, result.run_id, "val_loss")) == 2
     assert load_checkpoint(result.checkpoint_path).metadata["epoch"] == "1"

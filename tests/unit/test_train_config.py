@@ -68,3 +68,18 @@ def test_params_are_flat() -> None:
     assert params["augment.hflip"] is True
     assert params["input_size"] == [64, 64]
     assert not any(isinstance(v, dict) for v in params.values())
+
+
+def test_device_resolution() -> None:
+    import torch
+
+    from visionyard.train.trainer import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:0")
