@@ -6,6 +6,7 @@ Every view costs a fixed number of registry reads (measured by ``bench/bench_reg
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ def list_cmd(
     """Every registered model: newest version, aliases, last alias move."""
     rows = _registry(ctx).list()
     if as_json:
-        out().print_json(json.dumps([asdict(r) for r in rows]))
+        _emit_json([asdict(r) for r in rows])
         return
     table = Table(title="registered models")
     for column in ("model", "task", "latest", "aliases", "events", "last move"):
@@ -62,7 +63,7 @@ def show(
     """One version's lineage in one screen: run, data, code, aliases, who promoted it when."""
     view = _registry(ctx).show(reference)
     if as_json:
-        out().print_json(json.dumps(_view_json(view), default=str))
+        _emit_json(_view_json(view))
         return
     console = out()
     console.print(_lineage(view))
@@ -87,7 +88,7 @@ def history(
     events, aliases = _registry(ctx).history(name, alias, limit or None)
     if as_json:
         body = {"events": [e.to_dict() for e in events], "aliases": [asdict(a) for a in aliases]}
-        out().print_json(json.dumps(body))
+        _emit_json(body)
         return
     out().print(_events_table(f"history of {escape(name)}", events))
     for view in aliases:
@@ -106,7 +107,7 @@ def diff(
     """Params, metrics (overall and per class), dataset, contract and environment changes."""
     result = _registry(ctx).diff(name, v1, v2)
     if as_json:
-        out().print_json(json.dumps(asdict(result), default=str))
+        _emit_json(asdict(result))
         return
     _print_diff(result)
 
@@ -131,6 +132,11 @@ def _print_diff(d: VersionDiff) -> None:
         data.add_row(escape(ds.name), digest, _data_summary(ds.summary, ds.note),
                      escape(_examples(ds.examples)))  # fmt: skip
     console.print(data if d.datasets else "datasets: none recorded")
+
+
+def _emit_json(value: Any) -> None:
+    """JSON on stdout, unhighlighted (rich's pretty printer takes seconds on 5,000 events)."""
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def _lineage(view: VersionView) -> Table:
