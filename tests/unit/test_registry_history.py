@@ -17,6 +17,7 @@ from visionyard.registry.history import (
     parse_history,
     recent_versions,
     rollback_target,
+    superseded,
 )
 
 
@@ -110,3 +111,10 @@ def test_recent_versions_covers_both_sides_of_the_last_k_events_per_alias() -> N
     assert set(recent_versions(events, 1)) == {"3", "2", "7"}
     assert set(recent_versions(events, 3)) == {"1", "2", "3", "7"}
     assert recent_versions(events, 0) == {}
+
+
+def test_superseded_marks_the_move_that_lost_a_race() -> None:
+    lost, won = ev(2, "2", "1"), ev(3, "3", "1")
+    events = [ev(1, "1", None), lost, won, ev(4, "2", "3", "rollback"), ev(5, "4", "2")]
+    assert superseded(events) == {lost.key}
+    assert superseded([ev(1, "1", None), ev(2, "2", "1", alias="staging")]) == set()

@@ -160,17 +160,24 @@ def _lineage(view: VersionView) -> Table:
         "parent": tags.get("vy.parent", "-"),
         "mlflow uri": f"models:/{v.name}/{v.version}",
     }
+    for key, value in sorted(tags.items()):
+        if key.startswith("vy.variant."):
+            rows[f"variant {key.removeprefix('vy.variant.')}"] = value
     for key, value in rows.items():
         table.add_row(key, escape(value))
     return table
 
 
 def _events_table(title: str, events: list[AliasEvent]) -> Table:
+    from visionyard.registry.history import superseded
+
+    lost = superseded(events)
     table = _table(title, ("when (UTC)", "alias", "from", "to", "kind", "actor", "reason", "gate"))
     for e in events:
         gate = "-" if e.gate_passed is None else ("passed" if e.gate_passed else "FAILED")
         table.add_row(
-            _when(e.time_ms), e.alias, e.from_version or "-", e.to_version, e.kind,
+            _when(e.time_ms), e.alias, e.from_version or "-", e.to_version,
+            f"{e.kind} (superseded)" if e.key in lost else e.kind,
             escape(e.actor), escape(e.reason), escape(f"{gate} {e.gate_report or ''}".strip()),
         )  # fmt: skip
     return table

@@ -21,8 +21,9 @@ from visionyard.data.diff import diff_manifests
 from visionyard.data.manifest import DatasetManifest
 from visionyard.errors import VisionyardError
 from visionyard.registry import tags as T
+from visionyard.tracking.mlflow_model import scratch_dir
 from visionyard.tracking.queries import RunInfo
-from visionyard.tracking.registry_client import RegistryClient, VersionInfo, scratch_dir
+from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
 _TAGS = (T.SEMVER, T.TASK, T.DATASET_DIGEST, T.CONTRACT_DIGEST, T.BUNDLE_DIGEST, T.GIT_COMMIT,
          T.VARIANTS, T.PARENT)  # fmt: skip

@@ -22,7 +22,8 @@ from visionyard.evaluate.latency import measure_latency
 from visionyard.registry.gates import EvalSummary, GatePolicy, GateReport, build_report
 from visionyard.registry.tags import BUNDLE_ARTIFACT
 from visionyard.runtime.session import InferenceSession
-from visionyard.tracking.registry_client import RegistryClient, VersionInfo, scratch_dir
+from visionyard.tracking.mlflow_model import scratch_dir
+from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
 Progress = Callable[[int, int], None]
 

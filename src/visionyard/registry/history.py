@@ -147,6 +147,24 @@ def holder_stack(events: Iterable[AliasEvent]) -> list[str]:
     return stack
 
 
+def superseded(history: Sequence[AliasEvent]) -> set[str]:
+    """Keys of moves that lost a race: the next move of the same alias was planned against the
+    same holder, so the alias never (or only for an instant) pointed at their target."""
+    lost: set[str] = set()
+    previous: dict[str, AliasEvent] = {}
+    for event in history:
+        before = previous.get(event.alias)
+        if (
+            before is not None
+            and event.kind != "rollback"
+            and event.from_version != before.to_version
+            and event.from_version == before.from_version
+        ):
+            lost.add(before.key)
+        previous[event.alias] = event
+    return lost
+
+
 def rollback_target(
     history: Sequence[AliasEvent], alias: str, exists: Callable[[str], bool]
 ) -> tuple[str, str]:

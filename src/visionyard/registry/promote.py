@@ -18,7 +18,8 @@ from visionyard.registry import tags as T
 from visionyard.registry.aliases import AliasState, MoveResult, move_alias, reconcile
 from visionyard.registry.gates import GateReport
 from visionyard.registry.history import EventKind, new_event, new_event_key, rollback_target
-from visionyard.tracking.registry_client import RegistryClient, VersionInfo, scratch_dir
+from visionyard.tracking.mlflow_model import scratch_dir
+from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
 GateRunner = Callable[[VersionInfo, VersionInfo | None, str], GateReport]
 ReportHook = Callable[[GateReport, str], None]

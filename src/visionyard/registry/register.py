@@ -17,13 +17,9 @@ from visionyard.bundle.store import Bundle, load_bundle
 from visionyard.errors import BundleError, NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.semver import Fingerprint, fingerprint, next_semver, parse_semver
+from visionyard.tracking.mlflow_model import build_model_dir, scratch_dir
 from visionyard.tracking.queries import RunInfo
-from visionyard.tracking.registry_client import (
-    RegistryClient,
-    VersionInfo,
-    build_model_dir,
-    scratch_dir,
-)
+from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
 
 @dataclass(frozen=True)

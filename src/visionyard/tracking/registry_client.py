@@ -19,11 +19,7 @@ with a name filter (not ``get_registered_model``, which loads every version), an
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,12 +28,12 @@ from mlflow import MlflowClient
 
 from visionyard.errors import NotFoundError, RegistryError, VisionyardError
 from visionyard.settings import Settings
+from visionyard.tracking.mlflow_model import quiet_mlflow
 from visionyard.tracking.queries import RunInfo, _run_info, fetch_run
 from visionyard.tracking.store import TrackingConfig, connect, mlflow_globals
 from visionyard.tracking.translate import translate_errors
 
 T = TypeVar("T")
-BUNDLE_DIR = "bundle"
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
 _EXISTS = "RESOURCE_ALREADY_EXISTS"
 
@@ -170,39 +166,41 @@ class RegistryClient:
     def create_version(
         self, name: str, run: RunInfo, model_dir: Path, tags: Mapping[str, str]
     ) -> VersionInfo:
-        """Log ``model_dir`` (an MLflow model folder) as a logged model of ``run`` and register
-        it as a new version of ``name`` with ``tags``."""
+        """Log ``model_dir`` (an MLflow model folder, see
+        :func:`~visionyard.tracking.mlflow_model.build_model_dir`) as a logged model of ``run``
+        and register it as a new version of ``name`` with ``tags``."""
+        model_id = self._log_model(name, run, model_dir)
+        self.ensure_model(name)
+        # The SQL registry store resolves ``models:/<model_id>`` through mlflow's GLOBAL
+        # tracking URI (mlflow's own TODO), so the globals point at our store for this call.
+        with mlflow_globals(self.config):
+            created = self._call(
+                f"register a version of {name!r}",
+                lambda: self.client.create_model_version(
+                    name, source=f"models:/{model_id}", run_id=run.run_id, tags=dict(tags),
+                    model_id=model_id,
+                ),
+            )  # fmt: skip
+        return _version(created)
+
+    def _log_model(self, name: str, run: RunInfo, model_dir: Path) -> str:
+        """What ``mlflow.<flavor>.log_model`` does, with this client's explicit URIs."""
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
-        action = f"register a version of {name!r}"
+        action = f"log the model of {name!r} in run {run.run_id}"
         logged = self._call(
             action,
             lambda: self.client.create_logged_model(
                 run.experiment_id, name=name, source_run_id=run.run_id, model_type="onnx"
             ),
         )
-        self._call(action, lambda: self.client.log_model_artifacts(logged.model_id, str(model_dir)))
-        self._call(
-            action,
-            lambda: self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY),
-        )
-        output = LoggedModelOutput(logged.model_id, step=0)
+        model_id = str(logged.model_id)
+        self._call(action, lambda: self.client.log_model_artifacts(model_id, str(model_dir)))
+        ready = LoggedModelStatus.READY
+        self._call(action, lambda: self.client.finalize_logged_model(model_id, ready))
+        output = LoggedModelOutput(model_id, step=0)
         self._call(action, lambda: self.client.log_outputs(run.run_id, [output]))
-        self.ensure_model(name)
-        # The SQL registry store resolves ``models:/<model_id>`` through mlflow's GLOBAL
-        # tracking URI (mlflow's own TODO), so the globals point at our store for this call.
-        with mlflow_globals(self.config):
-            created = self._call(
-                action,
-                lambda: self.client.create_model_version(
-                    name,
-                    source=f"models:/{logged.model_id}",
-                    run_id=run.run_id,
-                    tags=dict(tags),
-                    model_id=logged.model_id,
-                ),
-            )
-        return _version(created)
+        return model_id
 
     def delete_version(self, version: VersionInfo) -> int:
         """Delete the version's artifacts, its logged model and its registry entry; returns
@@ -227,7 +225,7 @@ class RegistryClient:
 
     def get_run(self, run_id: str) -> RunInfo:
         """The run ``run_id`` as plain values; :class:`NotFoundError` when unknown."""
-        with _quiet():
+        with quiet_mlflow():
             return _run_info(fetch_run(self.client, self.config, run_id))
 
     def download_run_artifacts(self, run_id: str, path: str, dst: Path) -> Path:
@@ -303,7 +301,7 @@ class RegistryClient:
         return self._call("search model versions", search)
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
-        with translate_errors(self.uri, action), _quiet():
+        with translate_errors(self.uri, action), quiet_mlflow():
             try:
                 return fn()
             except Exception as exc:
@@ -319,45 +317,6 @@ class _CodedError(RegistryError):
     def __init__(self, mlflow_code: str, message: str) -> None:
         super().__init__(message)
         self.mlflow_code = mlflow_code
-
-
-def build_model_dir(
-    bundle_dir: Path,
-    model_onnx: Path,
-    target: Path,
-    input_shape: list[int],
-    input_name: str,
-    dtype: str = "float32",
-) -> Path:
-    """Write a stock MLflow ONNX model of ``model_onnx`` into ``target``, with the bundle copied
-    beside it under ``bundle/``. The signature is the model's input tensor."""
-    with translate_errors("local", "write the MLflow ONNX model"), _quiet():
-        import mlflow.onnx
-        import numpy as np
-        import onnx
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        spec = TensorSpec(np.dtype(dtype), tuple(input_shape), input_name)
-        mlflow.onnx.save_model(
-            onnx.load(str(model_onnx)),
-            str(target),
-            signature=ModelSignature(inputs=Schema([spec])),
-            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
-            save_as_external_data=False,
-        )
-    shutil.copytree(bundle_dir, target / BUNDLE_DIR)
-    return target
-
-
-@contextmanager
-def scratch_dir(prefix: str = "vy-registry-") -> Iterator[Path]:
-    """A temporary folder removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _codes(exc: BaseException) -> set[str]:
@@ -434,16 +393,3 @@ def _quote(value: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Warnings that are mlflow's to fix: its SQL stores trigger SQLAlchemy 2.1's ``noload``
-    deprecation, and importing its pyfunc flavors warns about its own ``Any`` hints."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"The ``noload`` loader strategy is deprecated", category=Warning
-        )
-        # mlflow.pyfunc's own type hints, inspected when mlflow.onnx is first imported
-        warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType")
-        yield
