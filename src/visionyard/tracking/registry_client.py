@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 
-from visionyard.errors import NotFoundError, RegistryError, VisionyardError
+from visionyard.errors import NotFoundError, RegistryError, TrackingError, VisionyardError
 from visionyard.settings import Settings
 from visionyard.tracking.mlflow_model import quiet_mlflow
 from visionyard.tracking.queries import RunInfo, _run_info, fetch_run
@@ -34,6 +34,8 @@ from visionyard.tracking.store import TrackingConfig, connect, mlflow_globals
 from visionyard.tracking.translate import translate_errors
 
 T = TypeVar("T")
+ALIAS_WRITE_ATTEMPTS = 3
+_DUPLICATE_KEY = ("duplicate key", "unique constraint", "uniqueviolation", "integrityerror")
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
 _EXISTS = "RESOURCE_ALREADY_EXISTS"
 
@@ -123,10 +125,19 @@ class RegistryClient:
         return self.get_model(name).aliases.get(alias)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        self._call(
-            f"point alias {alias!r} of {name!r} at version {version}",
-            lambda: self.client.set_registered_model_alias(name, alias, version),
-        )
+        """Point ``alias`` at ``version``. Two first-time writes of the same alias race on an
+        insert in MLflow's SQL store (a unique-key violation for the loser); the row exists
+        after that, so the write is retried."""
+        action = f"point alias {alias!r} of {name!r} at version {version}"
+        for attempt in range(1, ALIAS_WRITE_ATTEMPTS + 1):
+            try:
+                self._call(
+                    action, lambda: self.client.set_registered_model_alias(name, alias, version)
+                )
+                return
+            except TrackingError as exc:
+                if attempt == ALIAS_WRITE_ATTEMPTS or not _duplicate_key(exc):
+                    raise
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -327,6 +338,11 @@ def _codes(exc: BaseException) -> set[str]:
             codes.add(str(code))
         exc = exc.__cause__  # type: ignore[assignment]
     return codes
+
+
+def _duplicate_key(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _DUPLICATE_KEY)
 
 
 def _all_pages(
