@@ -52,13 +52,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Wo
     (changed / "val" / "red" / "0.png").unlink()
     (changed / "val" / "green" / "1.png").rename(changed / "val" / "blue" / "9.png")
     reordered = ("green", "red", "blue", "white", "black")
+    sharper = log_colour_run(settings, root, sharpness=20.0, dataset=changed, params={"lr": 0.2},
+                             metrics={"accuracy": 0.95, "recall/red": 0.5})  # fmt: skip
+    _pretend_other_python(settings, sharper)
     colours = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
     return World(
         settings=settings,
         good=log_colour_run(settings, root, dataset=data, params={"lr": 0.1},
                             metrics={"accuracy": 0.9, "recall/red": 1.0}),
-        sharper=log_colour_run(settings, root, sharpness=20.0, dataset=changed,
-                               params={"lr": 0.2}, metrics={"accuracy": 0.95, "recall/red": 0.5}),
+        sharper=sharper,
         red_as_green=log_colour_run(settings, root, colours=RED_AS_GREEN),
         reordered=log_colour_run(
             settings, root, labels=reordered,
@@ -69,6 +71,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Wo
         dataset=data,
         gate=write_gate(root / "gate.yaml", data, max_class_drop=0.05, min_samples=5),
     )  # fmt: skip
+
+
+def _pretend_other_python(settings: Settings, run_id: str) -> None:
+    """Rewrite the run's environment.json as if it had run on another interpreter."""
+    client = RegistryClient.from_settings(settings).client
+    env = json.loads(Path(client.download_artifacts(run_id, "environment.json")).read_text())
+    client.log_text(run_id, json.dumps({**env, "python": "3.99.0"}), "environment.json")
 
 
 def cli(world: World, *args: str) -> int:
@@ -111,7 +120,8 @@ def test_register_tags_versions_and_bumps_semver(
     assert "semver 1.1.0: minor" in capsys.readouterr().out
     assert cli(world, "register", world.reordered, "--name", name) == 0
     assert "semver 2.0.0: major: labels changed" in capsys.readouterr().out
-    assert cli(world, "register", world.red_as_green, "--name", name, "--semver", "7.0.1") == 0
+    assert cli(world, "register", world.red_as_green, "--name", name, "--semver", "7.0.1",
+               "--parent", f"{name}/2") == 0  # fmt: skip
     tags = client(world).get_version(name, "1").tags
     assert tags["vy.task"] == "classification"
     assert tags["vy.dataset_digest"] == world_manifest_digest(world)
@@ -119,6 +129,9 @@ def test_register_tags_versions_and_bumps_semver(
     assert tags["vy.contract_digest"].startswith("sha256:")
     assert tags["vy.semver"] == "1.0.0"
     assert client(world).get_version(name, "4").tags["vy.semver"] == "7.0.1"
+    capsys.readouterr()
+    assert cli(world, "models", "show", f"{name}/4") == 0
+    assert f"parent          │ {name}/2" in capsys.readouterr().out
 
 
 def world_manifest_digest(world: World) -> str:
@@ -204,6 +217,23 @@ def assert_report_stored(world: World, name: str, ref: str) -> None:
     assert report["passed"] is False
     assert {c["label"]: c["delta"] for c in report["classes"]}["red"] == -1.0
     assert len(report["dataset_digest"]) == 64
+
+
+def test_gate_latency_budget_and_sample_count(
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    name = registered(world, capsys, world.good)
+    roomy = write_gate(tmp_path / "roomy.yaml", world.dataset, latency_p50_ms=5000)
+    assert cli(world, "promote", name, "1", "--to", "candidate", "--gate", str(roomy)) == 0
+    assert "p50" in capsys.readouterr().out
+    tight = write_gate(tmp_path / "tight.yaml", world.dataset, latency_p50_ms=1e-6,
+                       min_samples=1000)  # fmt: skip
+    assert cli(world, "promote", name, "1", "--to", "staging", "--gate", str(tight)) == 8
+    captured = capsys.readouterr()
+    assert "latency_p50_ms" in captured.err
+    assert "min_samples" in captured.err
+    assert "10 images >= 1000" in captured.out
+    assert "staging" not in client(world).get_model(name).aliases
 
 
 def test_promote_when_already_there_is_a_no_op(
@@ -297,6 +327,7 @@ def test_diff_params_metrics_dataset_and_contract(
     (train,) = diff["datasets"]
     assert (train["summary"]["removed"], train["summary"]["relabelled"]) == (1, 1)
     assert diff["contract"] == []
+    assert {c["key"]: c["b"] for c in diff["environment"]}["python"] == "3.99.0"
     labels = json_out(world, capsys, "models", "diff", name, "1", "3")["contract"]
     assert labels
     assert all(c["breaking"] for c in labels)
