@@ -485,3 +485,23 @@ def test_unreachable_server_is_exit_7(world: World, capsys: pytest.CaptureFixtur
     rc = main(["--tracking-uri", "http://127.0.0.1:9", "models", "list"])
     assert rc == 7
     assert "not reachable" in capsys.readouterr().err
+
+
+def test_resolve_bundle_for_the_server_follows_the_alias_and_caches(
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from visionyard.bundle.store import load_bundle
+    from visionyard.registry import resolve_bundle
+
+    name = registered(world, capsys, world.good, world.sharper)
+    assert cli(world, "promote", name, "1", "--to", "production") == 0
+    cache = tmp_path / "cache"
+    version, path = resolve_bundle(world.settings, f"{name}@production", cache)
+    assert (version, path) == ("1", cache / name / "1")
+    assert load_bundle(path).contract.labels[0] == "red"
+    (path / "contract.json").write_text("{}")  # a damaged cache entry is fetched again
+    assert resolve_bundle(world.settings, f"{name}@production", cache) == ("1", path)
+    load_bundle(path)
+    assert cli(world, "promote", name, "2", "--to", "production") == 0
+    assert resolve_bundle(world.settings, f"{name}@production", cache)[0] == "2"
+    assert resolve_bundle(world.settings, f"{name}/1", cache) == ("1", path)
