@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visionyard.bundle import write_bundle
+from visionyard.cli.quickstart import QUICKSTART_MODEL
 from visionyard.contract import VisionContract
 from visionyard.data import make_classification_set
 from visionyard.export.onnx import export_torch
@@ -105,7 +106,8 @@ def _shapes(work: Path, quick: bool) -> Path:
 def _quickstart_bundle(work: Path, args: argparse.Namespace) -> Path:
     console.print("training the quickstart model (default configuration)")
     settings = Settings(home=work / ".visionyard", train={"num_threads": 2, "seed": 0})
-    config = make_config(data=work / "shapes", **({"epochs": 4} if args.quick else {}))
+    quick = {"epochs": 4} if args.quick else {}
+    config = make_config(data=work / "shapes", **QUICKSTART_MODEL, **quick)
     result = train(config, settings, progress=True, console=console)
     return _copy(result.bundle_path, work)
 

@@ -64,7 +64,9 @@ def test_config_show_table_and_sources(
     assert "visionyard.toml" in table
 
 
-def test_config_show_hides_tokens(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_show_hides_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("VISIONYARD_SERVING__ADMIN_TOKEN", "s3cret-value")
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
@@ -86,7 +88,9 @@ def test_bad_setting_is_one_line_with_exit_code(
 
 def test_console_script_reports_usage_error() -> None:
     exe = Path(sys.executable).parent / "visionyard"
-    proc = subprocess.run([str(exe), "no-such-command"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(exe), "no-such-command"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2
     assert "No such command" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -23,6 +23,7 @@ from visionyard.cli import registry_cmds
 from visionyard.cli import runs as runs_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
 from visionyard.cli.export import export as export_cmd
+from visionyard.cli.quickstart import quickstart as quickstart_cmd
 from visionyard.cli.serve import serve as serve_cmd
 from visionyard.cli.train import train as train_cmd
 from visionyard.errors import VisionyardError
@@ -35,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command("quickstart")(quickstart_cmd)
 app.add_typer(bundle_cmd.app, name="bundle")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(contract_cmd.app, name="contract")
@@ -42,9 +44,9 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="models")
 for _name in ("register", "promote", "rollback", "gc"):
     app.command(_name)(getattr(registry_cmds, _name))
-app.add_typer(runs_cmd.app, name="runs")
-app.command("export")(export_cmd)
 app.command("serve")(serve_cmd)
+app.command("export")(export_cmd)
+app.add_typer(runs_cmd.app, name="runs")
 app.command("train")(train_cmd)
 
 

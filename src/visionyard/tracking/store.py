@@ -14,6 +14,7 @@ retries HTTP requests and database connections with exponential backoff).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -171,7 +172,10 @@ def mlflow_globals(config: TrackingConfig) -> Iterator[None]:
 @contextmanager
 def _quiet_mlflow() -> Iterator[None]:
     """mlflow's SQL store configures its ORM mappers with SQLAlchemy 2.1's deprecated ``noload``
-    strategy; the warning is mlflow's to fix, so it is silenced here, once, for everyone."""
+    strategy; the warning is mlflow's to fix, so it is silenced here, once, for everyone. Its
+    INFO lines about creating and migrating tables are not news to a visionyard user either."""
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r"The ``noload`` loader strategy is deprecated", category=Warning
