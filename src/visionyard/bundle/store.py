@@ -34,6 +34,7 @@ MANIFEST = "manifest.json"
 CONTRACT = "contract.json"
 MODEL = "model.onnx"
 BUNDLE_VERSION = "1"
+CHUNK_SIZE = 1 << 20
 FileSource = Path | bytes
 
 
@@ -124,11 +125,12 @@ def load_bundle(directory: Path | str) -> Bundle:
     return Bundle(root, contract, files, variants, dict(manifest.get("metadata") or {}))
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path | str, chunk_size: int = CHUNK_SIZE) -> str:
+    """Hex sha256 of a file, read in ``chunk_size`` chunks (bundles, manifests, calibration)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
     return digest.hexdigest()
 
 

@@ -1,5 +1,6 @@
 """Datasets: ImageFolder and COCO readers, content-addressed manifests, diffs, synthetic data."""
 
+from visionyard.bundle.store import sha256_file
 from visionyard.data.coco import (
     CocoAnnotation,
     CocoCategory,
@@ -22,7 +23,6 @@ from visionyard.data.manifest import (
     build_manifest,
     compute_digest,
     read_dataset,
-    sha256_file,
 )
 from visionyard.data.synth import SHAPES, make_classification_set, make_detection_set
 

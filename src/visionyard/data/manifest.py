@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from visionyard.bundle.store import sha256_file
 from visionyard.contract.image import DEFAULT_MAX_PIXELS, verify_image
 from visionyard.data.coco import CocoDataset, CocoImage, read_coco
 from visionyard.data.imagefolder import ImageFolderDataset, read_imagefolder
@@ -32,7 +33,6 @@ from visionyard.errors import CorruptImagesError, DatasetError, ImageError
 ManifestKind = Literal["classification", "detection"]
 Progress = Callable[[int, int], None]
 Dataset = ImageFolderDataset | CocoDataset
-CHUNK_SIZE = 1 << 20
 COCO_ANNOTATIONS = "annotations.json"
 COCO_IMAGES = "images"
 NO_SPLIT = "all"
@@ -182,15 +182,6 @@ def _check_entries(manifest: DatasetManifest) -> None:
     used |= {a.label for e in manifest.entries for a in e.annotations or ()}
     if used - known:
         raise ValueError(f"entries use labels not in the label list: {sorted(used - known)}")
-
-
-def sha256_file(path: Path | str, chunk_size: int = CHUNK_SIZE) -> str:
-    """Hex sha256 of a file, read in ``chunk_size`` chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_dataset(
