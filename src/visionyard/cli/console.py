@@ -32,6 +32,11 @@ EXIT_CODES: dict[str, int] = {
     "training.failed": 12,
     "inference.failed": 13,
     "inference.invalid_input": 5,
+    "serving.busy": 13,
+    "serving.unavailable": 13,
+    "serving.unauthorized": 3,
+    "serving.forbidden": 3,
+    "serving.body_too_large": 5,
 }
 
 
