@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "TrainingError": "visionyard.errors",
     "InferenceError": "visionyard.errors",
     "InvalidInputError": "visionyard.errors",
+    "ServerBusyError": "visionyard.errors",
+    "ModelUnavailableError": "visionyard.errors",
     # the vision contract
     "VisionContract": "visionyard.contract",
     "load_contract": "visionyard.contract",
@@ -65,6 +67,13 @@ _EXPORTS: dict[str, str] = {
     "TrackedRun": "visionyard.tracking",
     # model registry (mlflow)
     "Registry": "visionyard.registry",
+    # training and export (torch, the [torch] extra)
+    "TrainConfig": "visionyard.train",
+    "export_torch": "visionyard.export",
+    "check_parity": "visionyard.export",
+    "build_variants": "visionyard.export.variants",
+    # serving
+    "running_server": "visionyard.serving.app",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
