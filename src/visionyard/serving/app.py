@@ -115,9 +115,17 @@ def sources_from_settings(settings: Settings) -> dict[str, ModelSource]:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, with TCP_NODELAY for every connection it accepts.
+
+    asyncio turns Nagle off only on sockets whose ``proto`` is ``IPPROTO_TCP``: a socket made
+    with proto 0 kept Nagle on, and the response body (written after its headers) waited for
+    the client's delayed ACK, ~40 ms per request under load. Linux copies the option to
+    accepted sockets.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
