@@ -2,31 +2,39 @@
 
 ResNet-18-style classifier (random weights: speed does not depend on them), 224x224 centre crop,
 real JPEG photos re-encoded at 640x480 (the photos that ship with scikit-learn and matplotlib),
-closed-loop clients on this machine. Prints, in one run and side by side:
+closed-loop clients on this machine. Every server runs at once (an idle one costs nothing) and
+each round measures all of them back to back, so ratios compare like with like on a shared,
+noisy machine; the report gives the median of ``--repeat`` rounds:
 
-- images/s at saturation: best in-process pipeline (decode + preprocess + ORT) FP32 and INT8,
-  ``visionyard serve`` FP32 and INT8 (ratio >= 0.9x in-process), a minimal hand-written FastAPI
-  server (visionyard >= 1.25x) and stock ``mlflow models serve`` of the ONNX flavour, which
-  takes JSON tensors (visionyard >= 10x);
-- p50/p99 latency at half saturation (open loop) and batch-1 idle;
+- images/s at saturation: best in-process pipeline (decode + preprocess + ORT) FP32 and INT8 vs
+  ``visionyard serve`` over REST ``:predict`` (JPEG body), REST OIP binary (JPEG as BYTES) and
+  gRPC (target >= 0.9x in-process); vs a minimal hand-written FastAPI server (>= 1.25x) and stock
+  ``mlflow models serve`` of the ONNX flavour, which cannot take JPEG and is sent preprocessed
+  JSON tensors encoded once up front (>= 10x);
+- p50/p99 latency at half saturation (open loop) and batch-1 idle (beside the in-process floor);
 - hot swap under load: time from the admin call to the first new-version answer, failures;
-- cold start (process start to both protocols ready); RSS after 1/10 and all of the soak.
+- cold start (process start to both protocols ready); RSS after 1/10 of the soak and at its
+  end (``--soak 600``: after 1 minute and after 10 minutes).
 
-    .venv/bin/python bench/bench_serving.py [--seconds 15] [--soak 600] [--no-mlflow]
+The load generator (bench_serving_load.py) is the same lean client for every server; its own
+CPU use is reported (``client cores``).
+
+    .venv/bin/python bench/bench_serving.py [--seconds 6] [--repeat 3] [--soak 600] [--no-mlflow]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
-import os
-import subprocess
+import json
+import statistics
+import struct
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +43,23 @@ from PIL import Image
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from bench_serving_baselines import minimal_server, mlflow_encode_ms, mlflow_server  # noqa: E402
 from bench_serving_load import (  # noqa: E402
+    Connect,
     closed_loop,
+    grpc_client,
+    http_client,
+    http_request,
     idle_latency,
     inprocess_best,
+    inprocess_idle,
     open_loop,
     rss_mb,
 )
 
 CONCURRENCY = 8
+VARIANTS = ("fp32", "int8")
+TOP5 = ("top_labels", "top_scores", "top_indices")
 
 
 def photos() -> list[bytes]:
@@ -94,98 +110,115 @@ def build_bundles(root: Path, images: list[bytes]) -> dict[str, Path]:
     }
 
 
-def predict_call(url: str, path: str, images: list[bytes]) -> Callable[[httpx.Client, int], bool]:
-    def call(client: httpx.Client, i: int) -> bool:
-        response = client.post(url + path, content=images[i % len(images)])
-        return response.status_code == 200
-
-    return call
+def predict_target(url: str, model: str, images: list[bytes]) -> Connect:
+    path = f"/v1/models/{model}:predict"
+    return http_client(url, [http_request(url, path, image) for image in images])
 
 
-def bench_visionyard(
-    bundles: dict[str, Path], images: list[bytes], seconds: float
+def binary_target(url: str, model: str, images: list[bytes]) -> Connect:
+    """OIP v2 REST with the binary tensor extension: one JPEG as a BYTES element, top-5 out."""
+    requests = []
+    for image in images:
+        raw = struct.pack("<I", len(image)) + image
+        spec = {"binary_data_size": len(raw)}
+        tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": spec}
+        header = json.dumps({"inputs": [tensor], "outputs": [{"name": n} for n in TOP5]})
+        headers = {
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        }
+        path = f"/v2/models/{model}/infer"
+        requests.append(http_request(url, path, header.encode() + raw, headers))
+    return http_client(url, requests)
+
+
+def grpc_target(target: str, model: str, images: list[bytes]) -> Connect:
+    from visionyard.serving.proto import grpc_service_pb2 as pb
+
+    requests = []
+    for image in images:
+        tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
+        outputs = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in TOP5]
+        raw = struct.pack("<I", len(image)) + image
+        requests.append(
+            pb.ModelInferRequest(
+                model_name=model, inputs=[tensor], outputs=outputs, raw_input_contents=[raw]
+            )
+        )
+    return grpc_client(target, requests)
+
+
+def saturate(connect: Connect, seconds: float) -> dict[str, Any]:
+    closed_loop(connect, 2, 1.0)  # warm-up: connections, first runs
+    return closed_loop(connect, CONCURRENCY, seconds)
+
+
+def one_round(
+    bundles: dict[str, Path],
+    images: list[bytes],
+    targets: dict[str, Connect],
+    seconds: float,
+) -> dict[str, dict[str, Any]]:
+    """Every measurement once, back to back (in-process, visionyard, baselines)."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        out[f"inprocess-{variant}"] = inprocess_best(bundles[variant], images, seconds)
+        for kind in ("predict", "binary", "grpc"):
+            out[f"{kind}-{variant}"] = saturate(targets[f"{kind}-{variant}"], seconds)
+    for name in ("minimal", "mlflow"):
+        if name in targets:
+            out[name] = saturate(targets[name], seconds)
+    return out
+
+
+def latencies(
+    bundles: dict[str, Path],
+    images: list[bytes],
+    targets: dict[str, Connect],
+    rates: dict[str, float],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant in VARIANTS:
+        connect = targets[f"predict-{variant}"]
+        out[variant] = {
+            "half": open_loop(connect, rates[variant] / 2, 8.0),
+            "idle": idle_latency(connect, 60),
+            "floor": inprocess_idle(bundles[variant], images, 60),
+        }
+    return out
+
+
+def bench_all(
+    bundles: dict[str, Path], images: list[bytes], args: argparse.Namespace, root: Path
 ) -> dict[str, Any]:
     from visionyard.serving.launch import serve_subprocess
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"rounds": []}
     started = time.perf_counter()
-    with serve_subprocess({"fp32": str(bundles["fp32"]), "int8": str(bundles["int8"])}) as urls:
+    models = {v: str(bundles[v]) for v in VARIANTS}
+    with contextlib.ExitStack() as stack:
+        urls = stack.enter_context(serve_subprocess(models))
         results["cold_start_s"] = time.perf_counter() - started
-        for variant in ("fp32", "int8"):
-            call = predict_call(urls.http_url, f"/v1/models/{variant}:predict", images)
-            closed_loop(call, 2, 2.0)  # warm-up
-            sat = closed_loop(call, CONCURRENCY, seconds)
-            half = open_loop(call, sat["rate"] / 2, seconds)
-            results[variant] = {"sat": sat, "half": half, "idle": idle_latency(call, 60)}
-        results["pid"] = urls.pid
+        targets = {}
+        for v in VARIANTS:
+            targets[f"predict-{v}"] = predict_target(urls.http_url, v, images)
+            targets[f"binary-{v}"] = binary_target(urls.http_url, v, images)
+            targets[f"grpc-{v}"] = grpc_target(urls.grpc_target, v, images)
+        url, path, bodies = stack.enter_context(minimal_server(root / "fp32.onnx", images))
+        targets["minimal"] = http_client(url, [http_request(url, path, b) for b in bodies])
+        if not args.no_mlflow:
+            url, path, bodies = stack.enter_context(mlflow_server(root / "fp32.onnx", images, root))
+            headers = {"Content-Type": "application/json"}
+            targets["mlflow"] = http_client(
+                url, [http_request(url, path, b, headers) for b in bodies]
+            )
+            results["mlflow_encode_ms"] = mlflow_encode_ms(images)
+        for index in range(args.repeat):
+            results["rounds"].append(one_round(bundles, images, targets, args.seconds))
+            print(f"round {index + 1}/{args.repeat}: {_brief(results['rounds'][-1])}", flush=True)
+        rates = {v: median(results["rounds"], f"predict-{v}") for v in VARIANTS}
+        results["latency"] = latencies(bundles, images, targets, rates)
     return results
-
-
-def bench_minimal(model: Path, images: list[bytes], seconds: float) -> dict[str, Any]:
-    port = _free_port()
-    child = subprocess.Popen(
-        [sys.executable, str(BENCH / "serving_minimal.py"), str(model), str(port)],
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/docs")
-        call = predict_call(url, "/predict", images)
-        closed_loop(call, 2, 2.0)
-        return closed_loop(call, CONCURRENCY, seconds)
-    finally:
-        child.terminate()
-        child.wait(20)
-
-
-def bench_mlflow(model: Path, images: list[bytes], seconds: float, root: Path) -> dict[str, Any]:
-    """Stock ``mlflow models serve`` of the ONNX flavour: clients send JSON tensors."""
-    import mlflow
-    import onnx
-
-    from visionyard.contract.preprocess import preprocess_batch
-    from visionyard.contract.schema import VisionContract
-
-    saved = root / "mlflow-model"
-    mlflow.onnx.save_model(onnx.load(str(model)), str(saved))
-    port = _free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            str(saved),
-            "--env-manager",
-            "local",
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
-    contract = VisionContract.classification([f"class{i}" for i in range(10)], input_size=224)
-
-    def call(client: httpx.Client, i: int) -> bool:
-        tensor = preprocess_batch([images[i % len(images)]], contract).tensor
-        body = {"inputs": {"input": tensor.tolist()}}
-        return client.post(f"http://127.0.0.1:{port}/invocations", json=body).status_code == 200
-
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/ping", 180)
-        closed_loop(call, 2, 2.0)
-        return closed_loop(call, CONCURRENCY, seconds)
-    finally:
-        os.killpg(child.pid, 15)
-        child.wait(30)
 
 
 def bench_swap(bundles: dict[str, Path], images: list[bytes]) -> dict[str, Any]:
@@ -206,17 +239,23 @@ def bench_swap(bundles: dict[str, Path], images: list[bytes]) -> dict[str, Any]:
     )
     with running_server(settings, {"m": source}) as srv:
         seen: Counter[str] = Counter()
-        stop, first_new = threading.Event(), []
+        first_new: list[float] = []
+        inner = predict_target(srv.http_url, "m", images)
 
-        def call(client: httpx.Client, i: int) -> bool:
-            response = client.post(srv.http_url + "/v1/models/m:predict", content=images[i % 6])
-            version = response.json().get("model_version") if response.status_code == 200 else None
-            seen[version or "failed"] += 1
-            if version == "2" and not first_new:
-                first_new.append(time.perf_counter())
-            return response.status_code == 200
+        def connect() -> Any:
+            send = inner()
 
-        loader = threading.Thread(target=closed_loop, args=(call, 4, 6.0, stop))
+            def call(i: int) -> bytes | None:
+                body = send(i)
+                version = "failed" if body is None else json.loads(body)["model_version"]
+                seen[version] += 1
+                if version == "2" and not first_new:
+                    first_new.append(time.perf_counter())
+                return body
+
+            return call
+
+        loader = threading.Thread(target=closed_loop, args=(connect, 4, 6.0))
         loader.start()
         time.sleep(2.0)
         source.target = Resolved("2", bundles["fp32-v2"])
@@ -228,70 +267,75 @@ def bench_swap(bundles: dict[str, Path], images: list[bytes]) -> dict[str, Any]:
         )
         loader.join()
     return {
-        "to_first_new_s": (first_new[0] - called) if first_new else None,
+        "to_first_new_s": (first_new[0] - called) if first_new else float("nan"),
         "failed": seen["failed"],
         "answers": dict(seen),
     }
 
 
 def soak(bundles: dict[str, Path], images: list[bytes], seconds: float) -> dict[str, float]:
+    """Saturating load for ``seconds``; RSS at 1/10 of it (1 min of 10) and at the end."""
     from visionyard.serving.launch import serve_subprocess
 
     with serve_subprocess({"fp32": str(bundles["fp32"])}) as urls:
-        call = predict_call(urls.http_url, "/v1/models/fp32:predict", images)
-        stop = threading.Event()
-        loader = threading.Thread(target=closed_loop, args=(call, CONCURRENCY, seconds, stop))
+        connect = predict_target(urls.http_url, "fp32", images)
+        loader = threading.Thread(target=closed_loop, args=(connect, CONCURRENCY, seconds))
         loader.start()
         time.sleep(seconds / 10)
         early = rss_mb(urls.pid or 0)
         loader.join()
         late = rss_mb(urls.pid or 0)
-    return {"early_mb": early, "late_mb": late, "growth": late / early - 1}
+    return {"seconds": seconds, "early_mb": early, "late_mb": late, "growth": late / early - 1}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def median(rounds: list[dict[str, Any]], key: str, field: str = "rate") -> float:
+    return float(statistics.median(r[key][field] for r in rounds))
 
 
-def _wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not come up within {timeout}s")
+def median_ratio(rounds: list[dict[str, Any]], top: str, bottom: str) -> float:
+    return float(statistics.median(r[top]["rate"] / r[bottom]["rate"] for r in rounds))
+
+
+def _brief(measured: dict[str, dict[str, Any]]) -> str:
+    return "  ".join(f"{k} {v['rate']:.1f}" for k, v in measured.items())
 
 
 def report(results: dict[str, Any]) -> None:
-    inproc, vy = results["inprocess"], results["visionyard"]
-    print(f"\n== throughput at saturation (images/s, closed loop, {CONCURRENCY} clients) ==")
-    for variant in ("fp32", "int8"):
-        served, best = vy[variant]["sat"]["rate"], inproc[variant]["rate"]
+    rounds = results["rounds"]
+    print(f"\n== images/s at saturation: medians of {len(rounds)} side-by-side rounds ==")
+    print(f"({CONCURRENCY} closed-loop clients; client cores used ~{_client_cpu(rounds):.2f})")
+    for variant in VARIANTS:
+        best = median(rounds, f"inprocess-{variant}")
+        config = rounds[0][f"inprocess-{variant}"]["config"]
+        print(f"{variant}: in-process best {best:6.1f} ({config})")
+        for kind in ("predict", "binary", "grpc"):
+            key = f"{kind}-{variant}"
+            ratio = median_ratio(rounds, key, f"inprocess-{variant}")
+            print(
+                f"  visionyard {kind:8s} {median(rounds, key):6.1f}   "
+                f"ratio {ratio:.2f}x (target >= 0.90)"
+            )
+    minimal = median(rounds, "minimal")
+    ratio = median_ratio(rounds, "predict-fp32", "minimal")
+    print(f"minimal FastAPI {minimal:6.1f}   visionyard/minimal {ratio:.2f}x (target >= 1.25)")
+    if "mlflow" in rounds[0]:
+        ml = median(rounds, "mlflow")
+        ratio = median_ratio(rounds, "predict-fp32", "mlflow")
         print(
-            f"{variant}: in-process best {best:7.1f} ({inproc[variant]['config']})   "
-            f"visionyard {served:7.1f}   ratio {served / best:.2f}x (target >= 0.90)"
+            f"mlflow models serve {ml:6.2f}   visionyard/mlflow {ratio:.1f}x (target >= 10); "
+            f"its client must also spend {results['mlflow_encode_ms']:.0f} ms/image on JSON"
         )
-    fp32 = vy["fp32"]["sat"]["rate"]
-    minimal = results["minimal"]["rate"]
-    print(
-        f"minimal FastAPI {minimal:7.1f}   visionyard/minimal {fp32 / minimal:.2f}x "
-        "(target >= 1.25)"
-    )
-    if results.get("mlflow"):
-        ml = results["mlflow"]["rate"]
-        print(f"mlflow models serve {ml:7.1f}   visionyard/mlflow {fp32 / ml:.1f}x (target >= 10)")
-    print("\n== latency (ms) ==")
-    for variant in ("fp32", "int8"):
-        half, idle = vy[variant]["half"], vy[variant]["idle"]
+    _report_rest(results)
+
+
+def _report_rest(results: dict[str, Any]) -> None:
+    print("\n== latency, REST :predict (ms) ==")
+    for variant, lat in results["latency"].items():
+        half, idle, floor = lat["half"], lat["idle"], lat["floor"]
         print(
             f"{variant}: half saturation ({half['rate']:.1f}/s) p50 {half['p50']:.1f} "
-            f"p99 {half['p99']:.1f} | batch-1 idle p50 {idle['p50']:.1f} p99 {idle['p99']:.1f}"
+            f"p99 {half['p99']:.1f} | batch-1 idle p50 {idle['p50']:.1f} p99 {idle['p99']:.1f} "
+            f"(in-process one image: p50 {floor['p50']:.1f})"
         )
     swap = results["swap"]
     print(
@@ -299,17 +343,23 @@ def report(results: dict[str, Any]) -> None:
         f"{swap['to_first_new_s']:.3f}s, failed requests {swap['failed']}, "
         f"answers {swap['answers']}"
     )
-    print(f"cold start (process start -> ready): {vy['cold_start_s']:.2f}s")
+    print(f"cold start (process start -> both protocols ready): {results['cold_start_s']:.2f}s")
     mem = results["soak"]
     print(
-        f"memory: RSS {mem['early_mb']:.1f} MB at 1/10 of the soak, {mem['late_mb']:.1f} MB at "
-        f"the end ({mem['growth'] * 100:+.1f}%, target within 5%)"
+        f"memory under load: RSS {mem['early_mb']:.1f} MB after {mem['seconds'] / 10:.0f}s, "
+        f"{mem['late_mb']:.1f} MB after {mem['seconds']:.0f}s "
+        f"({mem['growth'] * 100:+.1f}%, target within 5%)"
     )
 
 
+def _client_cpu(rounds: list[dict[str, Any]]) -> float:
+    return float(statistics.median(r["predict-fp32"]["client_cpu"] for r in rounds))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="per throughput measurement")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="per throughput measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="side-by-side rounds (median)")
     parser.add_argument("--soak", type=float, default=600.0, help="soak duration (10 min)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip mlflow models serve")
     args = parser.parse_args()
@@ -317,15 +367,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vy-bench-") as tmp:
         root = Path(tmp)
         bundles = build_bundles(root, images)
-        results: dict[str, Any] = {
-            "inprocess": {
-                v: inprocess_best(bundles[v], images, args.seconds) for v in ("fp32", "int8")
-            },
-        }
-        results["visionyard"] = bench_visionyard(bundles, images, args.seconds)
-        results["minimal"] = bench_minimal(root / "fp32.onnx", images, args.seconds)
-        if not args.no_mlflow:
-            results["mlflow"] = bench_mlflow(root / "fp32.onnx", images, args.seconds, root)
+        results = bench_all(bundles, images, args, root)
         results["swap"] = bench_swap(bundles, images)
         results["soak"] = soak(bundles, images, args.soak)
         report(results)

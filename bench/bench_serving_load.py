@@ -1,17 +1,112 @@
-"""Load generation and measurement helpers for bench_serving.py (closed and open loop)."""
+"""Load generation for bench_serving.py: a lean client, closed and open loop, in-process best.
+
+The client must cost the servers it measures as little CPU as possible (they share 2 cores with
+it) and the same for every server: each client thread keeps one keep-alive connection and sends
+requests built once up front in ONE ``sendall`` (TCP_NODELAY) and reads the answer with a small
+HTTP/1.1 parser (no httpx per request). gRPC uses a sync stub with prebuilt messages. The
+client's own CPU use is measured (``client_cpu``: cores busy in this process) and reported.
+"""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
-Call = Callable[[httpx.Client, int], bool]
+#: One thread's sender: request number -> the response body on success, None on failure.
+Sender = Callable[[int], bytes | None]
+#: Makes one sender per client thread (its own connection).
+Connect = Callable[[], Sender]
+
+
+def http_request(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    host = urlsplit(url).netloc
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def http_client(url: str, requests: Sequence[bytes]) -> Connect:
+    """Raw HTTP/1.1 keep-alive client over prebuilt ``requests`` (see :func:`http_request`)."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+
+    def connect() -> Sender:
+        state: dict[str, Any] = {}
+
+        def send(i: int) -> bytes | None:
+            try:
+                if "file" not in state:
+                    sock = socket.create_connection(address)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    state["sock"], state["file"] = sock, sock.makefile("rb")
+                state["sock"].sendall(requests[i % len(requests)])
+                return _read_response(state["file"])
+            except (OSError, ValueError):
+                if "sock" in state:
+                    state.pop("file").close()
+                    state.pop("sock").close()
+                return None
+
+        return send
+
+    return connect
+
+
+def _read_response(file: Any) -> bytes | None:
+    status = file.readline()
+    if not status:
+        raise OSError("connection closed")
+    length, chunked, close = 0, False, False
+    while (line := file.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            close = b"close" in value.lower()
+    body = _read_chunked(file) if chunked else file.read(length)
+    if close:
+        raise OSError("server closed the connection")  # the caller reconnects
+    return body if status.split(b" ", 2)[1] == b"200" else None
+
+
+def _read_chunked(file: Any) -> bytes:
+    parts = []
+    while size := int(file.readline().split(b";")[0], 16):
+        parts.append(file.read(size))
+        file.readline()
+    file.readline()
+    return b"".join(parts)
+
+
+def grpc_client(target: str, requests: Sequence[Any]) -> Connect:
+    """Sync gRPC ``ModelInfer`` over prebuilt request messages, one channel per thread."""
+    import grpc
+
+    from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
+
+    def connect() -> Sender:
+        stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(target))  # type: ignore[no-untyped-call]
+
+        def send(i: int) -> bytes | None:
+            try:
+                stub.ModelInfer(requests[i % len(requests)], timeout=60)
+            except grpc.RpcError:
+                return None
+            return b""
+
+        return send
+
+    return connect
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -22,7 +117,7 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 def closed_loop(
-    call: Call, clients: int, seconds: float, stop: threading.Event | None = None
+    connect: Connect, clients: int, seconds: float, stop: threading.Event | None = None
 ) -> dict[str, Any]:
     """``clients`` threads, each sending its next request when the last one returns."""
     latencies: list[float] = []
@@ -30,49 +125,54 @@ def closed_loop(
     deadline = time.perf_counter() + seconds
 
     def worker(offset: int) -> None:
-        with httpx.Client(timeout=60) as client:
-            i = offset
-            while time.perf_counter() < deadline and not (stop and stop.is_set()):
-                began = time.perf_counter()
-                ok = call(client, i)
-                latencies.append(time.perf_counter() - began)
-                failures[0] += 0 if ok else 1
-                i += clients
+        send, i = connect(), offset
+        while time.perf_counter() < deadline and not (stop and stop.is_set()):
+            began = time.perf_counter()
+            ok = send(i) is not None
+            latencies.append(time.perf_counter() - began)
+            failures[0] += 0 if ok else 1
+            i += clients
 
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     _run_threads(worker, clients)
     elapsed = time.perf_counter() - started
-    return {"rate": len(latencies) / elapsed, "failures": failures[0], **percentiles(latencies)}
+    return {
+        "rate": (len(latencies) - failures[0]) / elapsed,
+        "failures": failures[0],
+        "client_cpu": (time.process_time() - cpu) / elapsed,
+        **percentiles(latencies),
+    }
 
 
-def open_loop(call: Call, rate: float, seconds: float, clients: int = 8) -> dict[str, Any]:
+def open_loop(connect: Connect, rate: float, seconds: float, clients: int = 8) -> dict[str, Any]:
     """Requests at a fixed ``rate`` (spread over ``clients`` threads); latency per request."""
     latencies: list[float] = []
     start = time.perf_counter() + 0.1
     total = int(rate * seconds)
 
     def worker(offset: int) -> None:
-        with httpx.Client(timeout=60) as client:
-            for k in range(offset, total, clients):
-                delay = start + k / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                began = time.perf_counter()
-                call(client, k)
-                latencies.append(time.perf_counter() - began)
+        send = connect()
+        for k in range(offset, total, clients):
+            delay = start + k / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            began = time.perf_counter()
+            send(k)
+            latencies.append(time.perf_counter() - began)
 
     _run_threads(worker, clients)
     return {"rate": rate, **percentiles(latencies)}
 
 
-def idle_latency(call: Call, count: int) -> dict[str, float]:
+def idle_latency(connect: Connect, count: int) -> dict[str, float]:
+    """One request at a time with a pause between them (batch 1, idle server)."""
     latencies = []
-    with httpx.Client(timeout=60) as client:
-        for i in range(count):
-            began = time.perf_counter()
-            call(client, i)
-            latencies.append(time.perf_counter() - began)
-            time.sleep(0.01)
+    send = connect()
+    for i in range(count):
+        began = time.perf_counter()
+        send(i)
+        latencies.append(time.perf_counter() - began)
+        time.sleep(0.05)
     return percentiles(latencies)
 
 
@@ -84,6 +184,23 @@ def inprocess_best(bundle: Path, images: list[bytes], seconds: float) -> dict[st
         if rate > best["rate"]:
             best = {"rate": rate, "config": f"{workers} threads x {intra} ORT thread(s)"}
     return best
+
+
+def inprocess_idle(bundle: Path, images: list[bytes], count: int) -> dict[str, float]:
+    """Latency of the same pipeline in-process, one image at a time (the floor for idle p50)."""
+    from visionyard.contract.preprocess import decode_for_contract, preprocess_image
+    from visionyard.runtime.session import InferenceSession
+
+    session = InferenceSession.open(bundle, intra_op_threads=1)
+    contract, latencies = session.contract, []
+    for i in range(count):
+        began = time.perf_counter()
+        data = images[i % len(images)]
+        tensor, meta = preprocess_image(decode_for_contract(data, contract), contract)
+        session.decode(session.run(tensor[np.newaxis]), [meta])
+        latencies.append(time.perf_counter() - began)
+        time.sleep(0.05)
+    return percentiles(latencies)
 
 
 def _inprocess(
