@@ -102,8 +102,13 @@ def report(
         f"  ratio plain/ours: {plain_total / stored_s:.0f}x until stored, "
         f"{plain_total / loop_s:.0f}x in the loop"
     )
-    verdict = "met" if stored_s < TARGET_S else "NOT met"
-    print(f"  target (ours under {TARGET_S:.0f} s until stored): {verdict}")
+    for what, seconds in (("in the training loop", loop_s), ("until stored", stored_s)):
+        verdict = "met" if seconds < TARGET_S else "NOT met"
+        print(f"  target (ours under {TARGET_S:.0f} s, {what}): {verdict}")
+    print(
+        f"  durable time over MLflow's own log_batch floor: {stored_s / floor_s:.2f}x "
+        "(the floor is MLflow's SQL store, which visionyard calls)"
+    )
 
 
 if __name__ == "__main__":
