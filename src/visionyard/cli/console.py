@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from visionyard.settings import LoadedSettings, Settings
+
+if TYPE_CHECKING:
+    from visionyard.registry import Registry
 
 #: The CLI's ONE mapping from domain error codes to exit codes (0 = success, 2 = usage).
 EXIT_CODES: dict[str, int] = {
@@ -69,3 +73,10 @@ def app_context(ctx: typer.Context) -> AppContext:
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext)
     return obj
+
+
+def registry(ctx: typer.Context) -> Registry:
+    """The registry over this invocation's settings (imported here: the CLI starts fast)."""
+    from visionyard.registry import Registry
+
+    return Registry(app_context(ctx).settings)

@@ -15,10 +15,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import app_context, err, out
+from visionyard.cli.console import err, out, registry
 
 if TYPE_CHECKING:
-    from visionyard.registry import AliasEvent, Registry, VersionDiff, VersionView
+    from visionyard.registry import AliasEvent, VersionDiff, VersionView
     from visionyard.registry.views import AliasView
 
 app = typer.Typer(help="Registered models: list, show, history, diff.", no_args_is_help=True)
@@ -28,18 +28,12 @@ SYNC_NOTES = {
 }
 
 
-def _registry(ctx: typer.Context) -> Registry:
-    from visionyard.registry import Registry
-
-    return Registry(app_context(ctx).settings)
-
-
 @app.command("list")
 def list_cmd(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 ) -> None:
     """Every registered model: newest version, aliases, last alias move."""
-    rows = _registry(ctx).list()
+    rows = registry(ctx).list()
     if as_json:
         _emit_json([asdict(r) for r in rows])
         return
@@ -61,7 +55,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """One version's lineage in one screen: run, data, code, aliases, who promoted it when."""
-    view = _registry(ctx).show(reference)
+    view = registry(ctx).show(reference)
     if as_json:
         _emit_json(_view_json(view))
         return
@@ -85,7 +79,7 @@ def history(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (all fields)."),
 ) -> None:
     """Alias moves, oldest first: from, to, who, when, why, gate report."""
-    events, aliases = _registry(ctx).history(name, alias, limit or None)
+    events, aliases = registry(ctx).history(name, alias, limit or None)
     if as_json:
         body = {"events": [e.to_dict() for e in events], "aliases": [asdict(a) for a in aliases]}
         _emit_json(body)
@@ -105,7 +99,7 @@ def diff(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Params, metrics (overall and per class), dataset, contract and environment changes."""
-    result = _registry(ctx).diff(name, v1, v2)
+    result = registry(ctx).diff(name, v1, v2)
     if as_json:
         _emit_json(asdict(result))
         return

@@ -17,16 +17,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from visionyard.cli.console import app_context, err, out
+from visionyard.cli.console import err, out, registry
 
 if TYPE_CHECKING:
-    from visionyard.registry import GateReport, MoveOutcome, Registry
-
-
-def _registry(ctx: typer.Context) -> Registry:
-    from visionyard.registry import Registry
-
-    return Registry(app_context(ctx).settings)
+    from visionyard.registry import GateReport, MoveOutcome
 
 
 def register(
@@ -38,7 +32,7 @@ def register(
     force: bool = typer.Option(False, "--force", help="Register a bundle already registered."),
 ) -> None:
     """Turn a run's bundle into a new version of a registered model (stock MLflow ONNX model)."""
-    done = _registry(ctx).register(run_id, name, semver=semver, force=force, parent=parent)
+    done = registry(ctx).register(run_id, name, semver=semver, force=force, parent=parent)
     version = done.version
     out().print(
         f"registered [bold]{escape(name)}[/] version {version.version} "
@@ -61,7 +55,7 @@ def promote(
 ) -> None:
     """Move an alias to a version, after compatibility checks and an optional gate."""
     with _progress("evaluating") as progress:
-        outcome = _registry(ctx).promote(
+        outcome = registry(ctx).promote(
             name, version, to, gate=gate, force=force, reason=reason,
             progress=progress, on_report=print_report,
         )  # fmt: skip
@@ -75,7 +69,7 @@ def rollback(
     reason: str = typer.Option("", "--reason", help="Why (recorded in the history)."),
 ) -> None:
     """Move an alias back to its previous holder (further back when repeated)."""
-    _print_move(name, _registry(ctx).rollback(name, alias, reason=reason), "rolled back")
+    _print_move(name, registry(ctx).rollback(name, alias, reason=reason), "rolled back")
 
 
 def gc(
@@ -89,7 +83,7 @@ def gc(
 ) -> None:
     """Delete old versions (artifacts and metadata); never one an alias holds or recently held."""
     with _progress("deleting") as progress:
-        report = _registry(ctx).gc(
+        report = registry(ctx).gc(
             name, keep_last=keep_last, protect_events=protect_events, dry_run=dry_run,
             progress=progress,
         )  # fmt: skip
