@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from visionyard.registry.views import (
     show,
 )
 from visionyard.settings import Settings
+from visionyard.tracking.environment import os_user
 from visionyard.tracking.registry_client import RegistryClient
 
 Progress = Callable[[int, int], None]
@@ -54,12 +54,7 @@ Progress = Callable[[int, int], None]
 def default_actor() -> str:
     """``$VISIONYARD_ACTOR``, else the OS user."""
     actor = os.environ.get("VISIONYARD_ACTOR", "").strip()
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return actor or os_user()
 
 
 class Registry:

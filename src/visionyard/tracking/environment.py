@@ -10,6 +10,7 @@ the training script already imported it, else from ``nvidia-smi`` when that is o
 
 from __future__ import annotations
 
+import getpass
 import importlib.metadata
 import platform
 import re
@@ -60,6 +61,14 @@ def environment_tags(env: Mapping[str, Any]) -> dict[str, str]:
             text = str(value).lower() if isinstance(value, bool) else str(value)
             tags[f"{TAG_PREFIX}{key}"] = text[:MAX_TAG_CHARS]
     return tags
+
+
+def os_user() -> str:
+    """The OS user name, or ``unknown`` where it cannot be read (no passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:

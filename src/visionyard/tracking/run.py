@@ -19,7 +19,6 @@ KILLED (Ctrl-C, SIGTERM). Every run records its environment (see
 from __future__ import annotations
 
 import atexit
-import getpass
 import json
 import logging
 import signal
@@ -37,7 +36,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from visionyard.errors import NotFoundError, TrackingError
 from visionyard.settings import Settings, load_settings
 from visionyard.tracking.buffer import MetricBuffer, Point
-from visionyard.tracking.environment import capture_environment, environment_tags
+from visionyard.tracking.environment import capture_environment, environment_tags, os_user
 from visionyard.tracking.payloads import (
     bundle_source,
     check_bundle_dir,
@@ -328,20 +327,13 @@ def _system_tags(env: Mapping[str, Any], description: str | None) -> dict[str, s
     tags = {
         "mlflow.source.type": "LOCAL",
         "mlflow.source.name": str(env["command"])[:500],
-        "mlflow.user": _user(),
+        "mlflow.user": os_user(),
     }
     if env.get("git_commit"):
         tags["mlflow.source.git.commit"] = str(env["git_commit"])
     if description:
         tags["mlflow.note.content"] = description
     return tags
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _param_text(value: Any) -> str:
