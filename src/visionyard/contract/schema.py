@@ -189,12 +189,11 @@ class VisionContract(_Model):
 
     def canonical_json(self) -> str:
         """Sorted keys, no whitespace: the bytes that :meth:`digest` hashes."""
-        data = self.model_dump(mode="json")
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return canonical_json(self.model_dump(mode="json"))
 
     def digest(self) -> str:
         """``sha256:<hex>`` of the canonical JSON; equal contracts have equal digests."""
-        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return "sha256:" + canonical_sha256(self.model_dump(mode="json"))
 
     @classmethod
     def classification(
@@ -287,6 +286,16 @@ def _build(
 ) -> VisionContract:
     data = {"task": task, "labels": list(labels), "preprocessing": pre, **top}
     return parse_contract({**data, "decoding": dict(decoding or {})})
+
+
+def canonical_json(value: object) -> str:
+    """Sorted keys, no whitespace, non-ASCII kept: the JSON text that content digests hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_sha256(value: object) -> str:
+    """Hex sha256 of :func:`canonical_json` encoded as UTF-8 (contracts, manifests, digests)."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
 def parse_contract(data: Mapping[str, Any] | str | bytes) -> VisionContract:

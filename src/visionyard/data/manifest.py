@@ -11,8 +11,6 @@ images into one :class:`CorruptImagesError`; nothing is skipped silently.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from visionyard.bundle.store import sha256_file
 from visionyard.contract.image import DEFAULT_MAX_PIXELS, verify_image
+from visionyard.contract.schema import canonical_sha256
 from visionyard.data.coco import CocoDataset, CocoImage, read_coco
 from visionyard.data.imagefolder import ImageFolderDataset, read_imagefolder
 from visionyard.errors import CorruptImagesError, DatasetError, ImageError
@@ -169,8 +168,7 @@ def compute_digest(kind: str, labels: Sequence[str], entries: Iterable[ManifestE
         "labels": list(labels),
         "entries": [e.model_dump(mode="json") for e in sorted(entries, key=lambda e: e.path)],
     }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return canonical_sha256(payload)
 
 
 def _check_entries(manifest: DatasetManifest) -> None:

@@ -9,13 +9,11 @@ receives: the task, the input name and the whole preprocessing section.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from visionyard.contract.schema import VisionContract
+from visionyard.contract.schema import VisionContract, canonical_sha256
 from visionyard.errors import RegistryError
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -93,5 +91,4 @@ def breaking_reasons(old: Fingerprint, new: Fingerprint) -> list[str]:
 
 
 def _digest(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return "sha256:" + canonical_sha256(value)

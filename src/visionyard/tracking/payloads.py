@@ -9,7 +9,6 @@ loaded ``Bundle`` (anything with ``path`` and, optionally, ``digest()``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visionyard.contract.schema import canonical_sha256
 from visionyard.errors import NotFoundError, TrackingError
 
 #: MLflow stores a dataset digest in a 36-character column (enforced by PostgreSQL and servers).
@@ -73,8 +73,7 @@ def contract_record(contract: Any) -> ContractRecord:
     own = own() if callable(own) else own
     if isinstance(own, str) and own:
         return ContractRecord(text, own)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return ContractRecord(text, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+    return ContractRecord(text, canonical_sha256(data))
 
 
 def bundle_source(bundle: Any) -> tuple[Path, str | None]:
