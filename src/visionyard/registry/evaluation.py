@@ -143,5 +143,5 @@ def _evaluate(
         return None
     bundle = download_bundle(client, version, dst)
     check_dataset_labels(dataset, bundle.contract.labels, f"version {version.version}")
-    session = InferenceSession.open(bundle)
+    session = InferenceSession.from_bundle(bundle)  # download_bundle() verified it
     return summarize(version.version, session, dataset, latency=timed, progress=progress)

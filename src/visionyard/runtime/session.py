@@ -90,7 +90,22 @@ class InferenceSession:
     ) -> InferenceSession:
         """Verify the bundle's checksums, choose a variant and load it into ONNX Runtime."""
         path = bundle_or_path.path if isinstance(bundle_or_path, Bundle) else bundle_or_path
-        bundle = load_bundle(path)
+        return cls.from_bundle(
+            load_bundle(path), variant=variant, providers=providers,
+            intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
+        )  # fmt: skip
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        *,
+        variant: str | None = None,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+    ) -> InferenceSession:
+        """Like :meth:`open` for a bundle ``load_bundle`` has just verified: no second hashing."""
         chosen_providers = resolve_providers(providers, ort.get_available_providers())
         chosen = choose_variant(bundle, chosen_providers, explicit=variant)
         options = session_options(intra_op_threads, inter_op_threads)
