@@ -20,7 +20,6 @@ from visionyard.serving.errors import ServerBusyError
 from visionyard.serving.metrics import CONTENT_TYPE
 from visionyard.serving.predict import predict_request, read_images, to_json
 from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
-from visionyard.serving.rest_fast import Handler, InferFastPath
 from visionyard.serving.rest_middleware import RequestContextMiddleware
 from visionyard.settings import ServingSettings
 
@@ -40,19 +39,15 @@ HTTP_STATUS: dict[str, int] = {
 
 def create_rest_app(plane: DataPlane, settings: ServingSettings) -> FastAPI:
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
-    infer, predict = _infer_handlers(plane, settings)
-    # Added first, so it runs inside RequestContextMiddleware (ids, body limit, access log).
-    app.add_middleware(InferFastPath, infer=infer, predict=predict, on_error=error_response)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_exception_handler(VisionyardError, error_response)  # type: ignore[arg-type]
+    app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
     _health_routes(app, plane)
-    _infer_routes(app, infer, predict)
+    _infer_routes(app, plane, settings)
     _admin_routes(app, plane, settings)
     return app
 
 
-async def error_response(request: Request, exc: VisionyardError) -> JSONResponse:
-    """The JSON error answer for a domain error (FastAPI's handler and the fast path's)."""
+async def _error(request: Request, exc: VisionyardError) -> JSONResponse:
     status = HTTP_STATUS.get(exc.code, 500)
     headers = {}
     if isinstance(exc, ServerBusyError):
@@ -106,8 +101,10 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
         return Response(plane.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def _infer_handlers(plane: DataPlane, settings: ServingSettings) -> tuple[Handler, Handler]:
-    async def infer(request: Request, name: str, version: str | None) -> Response:
+def _infer_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
         check_inference(settings.inference_token, request.headers.get("authorization"))
         request.state.model = name
         body = await request.body()
@@ -120,7 +117,8 @@ def _infer_handlers(plane: DataPlane, settings: ServingSettings) -> tuple[Handle
         headers = {"Inference-Header-Content-Length": str(header_length)}
         return Response(content, media_type="application/octet-stream", headers=headers)
 
-    async def predict(request: Request, name: str, version: str | None = None) -> Response:
+    @app.post("/v1/models/{name}:predict")
+    async def predict(request: Request, name: str) -> JSONResponse:
         check_inference(settings.inference_token, request.headers.get("authorization"))
         request.state.model = name
         images = await read_images(request)
@@ -129,21 +127,6 @@ def _infer_handlers(plane: DataPlane, settings: ServingSettings) -> tuple[Handle
         response = await plane.infer(parsed, "rest")
         request.state.version = response.model_version
         return JSONResponse(to_json(response))
-
-    return infer, predict
-
-
-def _infer_routes(app: FastAPI, infer_handler: Handler, predict_handler: Handler) -> None:
-    """The same handlers as routes too (the fast path serves them; these document them)."""
-
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        return await infer_handler(request, name, version)
-
-    @app.post("/v1/models/{name}:predict")
-    async def predict(request: Request, name: str) -> Response:
-        return await predict_handler(request, name, None)
 
 
 def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
