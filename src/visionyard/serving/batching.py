@@ -7,20 +7,15 @@ waiting, up to ``max_batch_size`` images; it waits up to ``max_queue_delay_s`` f
 another worker is busy (then the wait costs nothing: the cores are taken anyway). The queue's
 bound is enforced by the model's admission counter (:meth:`LoadedModel.acquire`), before any
 image is decoded, so an overloaded server refuses work early instead of growing latency.
-
-The workers are plain threads, not event-loop tasks: a decode thread hands its tensor straight
-to them (:meth:`Batcher.put`) and a worker wakes the event loop once, to resolve the caller's
-future. A request thus costs the loop two wake-ups (arrival, answer) instead of four.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +43,6 @@ class BatchResult:
 class _Item:
     tensor: np.ndarray
     future: asyncio.Future[BatchResult]
-    loop: asyncio.AbstractEventLoop
     enqueued: float
 
 
@@ -62,16 +56,14 @@ class Batcher:
         self._config = config
         self._on_batch = on_batch or (lambda size: None)
         self._items: deque[_Item] = deque()
-        self._cond = threading.Condition()
+        self._cond = asyncio.Condition()
         self._closed = False
         self._busy = 0
-        self._threads: list[threading.Thread] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="vy-infer")
 
     def start(self) -> None:
-        for index in range(self._config.workers):
-            thread = threading.Thread(target=self._worker, name=f"vy-infer-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self._config.workers)]
 
     @property
     def depth(self) -> int:
@@ -80,46 +72,35 @@ class Batcher:
 
     async def submit(self, tensor: np.ndarray) -> BatchResult:
         """Queue one request's tensor and wait for its slice of the batch outputs."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[BatchResult] = loop.create_future()
-        self.put(tensor, future, loop)
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._items.append(_Item(tensor, future, time.perf_counter()))
+        async with self._cond:
+            self._cond.notify()
         return await future
 
-    def put(
-        self,
-        tensor: np.ndarray,
-        future: asyncio.Future[BatchResult],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        """Queue a tensor from any thread; ``future`` (of ``loop``) gets its result."""
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("batcher is closed")
-            self._items.append(_Item(tensor, future, loop, time.perf_counter()))
-            self._cond.notify()
-
     async def close(self) -> None:
-        """Finish what is queued, then stop the worker threads."""
-        with self._cond:
-            self._closed = True
+        """Finish what is queued, stop the workers and release the threads."""
+        self._closed = True
+        async with self._cond:
             self._cond.notify_all()
-        for thread in self._threads:
-            await asyncio.to_thread(thread.join)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False)
 
-    def _worker(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._execute(batch)
+    async def _worker(self) -> None:
+        while (batch := await self._next_batch()) is not None:
+            await self._execute(batch)
 
-    def _next_batch(self) -> list[_Item] | None:
-        with self._cond:
-            self._cond.wait_for(lambda: bool(self._items) or self._closed)
+    async def _next_batch(self) -> list[_Item] | None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self._items) or self._closed)
             batch = self._take([])
-            if not batch:
-                return None
-            if self._busy and self._config.max_queue_delay_s > 0 and _size(batch) < self._max:
-                self._cond.wait(self._config.max_queue_delay_s)
-                batch = self._take(batch)
-            self._busy += 1
+        if not batch:
+            return None
+        if self._busy and self._config.max_queue_delay_s > 0 and _size(batch) < self._max:
+            await asyncio.sleep(self._config.max_queue_delay_s)
+            batch = self._take(batch)
         return batch
 
     @property
@@ -136,18 +117,19 @@ class Batcher:
             size += len(item.tensor)
         return batch
 
-    def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item]) -> None:
         tensors = [item.tensor for item in batch]
         tensor = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
+        self._busy += 1
         started = time.perf_counter()
         try:
-            outputs = self._run(tensor)
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._run, tensor)
         except Exception as exc:  # delivered to every caller of the batch
             _fail(batch, exc)
             return
         finally:
-            with self._cond:
-                self._busy -= 1
+            self._busy -= 1
         self._on_batch(len(tensor))
         _deliver(batch, outputs, started, time.perf_counter() - started, len(tensor))
 
@@ -158,7 +140,8 @@ def _size(batch: list[_Item]) -> int:
 
 def _fail(batch: list[_Item], exc: Exception) -> None:
     for item in batch:
-        fail_threadsafe(item.loop, item.future, exc)
+        if not item.future.done():
+            item.future.set_exception(exc)
 
 
 def _deliver(
@@ -169,24 +152,6 @@ def _deliver(
         count = len(item.tensor)
         part = {name: value[offset : offset + count] for name, value in outputs.items()}
         offset += count
-        result = BatchResult(part, started - item.enqueued, inference_s, size)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            item.loop.call_soon_threadsafe(_set_result, item.future, result)
-
-
-def fail_threadsafe(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[BatchResult], exc: Exception
-) -> None:
-    """Fail ``future`` (of ``loop``) from another thread."""
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-        loop.call_soon_threadsafe(_set_exception, future, exc)
-
-
-def _set_result(future: asyncio.Future[BatchResult], result: BatchResult) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[BatchResult], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
+        if not item.future.done():
+            result = BatchResult(part, started - item.enqueued, inference_s, size)
+            item.future.set_result(result)

@@ -15,9 +15,8 @@ from typing import Any
 
 from visionyard import __version__
 from visionyard.errors import VisionyardError
-from visionyard.serving.batching import BatchResult, fail_threadsafe
 from visionyard.serving.metrics import ServingMetrics
-from visionyard.serving.model import IMAGE_INPUT, PLATFORM, Limits, LoadedModel, ModelBatch
+from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel, ModelBatch
 from visionyard.serving.outputs import build_outputs
 from visionyard.serving.pool import ModelPool
 from visionyard.serving.types import (
@@ -25,7 +24,6 @@ from visionyard.serving.types import (
     InferResponse,
     ModelMetadata,
     ServerMetadata,
-    Tensor,
     Timings,
 )
 
@@ -97,14 +95,10 @@ class DataPlane:
         self, model: LoadedModel, request: InferRequest
     ) -> tuple[InferResponse, Timings]:
         timings = Timings()
-        tensor = model.pick_input(request.inputs)
-        if tensor.name == IMAGE_INPUT:
-            batch, result = await self._decode_and_run(model, tensor, timings)
-        else:
-            began = time.perf_counter()
-            batch = model.tensor_input(tensor)
-            timings.preprocess = time.perf_counter() - began
-            result = await model.batcher.submit(batch.tensor)
+        began = time.perf_counter()
+        batch = await self._prepare(model, request)
+        timings.preprocess = time.perf_counter() - began
+        result = await model.batcher.submit(batch.tensor)
         timings.queue, timings.inference = result.queue_s, result.inference_s
         timings.batch_size = result.batch_size
         outputs = build_outputs(
@@ -113,43 +107,10 @@ class DataPlane:
         response = InferResponse(model.name, model.version, outputs, request.id)
         return response, timings
 
-    async def _decode_and_run(
-        self, model: LoadedModel, tensor: Tensor, timings: Timings
-    ) -> tuple[ModelBatch, BatchResult]:
-        """Decode on a decode thread, which queues the tensor straight to the batcher's workers.
-
-        The event loop wakes once more, for the answer (or a decode error), not in between.
-        """
+    async def _prepare(self, model: LoadedModel, request: InferRequest) -> ModelBatch:
+        tensor = model.pick_input(request.inputs)
+        if tensor.name != IMAGE_INPUT:
+            return model.tensor_input(tensor)
         loop = asyncio.get_running_loop()
-        job = _DecodeJob(model, tensor, self.pool.config.limits, loop.create_future(), loop)
-        self._decode.submit(job.run)
-        result = await job.future
-        assert job.batch is not None
-        timings.preprocess = job.preprocess_s
-        return job.batch, result
-
-
-class _DecodeJob:
-    """One request's image decode, run on a decode thread, handed on to the batcher."""
-
-    def __init__(
-        self,
-        model: LoadedModel,
-        tensor: Tensor,
-        limits: Limits,
-        future: asyncio.Future[BatchResult],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.model, self.tensor, self.limits = model, tensor, limits
-        self.future, self.loop = future, loop
-        self.batch: ModelBatch | None = None
-        self.preprocess_s = 0.0
-
-    def run(self) -> None:
-        began = time.perf_counter()
-        try:
-            self.batch = self.model.image_input(self.tensor, self.limits)
-            self.preprocess_s = time.perf_counter() - began
-            self.model.batcher.put(self.batch.tensor, self.future, self.loop)
-        except Exception as exc:  # delivered to the waiting request
-            fail_threadsafe(self.loop, self.future, exc)
+        limits = self.pool.config.limits
+        return await loop.run_in_executor(self._decode, model.image_input, tensor, limits)
