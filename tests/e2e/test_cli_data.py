@@ -11,18 +11,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from visionyard.cli.main import main
+from tests.fixtures.cli import Capture, run
 from visionyard.data import DatasetManifest
 
-Capture = pytest.CaptureFixture[str]
 SMALL = ["--train-per-class", "2", "--val-per-class", "1", "--images", "3", "--size", "32"]
-
-
-def run(capsys: Capture, *argv: str | Path) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def error_lines(err: str) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.cli import store_flags
 from tests.fixtures.models import TrainedBundle
 from tests.fixtures.runtime import COLOURS, write_colour_bundle
 from visionyard.bundle import load_bundle
@@ -100,7 +101,7 @@ def test_export_of_a_registered_version_stores_variants_and_lineage_tags(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = trained_bundle.settings
-    flags = ["--home", str(settings.home), "--tracking-uri", settings.tracking_uri()]
+    flags = store_flags(settings)
     name = f"export-{uuid.uuid4().hex[:8]}"
     assert main([*flags, "register", trained_bundle.run_id, "--name", name]) == 0
     args = ["export", name, "1", "--data", str(synth_classification), "--variants", "int8"]

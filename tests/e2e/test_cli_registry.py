@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from tests.fixtures.cli import store_flags
 from tests.registry_support import (
     RED_AS_GREEN,
     colour_dataset,
@@ -81,8 +82,7 @@ def _pretend_other_python(settings: Settings, run_id: str) -> None:
 
 
 def cli(world: World, *args: str) -> int:
-    home = ["--home", str(world.settings.home), "--tracking-uri", world.settings.tracking_uri()]
-    return main([*home, *args])
+    return main([*store_flags(world.settings), *args])
 
 
 def fresh_name() -> str:

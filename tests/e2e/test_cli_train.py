@@ -8,23 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.fixtures.cli import Capture, run, store_flags
 from visionyard.bundle.store import load_bundle
-from visionyard.cli.main import main
 from visionyard.settings import Settings
 
-Capture = pytest.CaptureFixture[str]
 TINY = ["--width", "0.25", "--batch-size", "8", "--input-size", "32", "--seed", "0"]
-
-
-def run(capsys: Capture, *argv: str | Path) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def store_flags(settings: Settings) -> list[str]:
-    return ["--home", str(settings.home), "--tracking-uri", settings.tracking_uri()]
 
 
 def one_error_line(err: str) -> str:

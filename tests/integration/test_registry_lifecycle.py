@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.fixtures.cli import store_flags
 from tests.fixtures.models import TrainedBundle
 from tests.registry_support import RED_AS_GREEN, colour_dataset, log_colour_run, write_gate
 from visionyard.cli.main import main
@@ -33,8 +34,7 @@ from visionyard.tracking.store import TrackingConfig, mlflow_globals
 
 
 def cli(settings: Settings, *args: str) -> int:
-    flags = ["--home", str(settings.home), "--tracking-uri", settings.tracking_uri()]
-    return main([*flags, *args])
+    return main([*store_flags(settings), *args])
 
 
 def val_images(root: Path) -> tuple[list[Path], list[str]]:

@@ -7,13 +7,14 @@ import socket
 
 import pytest
 
+from tests.fixtures.cli import store_flags
 from visionyard.cli.main import main
 from visionyard.settings import Settings
 from visionyard.tracking import start_run
 
 
 def flags(settings: Settings) -> list[str]:
-    return ["--home", str(settings.home), "--tracking-uri", settings.tracking_uri()]
+    return store_flags(settings)
 
 
 def test_runs_list_and_show(
