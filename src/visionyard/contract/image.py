@@ -76,7 +76,7 @@ def decode_rgb(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
             if apply_exif:
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
     except Exception as exc:  # Pillow raises assorted exception types on hostile data
         raise ImageError(name, f"corrupt or truncated image data ({_reason(exc)})") from exc
     return to_rgb(image, alpha=alpha, background=background, source=name)
