@@ -71,8 +71,9 @@ class ServingSettings(_Section):
     )
     inference_token: str | None = Field(None, description="bearer token for inference calls")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    inference_workers: int = Field(2, gt=0, description="inference threads per model")
-    decode_workers: int = Field(2, gt=0, description="image decoding threads")
+    inference_workers: int = Field(
+        2, gt=0, description="threads per model, each decoding its batch's images and running it"
+    )
     retry_after_s: int = Field(1, ge=0)
 
 

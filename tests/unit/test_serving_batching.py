@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from visionyard.errors import InferenceError
-from visionyard.serving.batching import BatchConfig, Batcher, Outputs
+from visionyard.errors import InferenceError, InvalidInputError
+from visionyard.serving.batching import BatchConfig, Batcher, Outputs, Work
 
 
 def _slow_double(sizes: list[int], delay: float = 0.05):  # type: ignore[no-untyped-def]
@@ -27,9 +30,9 @@ def test_concurrent_requests_are_batched_and_split_back() -> None:
         batcher = Batcher(_slow_double(sizes), BatchConfig(max_batch_size=8, workers=1))
         batcher.start()
         tensors = [np.full((1 + i % 2, 2), i, np.float32) for i in range(9)]
-        results = await asyncio.gather(*(batcher.submit(t) for t in tensors))
+        results = await asyncio.gather(*(batcher.submit(Work.of(t)) for t in tensors))
         await batcher.close()
-        return sizes, [r.outputs["y"] for r in results]
+        return sizes, [r.value["y"] for r in results]
 
     sizes, outputs = asyncio.run(main())
     assert sum(sizes) == 13
@@ -45,7 +48,7 @@ def test_no_delay_when_idle() -> None:
         batcher = Batcher(_slow_double([], 0.0), BatchConfig(max_queue_delay_s=2.0))
         batcher.start()
         started = time.perf_counter()
-        await batcher.submit(np.zeros((1, 2), np.float32))
+        await batcher.submit(Work.of(np.zeros((1, 2), np.float32)))
         elapsed = time.perf_counter() - started
         await batcher.close()
         return elapsed
@@ -59,11 +62,11 @@ def test_waits_for_more_only_while_another_worker_is_busy() -> None:
         config = BatchConfig(max_batch_size=4, max_queue_delay_s=0.15, workers=2)
         batcher = Batcher(_slow_double(sizes, 0.3), config)
         batcher.start()
-        first = asyncio.create_task(batcher.submit(np.zeros((1, 1))))
+        first = asyncio.create_task(batcher.submit(Work.of(np.zeros((1, 1)))))
         await asyncio.sleep(0.02)  # worker 1 busy; worker 2 takes the next and waits a little
-        rest = [asyncio.create_task(batcher.submit(np.zeros((1, 1)))) for _ in range(1)]
+        rest = [asyncio.create_task(batcher.submit(Work.of(np.zeros((1, 1))))) for _ in range(1)]
         await asyncio.sleep(0.01)
-        rest += [asyncio.create_task(batcher.submit(np.zeros((1, 1)))) for _ in range(2)]
+        rest += [asyncio.create_task(batcher.submit(Work.of(np.zeros((1, 1))))) for _ in range(2)]
         await asyncio.gather(first, *rest)
         await batcher.close()
         return sizes
@@ -79,7 +82,7 @@ def test_errors_reach_every_caller_of_the_batch() -> None:
         batcher = Batcher(fail, BatchConfig())
         batcher.start()
         results = await asyncio.gather(
-            *(batcher.submit(np.zeros((1, 1))) for _ in range(3)), return_exceptions=True
+            *(batcher.submit(Work.of(np.zeros((1, 1)))) for _ in range(3)), return_exceptions=True
         )
         await batcher.close()
         return list(results)
@@ -93,7 +96,64 @@ def test_closed_batcher_refuses_work() -> None:
         batcher = Batcher(_slow_double([]), BatchConfig())
         batcher.start()
         await batcher.close()
-        await batcher.submit(np.zeros((1, 1)))
+        await batcher.submit(Work.of(np.zeros((1, 1))))
 
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(main())
+
+
+def test_a_failing_request_does_not_fail_its_batch() -> None:
+    """prepare (decoding) and finish (output decoding) errors reach their own caller only."""
+
+    def prepare(i: int) -> tuple[np.ndarray, int]:
+        if i == 1:
+            raise InvalidInputError("image 0 is not an image")
+        return np.full((1, 1), i, np.float32), i
+
+    def finish(outputs: Outputs, i: int) -> float:
+        if i == 2:
+            raise ValueError("cannot decode")
+        return float(outputs["y"][0, 0])
+
+    async def main() -> tuple[list[object], list[int], set[str]]:
+        sizes: list[int] = []
+        threads: set[str] = set()
+        batcher = Batcher(_slow_double(sizes, 0.1), BatchConfig(max_batch_size=8, workers=1))
+        batcher.start()
+
+        def work(i: int) -> Work:
+            def traced() -> tuple[np.ndarray, int]:
+                threads.add(threading.current_thread().name)
+                return prepare(i)
+
+            return Work(1, traced, finish)
+
+        blocker = asyncio.create_task(batcher.submit(work(0)))
+        await asyncio.sleep(0.03)  # the worker is busy: the next four queue up as one batch
+        results = await asyncio.gather(
+            *(batcher.submit(work(i)) for i in (1, 2, 3, 4)), return_exceptions=True
+        )
+        await blocker
+        await batcher.close()
+        values = [r if isinstance(r, BaseException) else r.value for r in results]
+        return values, sizes, threads
+
+    values, sizes, threads = asyncio.run(main())
+    assert isinstance(values[0], InvalidInputError)
+    assert isinstance(values[1], ValueError)
+    assert values[2:] == [6.0, 8.0]
+    assert sizes == [1, 3]  # the bad image left the batch; the others ran together
+    assert threads == {"vy-infer-0"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names: Linux")
+def test_workers_are_named_for_top_and_ps() -> None:
+    async def main() -> set[str]:
+        batcher = Batcher(_slow_double([], 0.0), BatchConfig(workers=2), name="vy-infer-m")
+        batcher.start()
+        await batcher.submit(Work.of(np.zeros((1, 1))))
+        names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+        await batcher.close()
+        return names
+
+    assert {"vy-infer-m-0", "vy-infer-m-1"} <= asyncio.run(main())

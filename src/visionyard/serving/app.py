@@ -49,7 +49,7 @@ class Server:
         self.metrics = ServingMetrics()
         chosen = sources if sources is not None else sources_from_settings(settings)
         self.pool = ModelPool(chosen, pool_config(settings), self.metrics)
-        self.plane = DataPlane(self.pool, self.metrics, settings.serving.decode_workers)
+        self.plane = DataPlane(self.pool, self.metrics)
         self.rest_app = create_rest_app(self.plane, settings.serving)
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
@@ -84,7 +84,6 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
-        self.plane.close()
 
 
 def pool_config(settings: Settings) -> PoolConfig:

@@ -1,27 +1,43 @@
-"""Dynamic batching for one model version: queued requests run together on a few threads.
+"""Dynamic batching for one model version: workers that decode, batch, infer and decode outputs.
 
 Written here rather than taken from a library because what matters on a CPU server is specific:
-``workers`` inference threads (each with its own ONNX Runtime intra-op thread, so two workers on
-two cores overlap instead of fighting), and NO added delay when idle. A worker takes whatever is
-waiting, up to ``max_batch_size`` images; it waits up to ``max_queue_delay_s`` for more only while
-another worker is busy (then the wait costs nothing: the cores are taken anyway). The queue's
-bound is enforced by the model's admission counter (:meth:`LoadedModel.acquire`), before any
-image is decoded, so an overloaded server refuses work early instead of growing latency.
+``workers`` plain threads per model (each with its own ONNX Runtime intra-op thread, so two
+workers on two cores overlap instead of fighting) and NO added delay when idle. A worker takes
+its share of what is waiting (idle workers split it evenly), up to ``max_batch_size`` images;
+it waits up to ``max_queue_delay_s`` for more only while every other worker is busy (then the
+wait costs nothing: the cores are taken).
+
+Each request is a :class:`Work`: how many rows it adds, how to make them (``prepare``: image
+decoding and preprocessing) and what to make of its slice of the outputs (``finish``: the
+contract's output decoding). Both run on the worker that runs the batch, the layout of the
+fastest in-process pipeline: one thread decodes its batch while the other runs inference, with
+no hand-over between a decoding thread and an inference thread and one wake-up of the event loop
+per batch (not per request). A request whose ``prepare`` or ``finish`` fails gets its own error;
+the rest of its batch is served. The queue's bound is enforced before a request is queued (the
+model's admission counter, :meth:`LoadedModel.acquire`), so an overloaded server refuses work
+early instead of growing latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import logging
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[[np.ndarray], Outputs]
+
+log = logging.getLogger("visionyard.serving")
 
 
 @dataclass(frozen=True)
@@ -32,126 +48,226 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class Work:
+    """One request: ``count`` rows made by ``prepare() -> (rows, context)`` on a worker, then
+    ``finish(outputs_slice, context)`` is the request's result."""
+
+    count: int
+    prepare: Callable[[], tuple[np.ndarray, Any]]
+    finish: Callable[[Outputs, Any], Any]
+
+    @classmethod
+    def of(cls, tensor: np.ndarray) -> Work:
+        """A ready tensor; the result is its slice of the raw outputs."""
+        return cls(len(tensor), lambda: (tensor, None), lambda outputs, _: outputs)
+
+
+@dataclass(frozen=True)
 class BatchResult:
-    outputs: Outputs
+    value: Any
     queue_s: float
+    preprocess_s: float
     inference_s: float
     batch_size: int
 
 
 @dataclass
 class _Item:
-    tensor: np.ndarray
+    work: Work
     future: asyncio.Future[BatchResult]
     enqueued: float
+    rows: np.ndarray | None = None
+    context: Any = None
+    preprocess_s: float = 0.0
+
+
+@dataclass
+class _Settled:
+    """Results of one batch, handed to the event loop in one call."""
+
+    done: list[tuple[asyncio.Future[BatchResult], BatchResult | BaseException]] = field(
+        default_factory=list
+    )
 
 
 class Batcher:
-    """Queue tensors (``[n, ...]`` each) and run them in batches; :meth:`start` before use."""
+    """Queue :class:`Work` and run it in batches on worker threads; :meth:`start` before use."""
 
     def __init__(
-        self, run: RunFn, config: BatchConfig, on_batch: Callable[[int], None] | None = None
+        self,
+        run: RunFn,
+        config: BatchConfig,
+        on_batch: Callable[[int], None] | None = None,
+        name: str = "vy-infer",
     ) -> None:
         self._run = run
         self._config = config
         self._on_batch = on_batch or (lambda size: None)
+        self._name = name
         self._items: deque[_Item] = deque()
-        self._cond = asyncio.Condition()
+        self._cond = threading.Condition()
         self._closed = False
         self._busy = 0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="vy-infer")
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self._config.workers)]
+        """Start the workers; results are delivered to the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"{self._name}-{i}", daemon=True)
+            for i in range(self._config.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
         """Requests waiting for a worker."""
         return len(self._items)
 
-    async def submit(self, tensor: np.ndarray) -> BatchResult:
-        """Queue one request's tensor and wait for its slice of the batch outputs."""
+    async def submit(self, work: Work) -> BatchResult:
+        """Queue one request and wait for its result."""
         if self._closed:
             raise RuntimeError("batcher is closed")
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._items.append(_Item(tensor, future, time.perf_counter()))
-        async with self._cond:
+        with self._cond:
+            self._items.append(_Item(work, future, time.perf_counter()))
             self._cond.notify()
         return await future
 
     async def close(self) -> None:
-        """Finish what is queued, stop the workers and release the threads."""
-        self._closed = True
-        async with self._cond:
+        """Finish what is queued, then stop the workers."""
+        with self._cond:
+            self._closed = True
             self._cond.notify_all()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._executor.shutdown(wait=False)
+        await asyncio.to_thread(_join, self._threads)
 
-    async def _worker(self) -> None:
-        while (batch := await self._next_batch()) is not None:
-            await self._execute(batch)
+    def _worker(self) -> None:
+        _name_os_thread(threading.current_thread().name)
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
-    async def _next_batch(self) -> list[_Item] | None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: bool(self._items) or self._closed)
-            batch = self._take([])
-        if not batch:
-            return None
-        if self._busy and self._config.max_queue_delay_s > 0 and _size(batch) < self._max:
-            await asyncio.sleep(self._config.max_queue_delay_s)
-            batch = self._take(batch)
-        return batch
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            batch = self._take([], self._share())
+            if not batch:
+                return None  # closed, and nothing is left
+            delay = self._config.max_queue_delay_s
+            if delay > 0 and self._busy >= self._config.workers - 1 and self._busy:
+                deadline = time.perf_counter() + delay
+                while _rows(batch) < self._max and not self._closed:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                    batch = self._take(batch, self._max)
+            self._busy += 1
+            return batch
 
     @property
     def _max(self) -> int:
         return self._config.max_batch_size
 
-    def _take(self, batch: list[_Item]) -> list[_Item]:
-        size = _size(batch)
-        while self._items and (not batch or size + len(self._items[0].tensor) <= self._max):
+    def _share(self) -> int:
+        """This worker's part of what is waiting: the idle workers split it evenly, so that
+        one does not take all of it while another stays idle."""
+        idle = self._config.workers - self._busy
+        waiting = sum(item.work.count for item in self._items)
+        return min(self._max, max(1, -(-waiting // max(1, idle))))
+
+    def _take(self, batch: list[_Item], limit: int) -> list[_Item]:
+        size = _rows(batch)
+        while self._items and (not batch or size + self._items[0].work.count <= limit):
             item = self._items.popleft()
             if item.future.done():  # the caller went away (cancelled)
                 continue
             batch.append(item)
-            size += len(item.tensor)
+            size += item.work.count
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
-        tensors = [item.tensor for item in batch]
-        tensor = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
-        self._busy += 1
+    def _execute(self, batch: list[_Item]) -> None:
+        settled = _Settled()
         started = time.perf_counter()
+        ready = [item for item in batch if self._prepare(item, settled)]
+        if ready:
+            self._infer(ready, started, settled)
+        self._deliver(settled)
+
+    def _prepare(self, item: _Item, settled: _Settled) -> bool:
+        began = time.perf_counter()
         try:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._run, tensor)
+            item.rows, item.context = item.work.prepare()
+        except Exception as exc:  # this request's own error (a bad image): the batch goes on
+            settled.done.append((item.future, exc))
+            return False
+        item.preprocess_s = time.perf_counter() - began
+        return True
+
+    def _infer(self, ready: list[_Item], started: float, settled: _Settled) -> None:
+        rows = [item.rows for item in ready if item.rows is not None]
+        tensor = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        began = time.perf_counter()
+        try:
+            outputs = self._run(tensor)
         except Exception as exc:  # delivered to every caller of the batch
-            _fail(batch, exc)
+            settled.done.extend((item.future, exc) for item in ready)
             return
-        finally:
-            self._busy -= 1
+        inference_s = time.perf_counter() - began
         self._on_batch(len(tensor))
-        _deliver(batch, outputs, started, time.perf_counter() - started, len(tensor))
+        offset = 0
+        for item in ready:
+            count = len(item.rows) if item.rows is not None else 0
+            part = {name: value[offset : offset + count] for name, value in outputs.items()}
+            offset += count
+            try:
+                value = item.work.finish(part, item.context)
+            except Exception as exc:
+                settled.done.append((item.future, exc))
+                continue
+            result = BatchResult(
+                value, started - item.enqueued, item.preprocess_s, inference_s, len(tensor)
+            )
+            settled.done.append((item.future, result))
+
+    def _deliver(self, settled: _Settled) -> None:
+        if not settled.done or self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            log.debug("event loop closed; %d results dropped", len(settled.done))
 
 
-def _size(batch: list[_Item]) -> int:
-    return sum(len(item.tensor) for item in batch)
+def _settle(settled: _Settled) -> None:
+    for future, outcome in settled.done:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
-def _fail(batch: list[_Item], exc: Exception) -> None:
-    for item in batch:
-        if not item.future.done():
-            item.future.set_exception(exc)
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
 
 
-def _deliver(
-    batch: list[_Item], outputs: Outputs, started: float, inference_s: float, size: int
-) -> None:
-    offset = 0
-    for item in batch:
-        count = len(item.tensor)
-        part = {name: value[offset : offset + count] for name, value in outputs.items()}
-        offset += count
-        if not item.future.done():
-            result = BatchResult(part, started - item.enqueued, inference_s, size)
-            item.future.set_result(result)
+def _rows(batch: list[_Item]) -> int:
+    return sum(item.work.count for item in batch)
+
+
+def _name_os_thread(name: str) -> None:
+    """Name the OS thread too (``top -H``, ``ps -L``); best effort, Linux only."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME

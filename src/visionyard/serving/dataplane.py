@@ -2,28 +2,30 @@
 
 REST and gRPC adapters convert their wire types to :mod:`visionyard.serving.types` and call this;
 errors are domain errors (:mod:`visionyard.errors`), mapped to status codes by each adapter.
-Image decoding and preprocessing run on a thread pool of their own, so they overlap with
-inference running on the batchers' threads.
+Requests are checked on the event loop; image decoding, preprocessing, inference and output
+decoding run on the model's batcher threads (:mod:`visionyard.serving.batching`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from visionyard import __version__
+from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
 from visionyard.serving.metrics import ServingMetrics
-from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel, ModelBatch
-from visionyard.serving.outputs import build_outputs
+from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
+from visionyard.serving.outputs import build_outputs, check_outputs
 from visionyard.serving.pool import ModelPool
 from visionyard.serving.types import (
     InferRequest,
     InferResponse,
     ModelMetadata,
     ServerMetadata,
+    Tensor,
     Timings,
 )
 
@@ -32,13 +34,9 @@ EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "visio
 
 
 class DataPlane:
-    def __init__(self, pool: ModelPool, metrics: ServingMetrics, decode_workers: int = 2) -> None:
+    def __init__(self, pool: ModelPool, metrics: ServingMetrics) -> None:
         self.pool = pool
         self.metrics = metrics
-        self._decode = ThreadPoolExecutor(decode_workers, thread_name_prefix="vy-decode")
-
-    def close(self) -> None:
-        self._decode.shutdown(wait=False)
 
     def live(self) -> bool:
         return True
@@ -72,6 +70,10 @@ class DataPlane:
             name, [model.version], PLATFORM, model.inputs, model.outputs, parameters
         )
 
+    def refused(self, name: str, version: str | None, protocol: str, exc: VisionyardError) -> None:
+        """Count a request an adapter refused before it reached :meth:`infer` (bad body)."""
+        self.metrics.observe(name, version or "", protocol, exc.code)
+
     async def infer(self, request: InferRequest, protocol: str) -> InferResponse:
         started = time.perf_counter()
         version = request.model_version or ""
@@ -94,23 +96,15 @@ class DataPlane:
     async def _infer(
         self, model: LoadedModel, request: InferRequest
     ) -> tuple[InferResponse, Timings]:
-        timings = Timings()
-        began = time.perf_counter()
-        batch = await self._prepare(model, request)
-        timings.preprocess = time.perf_counter() - began
-        result = await model.batcher.submit(batch.tensor)
-        timings.queue, timings.inference = result.queue_s, result.inference_s
-        timings.batch_size = result.batch_size
-        outputs = build_outputs(
-            model.session, model.outputs, result.outputs, batch.metas, request.outputs
-        )
-        response = InferResponse(model.name, model.version, outputs, request.id)
-        return response, timings
+        check_outputs(model.outputs, request.outputs)
 
-    async def _prepare(self, model: LoadedModel, request: InferRequest) -> ModelBatch:
+        def finish(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> list[Tensor]:
+            return build_outputs(model.session, model.outputs, raw, metas, request.outputs)
+
         tensor = model.pick_input(request.inputs)
-        if tensor.name != IMAGE_INPUT:
-            return model.tensor_input(tensor)
-        loop = asyncio.get_running_loop()
-        limits = self.pool.config.limits
-        return await loop.run_in_executor(self._decode, model.image_input, tensor, limits)
+        work = model.work(tensor, self.pool.config.limits, finish)
+        result = await model.batcher.submit(work)
+        timings = Timings(result.preprocess_s, result.queue_s, result.inference_s)
+        timings.batch_size = result.batch_size
+        response = InferResponse(model.name, model.version, result.value, request.id)
+        return response, timings

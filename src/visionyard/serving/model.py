@@ -9,7 +9,9 @@ image is decoded separately so that one bad image names its index in a clean err
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -19,7 +21,7 @@ from visionyard.contract.schema import VisionContract
 from visionyard.errors import ImageError, ImageTooLargeError, InvalidInputError
 from visionyard.runtime.session import InferenceSession
 from visionyard.runtime.signature import check_tensor
-from visionyard.serving.batching import Batcher
+from visionyard.serving.batching import Batcher, Work
 from visionyard.serving.codec import datatype_of
 from visionyard.serving.errors import ModelUnavailableError, ServerBusyError
 from visionyard.serving.outputs import output_specs
@@ -42,7 +44,10 @@ class Limits:
 class ModelBatch:
     tensor: np.ndarray
     metas: list[ImageMeta]
-    images: bool
+
+
+#: Turns a request's slice of the raw outputs (and its images' metadata) into its result.
+Finish = Callable[[dict[str, np.ndarray], list[ImageMeta]], Any]
 
 
 class LoadedModel:
@@ -79,6 +84,17 @@ class LoadedModel:
             await self._drained.wait()
         await self.batcher.close()
 
+    def work(self, tensor: Tensor, limits: Limits, finish: Finish) -> Work:
+        """One request for the batcher: checked here (on the event loop), decoded on a worker.
+
+        ``finish(raw_outputs, metas)`` turns the request's slice of the outputs into its result.
+        """
+        if tensor.name != IMAGE_INPUT:
+            batch = self.tensor_input(tensor)
+            return Work(len(batch.tensor), lambda: (batch.tensor, batch.metas), finish)
+        items = image_items(tensor, limits)
+        return Work(len(items), lambda: self.decode_images(items, limits), finish)
+
     def tensor_input(self, tensor: Tensor) -> ModelBatch:
         """Validate a preprocessed tensor input (datatype, shape, element count)."""
         meta = self.session.input_meta
@@ -90,11 +106,12 @@ class LoadedModel:
         array = check_tensor(tensor.data, meta, self.session.contract)
         size = self.session.contract.preprocessing.input_size
         identity = ImageMeta(size.width, size.height, 1.0, 1.0, 0.0, 0.0)
-        return ModelBatch(array, [identity] * len(array), images=False)
+        return ModelBatch(array, [identity] * len(array))
 
-    def image_input(self, tensor: Tensor, limits: Limits) -> ModelBatch:
-        """Decode and preprocess a BYTES tensor of encoded images (blocking: run off-loop)."""
-        items = _image_items(tensor, limits)
+    def decode_images(
+        self, items: list[bytes], limits: Limits
+    ) -> tuple[np.ndarray, list[ImageMeta]]:
+        """Decode and preprocess encoded images by the contract (blocking: run off the loop)."""
         contract = self.session.contract
         arrays, metas = [], []
         for index, data in enumerate(items):
@@ -102,7 +119,7 @@ class LoadedModel:
             array, meta = preprocess_image(image, contract)
             arrays.append(array)
             metas.append(meta)
-        return ModelBatch(np.stack(arrays), metas, images=True)
+        return (arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)), metas
 
     def pick_input(self, inputs: list[Tensor]) -> Tensor:
         names = [spec.name for spec in self.inputs]
@@ -123,7 +140,8 @@ def input_specs(session: InferenceSession) -> list[TensorSpec]:
     ]
 
 
-def _image_items(tensor: Tensor, limits: Limits) -> list[bytes]:
+def image_items(tensor: Tensor, limits: Limits) -> list[bytes]:
+    """The encoded images of a BYTES input, checked (count, sizes) before any is decoded."""
     if tensor.datatype != "BYTES":
         raise InvalidInputError(
             f"input {IMAGE_INPUT!r} takes encoded images as BYTES, not {tensor.datatype}"

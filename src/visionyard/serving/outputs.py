@@ -63,6 +63,14 @@ def output_specs(session: InferenceSession) -> list[TensorSpec]:
     return raw + decoded
 
 
+def check_outputs(specs: Sequence[TensorSpec], requested: Sequence[RequestedOutput]) -> None:
+    """Refuse unknown output names (before any work is done)."""
+    known = [spec.name for spec in specs]
+    for item in requested:
+        if item.name not in known:
+            raise InvalidInputError(f"unknown output {item.name!r}; the model has {known}")
+
+
 def build_outputs(
     session: InferenceSession,
     specs: Sequence[TensorSpec],
@@ -71,11 +79,8 @@ def build_outputs(
     requested: Sequence[RequestedOutput],
 ) -> list[Tensor]:
     """The requested outputs (all of them when none are named)."""
-    known = {spec.name: spec for spec in specs}
+    check_outputs(specs, requested)
     wanted = list(requested) or [RequestedOutput(spec.name) for spec in specs]
-    for item in wanted:
-        if item.name not in known:
-            raise InvalidInputError(f"unknown output {item.name!r}; the model has {list(known)}")
     results: list[ImageResult] | None = None
     tensors = []
     for item in wanted:

@@ -164,7 +164,7 @@ class ModelPool:
 
     def _batcher(self, entry: ModelEntry, session: InferenceSession) -> Batcher:
         histogram = self.metrics.batch_size.labels(entry.name)
-        return Batcher(session.run, self.config.batch, histogram.observe)
+        return Batcher(session.run, self.config.batch, histogram.observe, f"vy-{entry.name}")
 
     def _failed(self, entry: ModelEntry, version: str | None, exc: VisionyardError) -> None:
         entry.last_error = f"{exc.code}: {exc}"
