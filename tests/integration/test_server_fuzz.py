@@ -127,7 +127,13 @@ def test_infer_schema_fuzz(
 )
 def test_random_bytes_fuzz(client: httpx.Client, raw: bytes, header: str | None, path: str) -> None:
     headers = {}
-    if header is not None and header.isascii() and header.isprintable():
+    if (
+        header is not None
+        and header.isascii()
+        and header.isprintable()
+        and header == header.strip()
+    ):
+        # (httpx itself refuses values with surrounding spaces)
         headers["Inference-Header-Content-Length"] = header
     _check(client, client.post(path, content=raw, headers=headers))
 

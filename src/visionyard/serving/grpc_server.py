@@ -124,8 +124,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         metadata = dict(context.invocation_metadata() or ())
-        check_inference(self.token, metadata.get("authorization"))
-        parsed, raw = parse_infer(request)
+        try:
+            check_inference(self.token, metadata.get("authorization"))
+            parsed, raw = parse_infer(request)
+        except VisionyardError as exc:
+            self.plane.refused(request.model_name, request.model_version, "grpc", exc)
+            raise
         response = await self.plane.infer(parsed, "grpc")
         return encode_infer(response, raw)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from visionyard.serving.types import Timings
@@ -9,6 +11,7 @@ from visionyard.serving.types import Timings
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_STAGES = ("queue", "preprocess", "inference", "total")
 
 
 class ServingMetrics:
@@ -53,18 +56,26 @@ class ServingMetrics:
             registry=reg,
         )
         self.swaps = Counter("visionyard_model_swaps", "Version switches", ["model"], registry=reg)
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._stages: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     def observe(self, model: str, version: str, protocol: str, status: str) -> None:
-        self.requests.labels(model, version, protocol, status).inc()
+        key = (model, version, protocol, status)
+        counter = self._counters.get(key)
+        if counter is None:  # labels() validates and locks: look each child up once
+            counter = self._counters.setdefault(key, self.requests.labels(*key))
+        counter.inc()
 
     def observe_timings(self, model: str, protocol: str, timings: Timings, total: float) -> None:
-        for stage, value in (
-            ("queue", timings.queue),
-            ("preprocess", timings.preprocess),
-            ("inference", timings.inference),
-            ("total", total),
-        ):
-            self.latency.labels(model, protocol, stage).observe(value)
+        stages = self._stages.get((model, protocol))
+        if stages is None:
+            children = tuple(self.latency.labels(model, protocol, s) for s in _STAGES)
+            stages = self._stages.setdefault((model, protocol), children)
+        queue, preprocess, inference, whole = stages
+        queue.observe(timings.queue)
+        preprocess.observe(timings.preprocess)
+        inference.observe(timings.inference)
+        whole.observe(total)
 
     def loaded(self, model: str, version: str, variant: str, reference: str) -> None:
         for labels in list(self._info_labels(model)):

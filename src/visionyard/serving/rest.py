@@ -1,8 +1,9 @@
 """The REST adapter: the OIP v2 REST API (JSON and binary tensors), ``:predict``, admin, metrics.
 
 Thin by design: each endpoint converts HTTP to :mod:`visionyard.serving.types`, calls the data
-plane or the pool, and converts back. :data:`HTTP_STATUS` is the REST adapter's ONE mapping from
-domain error codes to HTTP status codes.
+plane or the pool, and converts back. The two inference endpoints are implemented in
+:mod:`visionyard.serving.rest_hot`, with :data:`~visionyard.serving.rest_hot.HTTP_STATUS`, the
+REST adapter's ONE mapping from domain error codes to HTTP status codes.
 """
 
 from __future__ import annotations
@@ -11,50 +12,36 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from visionyard import __version__
 from visionyard.errors import VisionyardError
-from visionyard.serving.auth import check_admin, check_inference
+from visionyard.serving.auth import check_admin
 from visionyard.serving.dataplane import DataPlane
-from visionyard.serving.errors import ServerBusyError
 from visionyard.serving.metrics import CONTENT_TYPE
-from visionyard.serving.predict import predict_request, read_images, to_json
-from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
+from visionyard.serving.predict import read_images
+from visionyard.serving.rest_hot import HotPath, Reply, error_reply, infer_reply, predict_reply
 from visionyard.serving.rest_middleware import RequestContextMiddleware
 from visionyard.settings import ServingSettings
 
-#: The REST adapter's mapping from domain codes to HTTP status codes (default 500).
-HTTP_STATUS: dict[str, int] = {
-    "inference.invalid_input": 400,
-    "image.invalid": 400,
-    "image.too_large": 413,
-    "not_found": 404,
-    "serving.unauthorized": 401,
-    "serving.forbidden": 403,
-    "serving.body_too_large": 413,
-    "serving.busy": 503,
-    "serving.unavailable": 503,
-}
 
-
-def create_rest_app(plane: DataPlane, settings: ServingSettings) -> FastAPI:
+def create_rest_app(plane: DataPlane, settings: ServingSettings) -> ASGIApp:
+    """The REST adapter as one ASGI app: request context -> hot path -> FastAPI."""
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
     _health_routes(app, plane)
     _infer_routes(app, plane, settings)
     _admin_routes(app, plane, settings)
-    return app
+    hot = HotPath(app, plane, settings)
+    return RequestContextMiddleware(hot, max_body_bytes=settings.max_body_bytes)
 
 
-async def _error(request: Request, exc: VisionyardError) -> JSONResponse:
-    status = HTTP_STATUS.get(exc.code, 500)
-    headers = {}
-    if isinstance(exc, ServerBusyError):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"error": str(exc), "code": exc.code}, status, headers=headers)
+async def _error(request: Request, exc: VisionyardError) -> Response:
+    return _response(error_reply(exc))
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
 
 
 def _health_routes(app: FastAPI, plane: DataPlane) -> None:
@@ -102,31 +89,22 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
 
 
 def _infer_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
+    """Documented here; :class:`HotPath` serves them (FastAPI only sees multipart uploads)."""
+
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        check_inference(settings.inference_token, request.headers.get("authorization"))
-        request.state.model = name
         body = await request.body()
-        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), name, version)
-        response = await plane.infer(parsed, "rest")
-        request.state.version = response.model_version
-        content, header_length = encode_infer(response, parsed)
-        if header_length is None:
-            return Response(content, media_type="application/json")
-        headers = {"Inference-Header-Content-Length": str(header_length)}
-        return Response(content, media_type="application/octet-stream", headers=headers)
+        state = request.scope.setdefault("state", {})
+        headers = request.headers
+        return _response(await infer_reply(plane, settings, state, name, version, headers, body))
 
     @app.post("/v1/models/{name}:predict")
-    async def predict(request: Request, name: str) -> JSONResponse:
-        check_inference(settings.inference_token, request.headers.get("authorization"))
-        request.state.model = name
+    async def predict(request: Request, name: str) -> Response:
         images = await read_images(request)
-        model = plane.pool.current(name)
-        parsed = predict_request(name, images, model.session.contract)
-        response = await plane.infer(parsed, "rest")
-        request.state.version = response.model_version
-        return JSONResponse(to_json(response))
+        state = request.scope.setdefault("state", {})
+        headers = request.headers
+        return _response(await predict_reply(plane, settings, state, name, headers, images))
 
 
 def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:

@@ -1,0 +1,201 @@
+"""The two inference endpoints of the REST adapter, and a plain-ASGI front that serves them.
+
+``POST /v2/models/{name}[/versions/{v}]/infer`` and ``POST /v1/models/{name}:predict`` are
+implemented once here, as functions from (headers, body) to a :class:`Reply`. The FastAPI routes
+of the same paths (:mod:`visionyard.serving.rest`) call them, which documents them in the OpenAPI
+schema and serves multipart uploads; :class:`HotPath`, an ASGI app in front of FastAPI, calls
+them directly for every other request to these paths.
+
+Why the front: the event loop that runs both protocols shares the interpreter lock with the
+threads that decode images and run the model, so every millisecond it spends per request is
+taken from them. FastAPI's per-request machinery (its middleware stack, routing, dependency
+resolution, request and response objects) was about half of the loop's time per request here,
+and a profile of the lock showed the loop holding it more than both inference threads together.
+``bench/bench_serving.py`` measures the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from visionyard.errors import VisionyardError
+from visionyard.serving.auth import check_inference
+from visionyard.serving.dataplane import DataPlane
+from visionyard.serving.errors import ServerBusyError
+from visionyard.serving.predict import predict_request, to_json
+from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
+from visionyard.settings import ServingSettings
+
+log = logging.getLogger("visionyard.serving")
+
+#: The REST adapter's mapping from domain codes to HTTP status codes (default 500).
+HTTP_STATUS: dict[str, int] = {
+    "inference.invalid_input": 400,
+    "image.invalid": 400,
+    "image.too_large": 413,
+    "not_found": 404,
+    "serving.unauthorized": 401,
+    "serving.forbidden": 403,
+    "serving.body_too_large": 413,
+    "serving.busy": 503,
+    "serving.unavailable": 503,
+}
+_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+_PREDICT = re.compile(r"^/v1/models/(?P<name>[^/]+):predict$")
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error_reply(exc: VisionyardError) -> Reply:
+    """A domain error as its status, a JSON body ``{"error", "code"}`` and its headers."""
+    status = HTTP_STATUS.get(exc.code, 500)
+    headers = {}
+    if isinstance(exc, ServerBusyError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return Reply(status, _json({"error": str(exc), "code": exc.code}), headers=headers)
+
+
+async def infer_reply(
+    plane: DataPlane,
+    settings: ServingSettings,
+    state: dict[str, Any],
+    name: str,
+    version: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> Reply:
+    """OIP v2 infer, JSON or binary tensors; raises domain errors."""
+    state["model"] = name
+    try:
+        check_inference(settings.inference_token, headers.get("authorization"))
+        parsed = parse_infer(body, headers.get(HEADER_LENGTH), name, version)
+    except VisionyardError as exc:
+        plane.refused(name, version, "rest", exc)
+        raise
+    response = await plane.infer(parsed, "rest")
+    state["version"] = response.model_version
+    content, header_length = encode_infer(response, parsed)
+    if header_length is None:
+        return Reply(200, content)
+    extra = {"Inference-Header-Content-Length": str(header_length)}
+    return Reply(200, content, "application/octet-stream", extra)
+
+
+async def predict_reply(
+    plane: DataPlane,
+    settings: ServingSettings,
+    state: dict[str, Any],
+    name: str,
+    headers: Mapping[str, str],
+    images: list[bytes],
+) -> Reply:
+    """``:predict``: encoded images in, the contract's decoding as JSON out."""
+    state["model"] = name
+    try:
+        check_inference(settings.inference_token, headers.get("authorization"))
+        parsed = predict_request(name, images, plane.pool.current(name).session.contract)
+    except VisionyardError as exc:
+        plane.refused(name, None, "rest", exc)
+        raise
+    response = await plane.infer(parsed, "rest")
+    state["version"] = response.model_version
+    return Reply(200, _json(to_json(response)))
+
+
+class HotPath:
+    """Serves infer and raw-body ``:predict`` without FastAPI; passes everything else on."""
+
+    def __init__(self, app: ASGIApp, plane: DataPlane, settings: ServingSettings) -> None:
+        self.app = app
+        self.plane = plane
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if match := _INFER.match(path):
+                await self._serve(scope, receive, send, match, predict=False)
+                return
+            if (match := _PREDICT.match(path)) and not _multipart(scope):
+                await self._serve(scope, receive, send, match, predict=True)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, match: re.Match[str], *, predict: bool
+    ) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        state = scope.setdefault("state", {})
+        try:
+            body = await _read_body(receive)
+            if body is None:
+                return  # the client went away
+            if predict:
+                reply = await predict_reply(
+                    self.plane, self.settings, state, match["name"], headers, [body]
+                )
+            else:
+                reply = await infer_reply(
+                    self.plane,
+                    self.settings,
+                    state,
+                    match["name"],
+                    match["version"],
+                    headers,
+                    body,
+                )
+        except VisionyardError as exc:
+            reply = error_reply(exc)
+        except Exception:  # a bug: answer 500, log it, keep serving
+            log.exception("internal error", extra={"fields": {"path": scope["path"]}})
+            reply = Reply(500, _json({"error": "internal server error", "code": "internal"}))
+        await _send(send, reply)
+
+
+def _multipart(scope: Scope) -> bool:
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return bytes(value).lower().startswith(b"multipart/")
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body (the request context middleware enforces its size limit)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    headers = [
+        (b"content-type", reply.content_type.encode()),
+        (b"content-length", str(len(reply.body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
