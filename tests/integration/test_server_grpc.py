@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -261,3 +262,21 @@ def _status(call: Callable[[], object]) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         return exc.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
+
+
+def test_callers_that_give_up_do_not_stall_the_server(
+    running: RunningServer, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    """Calls cancelled while queued (the client hung up) leave both workers serving."""
+    big = encoded(RED, size=(640, 480))
+    for _ in range(3):
+        channel = grpc.insecure_channel(running.grpc_target)
+        hasty = pb_grpc.GRPCInferenceServiceStub(channel)
+        calls = [hasty.ModelInfer.future(_image_request("colour", big)) for _ in range(32)]
+        time.sleep(0.02)
+        channel.close()  # every call still queued is cancelled on the server
+        assert any(call.cancelled() or call.exception() is not None for call in calls)
+    time.sleep(0.3)
+    for _ in range(4):
+        answer = stub.ModelInfer(_image_request("colour", encoded(RED)), timeout=10)
+        assert answer.model_name == "colour"

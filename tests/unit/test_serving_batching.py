@@ -157,3 +157,47 @@ def test_workers_are_named_for_top_and_ps() -> None:
         return names
 
     assert {"vy-infer-m-0", "vy-infer-m-1"} <= asyncio.run(main())
+
+
+def test_callers_that_went_away_do_not_stop_the_workers() -> None:
+    """A queue holding only cancelled requests is empty, not closed: the worker waits on."""
+
+    async def main() -> np.ndarray:
+        batcher = Batcher(_slow_double([], 0.2), BatchConfig(max_batch_size=2, workers=1))
+        batcher.start()
+        blocker = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
+        await asyncio.sleep(0.05)  # the only worker is busy; these three queue up
+        gone = [asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1))))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        for task in gone:
+            task.cancel()  # their callers time out / disconnect
+        await blocker
+        await asyncio.sleep(0.05)  # the worker has met the cancelled requests
+        result = await asyncio.wait_for(batcher.submit(Work.of(np.full((1, 1), 3.0))), 5)
+        await batcher.close()
+        return np.asarray(result.value["y"])
+
+    assert asyncio.run(main()).tolist() == [[6.0]]
+
+
+def test_a_failing_batch_fails_its_callers_and_the_worker_goes_on() -> None:
+    calls: list[int] = []
+
+    def flaky_observer(size: int) -> None:
+        calls.append(size)
+        if len(calls) == 1:
+            raise RuntimeError("a bug after inference")
+
+    async def main() -> tuple[object, float]:
+        batcher = Batcher(_slow_double([], 0.0), BatchConfig(workers=1), on_batch=flaky_observer)
+        batcher.start()
+        first = await asyncio.gather(
+            batcher.submit(Work.of(np.ones((1, 1)))), return_exceptions=True
+        )
+        second = await asyncio.wait_for(batcher.submit(Work.of(np.ones((1, 1)))), 5)
+        await batcher.close()
+        return first[0], float(second.value["y"][0, 0])
+
+    first, second = asyncio.run(main())
+    assert isinstance(first, RuntimeError)
+    assert second == 2.0

@@ -148,17 +148,27 @@ class Batcher:
         while (batch := self._next_batch()) is not None:
             try:
                 self._execute(batch)
+            except Exception as exc:  # a bug: fail this batch, log it, keep the worker alive
+                log.exception("batch failed", extra={"fields": {"worker": self._name}})
+                settled = _Settled()
+                settled.done.extend((item.future, exc) for item in batch)
+                self._deliver(settled)
             finally:
                 with self._cond:
                     self._busy -= 1
 
     def _next_batch(self) -> list[_Item] | None:
+        """The next batch; None once closed and drained. Requests whose caller went away
+        (cancelled) are dropped here, so a queue holding only those is an empty queue."""
         with self._cond:
-            while not self._items and not self._closed:
-                self._cond.wait()
-            batch = self._take([], self._share())
-            if not batch:
-                return None  # closed, and nothing is left
+            while True:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                batch = self._take([], self._share())
+                if batch:
+                    break
+                if self._closed:
+                    return None
             delay = self._config.max_queue_delay_s
             if delay > 0 and self._busy >= self._config.workers - 1 and self._busy:
                 deadline = time.perf_counter() + delay
