@@ -24,14 +24,39 @@ BENCH = Path(__file__).resolve().parent
 
 
 @contextlib.contextmanager
-def minimal_server(model: Path, images: list[bytes]) -> Iterator[tuple[str, str, list[bytes]]]:
-    """``serving_minimal.py``: raw JPEG body in, top-1 JSON out."""
+def minimal_server(
+    model: Path, images: list[bytes], form: str = "inline"
+) -> Iterator[tuple[str, str, list[bytes]]]:
+    """``serving_minimal.py``: a JPEG (raw body, or a multipart upload) in, top-1 JSON out."""
     port = free_port()
-    command = [sys.executable, str(BENCH / "serving_minimal.py"), str(model), str(port)]
+    command = [sys.executable, str(BENCH / "serving_minimal.py"), str(model), str(port), form]
     with _child(command) as _:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/docs")
-        yield url, "/predict", images
+        if form == "upload":
+            yield url, "/upload", [multipart(image) for image in images]
+        else:
+            yield url, "/predict", images
+
+
+BOUNDARY = "vy-bench-boundary"
+
+
+def multipart(image: bytes) -> bytes:
+    """One file field ``file``, as browsers and ``curl -F file=@photo.jpg`` send it."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    )
+    return head.encode() + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def plain_loop(model: Path, photos: list[Path], seconds: float) -> dict[str, float]:
+    """The minimal server's own code in a single-threaded loop, in a process of its own."""
+    command = [sys.executable, str(BENCH / "serving_minimal.py"), str(model), "loop"]
+    command += [str(seconds), *map(str, photos)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return {"rate": float(output.split()[-1])}
 
 
 @contextlib.contextmanager
