@@ -371,11 +371,19 @@ def report(results: dict[str, Any]) -> None:
             f"INT8/minimal {median_ratio(rounds, 'predict-int8', name):.2f}x"
         )
     print("  (the issue measured its minimal server at 0.75-0.92x of the plain loop)")
+    ceiling = median_ratio(rounds, "inprocess-fp32", "minimal")
+    print(
+        f"  ceiling for any FP32 server of this model: in-process best / minimal (async endpoint)"
+        f" = {ceiling:.2f}x"
+    )
     if "mlflow" in rounds[0]:
         ml = median(rounds, "mlflow")
         ratio = median_ratio(rounds, "predict-fp32", "mlflow")
+        int8 = median_ratio(rounds, "predict-int8", "mlflow")
+        ceiling = median_ratio(rounds, "inprocess-fp32", "mlflow")
         print(
-            f"mlflow models serve {ml:6.2f}   visionyard/mlflow {ratio:.1f}x (target >= 10); "
+            f"mlflow models serve {ml:6.2f}   visionyard FP32/mlflow {ratio:.1f}x (target >= 10), "
+            f"INT8/mlflow {int8:.1f}x; FP32 ceiling (in-process best / mlflow) {ceiling:.1f}x; "
             f"its client must also spend {results['mlflow_encode_ms']:.0f} ms/image on JSON"
         )
     _report_rest(results)
