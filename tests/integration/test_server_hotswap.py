@@ -163,7 +163,14 @@ def test_inference_token_is_required_when_set(running: RunningServer) -> None:
             "/v1/models/m:predict", content=RED, headers={"Authorization": "Bearer nope"}
         )
         assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"] == "Bearer"
+        upload = anonymous.post("/v1/models/m:predict", files={"file": ("red.png", RED)})
+        assert upload.status_code == 401  # refused before the upload is parsed
+        infer = anonymous.post("/v2/models/m/infer", json={"inputs": []})
+        assert infer.status_code == 401  # the token is checked before the body
         assert anonymous.get("/v2/health/ready").status_code == 200  # health stays open
+        metrics = anonymous.get("/metrics").text
+        assert 'protocol="rest",status="serving.unauthorized"' in metrics
     with grpc.insecure_channel(running.grpc_target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:

@@ -20,7 +20,14 @@ from visionyard.serving.auth import check_admin
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.metrics import CONTENT_TYPE
 from visionyard.serving.predict import read_images
-from visionyard.serving.rest_hot import HotPath, Reply, error_reply, infer_reply, predict_reply
+from visionyard.serving.rest_hot import (
+    HotPath,
+    Reply,
+    authorize,
+    error_reply,
+    infer_reply,
+    predict_reply,
+)
 from visionyard.serving.rest_middleware import RequestContextMiddleware
 from visionyard.settings import ServingSettings
 
@@ -94,17 +101,17 @@ def _infer_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        body = await request.body()
         state = request.scope.setdefault("state", {})
-        headers = request.headers
-        return _response(await infer_reply(plane, settings, state, name, version, headers, body))
+        authorize(plane, settings, state, name, request.headers)
+        body = await request.body()
+        return _response(await infer_reply(plane, state, name, version, request.headers, body))
 
     @app.post("/v1/models/{name}:predict")
     async def predict(request: Request, name: str) -> Response:
-        images = await read_images(request)
         state = request.scope.setdefault("state", {})
-        headers = request.headers
-        return _response(await predict_reply(plane, settings, state, name, headers, images))
+        authorize(plane, settings, state, name, request.headers)
+        images = await read_images(request)
+        return _response(await predict_reply(plane, state, name, images))
 
 
 def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:

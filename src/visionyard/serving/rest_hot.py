@@ -71,19 +71,32 @@ def error_reply(exc: VisionyardError) -> Reply:
     return Reply(status, _json({"error": str(exc), "code": exc.code}), headers=headers)
 
 
-async def infer_reply(
+def authorize(
     plane: DataPlane,
     settings: ServingSettings,
+    state: dict[str, Any],
+    name: str,
+    headers: Mapping[str, str],
+) -> None:
+    """The inference token, when one is configured: checked before the body is read."""
+    state["model"] = name
+    try:
+        check_inference(settings.inference_token, headers.get("authorization"))
+    except VisionyardError as exc:
+        plane.refused(name, None, "rest", exc)
+        raise
+
+
+async def infer_reply(
+    plane: DataPlane,
     state: dict[str, Any],
     name: str,
     version: str | None,
     headers: Mapping[str, str],
     body: bytes,
 ) -> Reply:
-    """OIP v2 infer, JSON or binary tensors; raises domain errors."""
-    state["model"] = name
+    """OIP v2 infer, JSON or binary tensors (after :func:`authorize`); raises domain errors."""
     try:
-        check_inference(settings.inference_token, headers.get("authorization"))
         parsed = parse_infer(body, headers.get(HEADER_LENGTH), name, version)
     except VisionyardError as exc:
         plane.refused(name, version, "rest", exc)
@@ -98,17 +111,10 @@ async def infer_reply(
 
 
 async def predict_reply(
-    plane: DataPlane,
-    settings: ServingSettings,
-    state: dict[str, Any],
-    name: str,
-    headers: Mapping[str, str],
-    images: list[bytes],
+    plane: DataPlane, state: dict[str, Any], name: str, images: list[bytes]
 ) -> Reply:
-    """``:predict``: encoded images in, the contract's decoding as JSON out."""
-    state["model"] = name
+    """``:predict`` (after :func:`authorize`): encoded images in, the contract's decoding out."""
     try:
-        check_inference(settings.inference_token, headers.get("authorization"))
         parsed = predict_request(name, images, plane.pool.current(name).session.contract)
     except VisionyardError as exc:
         plane.refused(name, None, "rest", exc)
@@ -143,23 +149,15 @@ class HotPath:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         state = scope.setdefault("state", {})
         try:
+            authorize(self.plane, self.settings, state, match["name"], headers)
             body = await _read_body(receive)
             if body is None:
                 return  # the client went away
             if predict:
-                reply = await predict_reply(
-                    self.plane, self.settings, state, match["name"], headers, [body]
-                )
+                reply = await predict_reply(self.plane, state, match["name"], [body])
             else:
-                reply = await infer_reply(
-                    self.plane,
-                    self.settings,
-                    state,
-                    match["name"],
-                    match["version"],
-                    headers,
-                    body,
-                )
+                name, version = match["name"], match["version"]
+                reply = await infer_reply(self.plane, state, name, version, headers, body)
         except VisionyardError as exc:
             reply = error_reply(exc)
         except Exception:  # a bug: answer 500, log it, keep serving
