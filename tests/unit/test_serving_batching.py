@@ -201,3 +201,60 @@ def test_a_failing_batch_fails_its_callers_and_the_worker_goes_on() -> None:
     first, second = asyncio.run(main())
     assert isinstance(first, RuntimeError)
     assert second == 2.0
+
+
+def test_an_idle_worker_is_woken_while_another_waits_out_its_delay() -> None:
+    """A request that does not fit the delaying worker's batch goes to the idle worker."""
+
+    async def main() -> float:
+        config = BatchConfig(max_batch_size=2, max_queue_delay_s=0.5, workers=2)
+        batcher = Batcher(_slow_double([], 0.05), config)
+        batcher.start()
+        busy = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
+        await asyncio.sleep(0.01)  # worker A runs; worker B takes the next one and waits
+        waiting = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
+        await busy  # A is idle now, B still waits for a second row
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        await batcher.submit(Work.of(np.ones((2, 1))))  # two rows: does not fit B's batch
+        elapsed = time.perf_counter() - started
+        await waiting
+        await batcher.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.3
+
+
+def test_results_that_asyncio_refuses_still_settle_the_whole_batch() -> None:
+    def prepare() -> tuple[np.ndarray, None]:
+        raise StopIteration  # an asyncio future refuses this exception type
+
+    async def main() -> list[object]:
+        batcher = Batcher(_slow_double([], 0.05), BatchConfig(max_batch_size=8, workers=1))
+        batcher.start()
+        blocker = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
+        await asyncio.sleep(0.01)
+        bad = batcher.submit(Work(1, prepare, lambda outputs, _: outputs))
+        good = batcher.submit(Work.of(np.full((1, 1), 2.0)))
+        results = await asyncio.wait_for(asyncio.gather(bad, good, return_exceptions=True), 5)
+        await blocker
+        await batcher.close()
+        return list(results)
+
+    bad, good = asyncio.run(main())
+    assert isinstance(bad, RuntimeError)
+    assert "StopIteration" in str(bad)
+    assert not isinstance(good, BaseException)
+    assert good.value["y"].tolist() == [[4.0]]  # type: ignore[attr-defined]
+
+
+def test_close_finishes_what_is_queued() -> None:
+    async def main() -> list[float]:
+        batcher = Batcher(_slow_double([], 0.05), BatchConfig(max_batch_size=1, workers=1))
+        batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(Work.of(np.full((1, 1), i)))) for i in range(4)]
+        await asyncio.sleep(0.01)
+        await batcher.close()
+        return [float(t.result().value["y"][0, 0]) for t in tasks]
+
+    assert asyncio.run(main()) == [0.0, 2.0, 4.0, 6.0]

@@ -130,10 +130,14 @@ class Batcher:
         """Queue one request and wait for its result."""
         if self._closed:
             raise RuntimeError("batcher is closed")
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise RuntimeError("submit from the event loop the batcher was started on")
+        future: asyncio.Future[BatchResult] = loop.create_future()
         with self._cond:
             self._items.append(_Item(work, future, time.perf_counter()))
-            self._cond.notify()
+            # all: a worker waiting out its queue delay must not swallow an idle one's wake-up
+            self._cond.notify_all()
         return await future
 
     async def close(self) -> None:
@@ -148,11 +152,13 @@ class Batcher:
         while (batch := self._next_batch()) is not None:
             try:
                 self._execute(batch)
-            except Exception as exc:  # a bug: fail this batch, log it, keep the worker alive
+            except BaseException as exc:  # a bug: fail this batch, log it, keep the worker alive
                 log.exception("batch failed", extra={"fields": {"worker": self._name}})
                 settled = _Settled()
-                settled.done.extend((item.future, exc) for item in batch)
+                settled.done.extend((item.future, _deliverable(exc)) for item in batch)
                 self._deliver(settled)
+                if not isinstance(exc, Exception):
+                    raise
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -170,9 +176,9 @@ class Batcher:
                 if self._closed:
                     return None
             delay = self._config.max_queue_delay_s
-            if delay > 0 and self._busy >= self._config.workers - 1 and self._busy:
+            if delay > 0 and self._others_busy():
                 deadline = time.perf_counter() + delay
-                while _rows(batch) < self._max and not self._closed:
+                while _rows(batch) < self._max and not self._closed and self._others_busy():
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
@@ -180,6 +186,10 @@ class Batcher:
                     batch = self._take(batch, self._max)
             self._busy += 1
             return batch
+
+    def _others_busy(self) -> bool:
+        """Every other worker is running a batch (called by a worker not yet counted busy)."""
+        return self._busy > 0 and self._busy >= self._config.workers - 1
 
     @property
     def _max(self) -> int:
@@ -215,7 +225,7 @@ class Batcher:
         try:
             item.rows, item.context = item.work.prepare()
         except Exception as exc:  # this request's own error (a bad image): the batch goes on
-            settled.done.append((item.future, exc))
+            settled.done.append((item.future, _deliverable(exc)))
             return False
         item.preprocess_s = time.perf_counter() - began
         return True
@@ -227,7 +237,7 @@ class Batcher:
         try:
             outputs = self._run(tensor)
         except Exception as exc:  # delivered to every caller of the batch
-            settled.done.extend((item.future, exc) for item in ready)
+            settled.done.extend((item.future, _deliverable(exc)) for item in ready)
             return
         inference_s = time.perf_counter() - began
         self._on_batch(len(tensor))
@@ -239,7 +249,7 @@ class Batcher:
             try:
                 value = item.work.finish(part, item.context)
             except Exception as exc:
-                settled.done.append((item.future, exc))
+                settled.done.append((item.future, _deliverable(exc)))
                 continue
             result = BatchResult(
                 value, started - item.enqueued, item.preprocess_s, inference_s, len(tensor)
@@ -259,10 +269,20 @@ def _settle(settled: _Settled) -> None:
     for future, outcome in settled.done:
         if future.done():
             continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+        try:
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        except Exception as exc:  # never leave the rest of the batch waiting
+            future.set_exception(RuntimeError(f"result could not be delivered: {exc}"))
+
+
+def _deliverable(exc: BaseException) -> BaseException:
+    """An exception an asyncio future accepts (it refuses StopIteration, for one)."""
+    if isinstance(exc, StopIteration | StopAsyncIteration) or not isinstance(exc, Exception):
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def _join(threads: list[threading.Thread]) -> None:
