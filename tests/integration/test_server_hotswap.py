@@ -169,8 +169,12 @@ def test_inference_token_is_required_when_set(running: RunningServer) -> None:
         infer = anonymous.post("/v2/models/m/infer", json={"inputs": []})
         assert infer.status_code == 401  # the token is checked before the body
         assert anonymous.get("/v2/health/ready").status_code == 200  # health stays open
+        for name in ("probe-1", "probe-2"):  # made-up names must not grow the label set
+            assert anonymous.post(f"/v2/models/{name}/infer", content=b"{}").status_code == 401
         metrics = anonymous.get("/metrics").text
-        assert 'protocol="rest",status="serving.unauthorized"' in metrics
+        assert 'model="m",protocol="rest",status="serving.unauthorized"' in metrics
+        assert 'model="_unknown",protocol="rest",status="serving.unauthorized"' in metrics
+        assert "probe-" not in metrics
     with grpc.insecure_channel(running.grpc_target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:

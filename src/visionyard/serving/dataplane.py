@@ -30,6 +30,7 @@ from visionyard.serving.types import (
 )
 
 SERVER_NAME = "visionyard"
+UNKNOWN = "_unknown"  # the model label of requests naming a model that is not served
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "vision_contract"]
 
 
@@ -72,15 +73,22 @@ class DataPlane:
 
     def refused(self, name: str, version: str | None, protocol: str, exc: VisionyardError) -> None:
         """Count a request an adapter refused before it reached :meth:`infer` (bad body)."""
-        self.metrics.observe(name, version or "", protocol, exc.code)
+        self.metrics.observe(*self._labels(name, version), protocol, exc.code)
+
+    def _labels(self, name: str, version: str | None) -> tuple[str, str]:
+        """Metric labels for a request's model and version: names and versions that are not
+        served become ``_unknown``/``""``, so that clients cannot grow the label set."""
+        if name not in self.pool.names:
+            return UNKNOWN, ""
+        current = self.pool.entry(name).current
+        return name, version if current is not None and version == current.version else ""
 
     async def infer(self, request: InferRequest, protocol: str) -> InferResponse:
         started = time.perf_counter()
-        version = request.model_version or ""
         try:
             model = self.pool.acquire(request.model_name, request.model_version)
         except VisionyardError as exc:
-            self.metrics.observe(request.model_name, version, protocol, exc.code)
+            self.refused(request.model_name, request.model_version, protocol, exc)
             raise
         try:
             response, timings = await self._infer(model, request)
