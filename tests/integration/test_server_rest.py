@@ -293,6 +293,14 @@ def test_oversized_body_is_413(client: httpx.Client) -> None:
             yield b"y" * 100_000
 
     assert client.post("/v2/models/colour/infer", content=chunks()).status_code == 413
+
+    def upload() -> Iterator[bytes]:  # a multipart upload streamed past the limit
+        yield b'--b\r\nContent-Disposition: form-data; name="f"; filename="x.jpg"\r\n\r\n'
+        yield from chunks()
+
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    answer = client.post("/v1/models/colour:predict", content=upload(), headers=headers)
+    assert answer.status_code == 413
     assert client.get("/v2/health/live").status_code == 200
 
 

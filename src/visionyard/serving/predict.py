@@ -14,7 +14,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from visionyard.contract.schema import ClassificationDecoding, VisionContract
-from visionyard.errors import InvalidInputError
+from visionyard.errors import InvalidInputError, VisionyardError
 from visionyard.serving.codec import object_array
 from visionyard.serving.model import IMAGE_INPUT
 from visionyard.serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
@@ -30,6 +30,8 @@ async def read_images(request: Request) -> list[bytes]:
         return [body]
     try:
         form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
+    except VisionyardError:  # e.g. the body limit, raised while the upload streams in
+        raise
     except Exception as exc:  # python-multipart / starlette raise several types on bad forms
         raise InvalidInputError(f"cannot read the multipart upload: {exc}") from exc
     images = [await item.read() for _, item in form.multi_items() if isinstance(item, UploadFile)]
