@@ -74,6 +74,9 @@ class ServingSettings(_Section):
     inference_workers: int = Field(
         2, gt=0, description="threads per model, each decoding its batch's images and running it"
     )
+    decode_workers: int | None = Field(
+        None, description="deprecated, ignored: the inference workers decode their own images"
+    )
     retry_after_s: int = Field(1, ge=0)
 
 

@@ -72,3 +72,10 @@ def test_default_tracking_uri_is_explicit_sqlite(tmp_path: Path) -> None:
     loaded = load_settings(flags={"home": tmp_path / "state"}, environ={})
     uri = loaded.settings.tracking_uri()
     assert uri == f"sqlite:///{(tmp_path / 'state' / 'mlflow.db').resolve()}"
+
+
+def test_deprecated_decode_workers_is_accepted_and_ignored() -> None:
+    """Configs written for earlier versions still load (the server logs a warning)."""
+    settings = load_settings(None, {}, environ={"VISIONYARD_SERVING__DECODE_WORKERS": "4"})
+    assert settings.settings.serving.decode_workers == 4
+    assert settings.settings.serving.inference_workers == 2

@@ -46,6 +46,11 @@ class Server:
 
     def __init__(self, settings: Settings, sources: Mapping[str, ModelSource] | None = None):
         self.settings = settings
+        if settings.serving.decode_workers is not None:
+            log.warning(
+                "serving.decode_workers is deprecated and ignored: each of the "
+                "serving.inference_workers threads decodes the images of its own batches"
+            )
         self.metrics = ServingMetrics()
         chosen = sources if sources is not None else sources_from_settings(settings)
         self.pool = ModelPool(chosen, pool_config(settings), self.metrics)
