@@ -1,7 +1,7 @@
 """The baseline: a minimal hand-written FastAPI server (what a team writes in an afternoon).
 
 One ONNX Runtime session with default options, PIL decode + resize + centre crop + numpy
-normalise, batch 1 per request, top-1 JSON out. Two forms, the third argument:
+normalise, batch 1 per request, top-1 JSON out. Three forms, the third argument:
 
 - ``inline`` (default): the work runs inside the ``async def`` endpoint, as most quick FastAPI
   model servers do, so requests are served one at a time;

@@ -192,3 +192,41 @@ def test_meta_maps_image_content_to_its_place_in_the_tensor(resize: str) -> None
     assert abs(cols.max() + 1 - x2) <= 1
     assert abs(rows.min() - y1) <= 1
     assert abs(rows.max() + 1 - y2) <= 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("color_order", ["RGB", "BGR"])
+def test_normalisation_is_bit_identical_to_the_formula(
+    dtype: str, layout: str, color_order: str
+) -> None:
+    """The lookup table gives exactly ``(v * scale - mean) / std`` in float32, then the dtype."""
+    numeric = dtype != "uint8"
+    contract = VisionContract.classification(
+        ["a"],
+        resize="resize",
+        input_size=(29, 31),
+        dtype=dtype,
+        layout=layout,
+        color_order=color_order,
+        scale=1 / 255 if numeric else 1,
+        mean=(0.485, 0.456, 0.406) if numeric else (0, 0, 0),
+        std=(0.229, 0.224, 0.225) if numeric else (1, 1, 1),
+    )
+    pre = contract.preprocessing
+    image = random_rgb(31, 29, seed=5)
+    got, _ = preprocess_image(image, contract)
+    pixels = np.asarray(image)
+    if color_order == "BGR":
+        pixels = pixels[..., ::-1]
+    want: np.ndarray = pixels
+    if numeric:
+        mean = np.asarray(pre.mean, np.float32)
+        std = np.asarray(pre.std, np.float32)
+        want = (pixels.astype(np.float32) * np.float32(pre.scale) - mean) / std
+    if layout == "NCHW":
+        want = want.transpose(2, 0, 1)
+    want = want.astype(dtype)
+    assert got.dtype == np.dtype(dtype)
+    assert got.flags.c_contiguous
+    assert np.array_equal(got, want)
