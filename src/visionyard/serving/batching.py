@@ -136,8 +136,7 @@ class Batcher:
         future: asyncio.Future[BatchResult] = loop.create_future()
         with self._cond:
             self._items.append(_Item(work, future, time.perf_counter()))
-            # all: a worker waiting out its queue delay must not swallow an idle one's wake-up
-            self._cond.notify_all()
+            self._cond.notify()
         return await future
 
     async def close(self) -> None:
@@ -184,6 +183,8 @@ class Batcher:
                         break
                     self._cond.wait(left)
                     batch = self._take(batch, self._max)
+                    if self._items:  # a wake-up meant for an idle worker: pass it on
+                        self._cond.notify()
             self._busy += 1
             return batch
 
