@@ -78,8 +78,8 @@ def build_outputs(
     metas: list[ImageMeta],
     requested: Sequence[RequestedOutput],
 ) -> list[Tensor]:
-    """The requested outputs (all of them when none are named)."""
-    check_outputs(specs, requested)
+    """The requested outputs (all of them when none are named; names checked beforehand by
+    :func:`check_outputs`, on the event loop, before any work is queued)."""
     wanted = list(requested) or [RequestedOutput(spec.name) for spec in specs]
     results: list[ImageResult] | None = None
     tensors = []
