@@ -154,7 +154,7 @@ class Batcher:
             except BaseException as exc:  # a bug: fail this batch, log it, keep the worker alive
                 log.exception("batch failed", extra={"fields": {"worker": self._name}})
                 settled = _Settled()
-                settled.done.extend((item.future, _deliverable(exc)) for item in batch)
+                settled.done.extend((item.future, exc) for item in batch)
                 self._deliver(settled)
                 if not isinstance(exc, Exception):
                     raise
@@ -226,7 +226,7 @@ class Batcher:
         try:
             item.rows, item.context = item.work.prepare()
         except Exception as exc:  # this request's own error (a bad image): the batch goes on
-            settled.done.append((item.future, _deliverable(exc)))
+            settled.done.append((item.future, exc))
             return False
         item.preprocess_s = time.perf_counter() - began
         return True
@@ -238,7 +238,7 @@ class Batcher:
         try:
             outputs = self._run(tensor)
         except Exception as exc:  # delivered to every caller of the batch
-            settled.done.extend((item.future, _deliverable(exc)) for item in ready)
+            settled.done.extend((item.future, exc) for item in ready)
             return
         inference_s = time.perf_counter() - began
         self._on_batch(len(tensor))
@@ -250,7 +250,7 @@ class Batcher:
             try:
                 value = item.work.finish(part, item.context)
             except Exception as exc:
-                settled.done.append((item.future, _deliverable(exc)))
+                settled.done.append((item.future, exc))
                 continue
             result = BatchResult(
                 value, started - item.enqueued, item.preprocess_s, inference_s, len(tensor)
@@ -270,17 +270,15 @@ def _settle(settled: _Settled) -> None:
     for future, outcome in settled.done:
         if future.done():
             continue
-        try:
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-        except Exception as exc:  # never leave the rest of the batch waiting
-            future.set_exception(RuntimeError(f"result could not be delivered: {exc}"))
+        if isinstance(outcome, BaseException):
+            future.set_exception(_deliverable(outcome))
+        else:
+            future.set_result(outcome)
 
 
 def _deliverable(exc: BaseException) -> BaseException:
-    """An exception an asyncio future accepts (it refuses StopIteration, for one)."""
+    """An exception an asyncio future accepts and the event loop can carry (a future refuses
+    StopIteration; a KeyboardInterrupt from a worker must not surface in a request)."""
     if isinstance(exc, StopIteration | StopAsyncIteration) or not isinstance(exc, Exception):
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
