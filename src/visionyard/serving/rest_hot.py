@@ -31,6 +31,7 @@ from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.errors import ServerBusyError
 from visionyard.serving.predict import predict_request, to_json
 from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
+from visionyard.serving.rest_middleware import request_headers
 from visionyard.settings import ServingSettings
 
 log = logging.getLogger("visionyard.serving")
@@ -138,7 +139,8 @@ class HotPath:
             if match := _INFER.match(path):
                 await self._serve(scope, receive, send, match, predict=False)
                 return
-            if (match := _PREDICT.match(path)) and not _multipart(scope):
+            multipart = request_headers(scope).get("content-type", "").lower()
+            if (match := _PREDICT.match(path)) and not multipart.startswith("multipart/"):
                 await self._serve(scope, receive, send, match, predict=True)
                 return
         await self.app(scope, receive, send)
@@ -146,7 +148,7 @@ class HotPath:
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, match: re.Match[str], *, predict: bool
     ) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         state = scope.setdefault("state", {})
         try:
             authorize(self.plane, self.settings, state, match["name"], headers)
@@ -164,13 +166,6 @@ class HotPath:
             log.exception("internal error", extra={"fields": {"path": scope["path"]}})
             reply = Reply(500, _json({"error": "internal server error", "code": "internal"}))
         await _send(send, reply)
-
-
-def _multipart(scope: Scope) -> bool:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return bytes(value).lower().startswith(b"multipart/")
-    return False
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -29,6 +29,16 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count(1)
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers as a dict (lower-case names), decoded once per request."""
+    state = scope.setdefault("state", {})
+    headers: dict[str, str] | None = state.get("headers")
+    if headers is None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        state["headers"] = headers
+    return headers
+
+
 def request_id(given: str | None) -> str:
     """The client's ``X-Request-ID`` when it is sane, else a new one."""
     if given and _REQUEST_ID.match(given):
@@ -45,7 +55,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         rid = request_id(headers.get("x-request-id"))
         state = scope.setdefault("state", {})
         state["request_id"] = rid
