@@ -273,7 +273,10 @@ def test_callers_that_give_up_do_not_stall_the_server(
         channel = grpc.insecure_channel(running.grpc_target)
         hasty = pb_grpc.GRPCInferenceServiceStub(channel)
         calls = [hasty.ModelInfer.future(_image_request("colour", big)) for _ in range(32)]
-        time.sleep(0.02)
+        model = running.server.pool.current("colour")
+        deadline = time.monotonic() + 10
+        while model.in_flight < 8 and time.monotonic() < deadline:  # wait for a queue, not a
+            time.sleep(0.001)  # fixed time: a loaded machine must not let it drain first
         channel.close()  # every call still queued is cancelled on the server
         assert any(call.cancelled() or call.exception() is not None for call in calls)
     time.sleep(0.3)
