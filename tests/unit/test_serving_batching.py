@@ -258,3 +258,107 @@ def test_close_finishes_what_is_queued() -> None:
         return [float(t.result().value["y"][0, 0]) for t in tasks]
 
     assert asyncio.run(main()) == [0.0, 2.0, 4.0, 6.0]
+
+
+def _recorder(label: str, calls: list[str], gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
+    def run(tensor: np.ndarray) -> Outputs:
+        calls.append(label)
+        if gate is not None:
+            gate.wait(5)
+        return {"y": tensor * 2}
+
+    return run
+
+
+def test_a_lone_request_runs_on_the_wide_session() -> None:
+    async def main() -> tuple[list[str], float]:
+        calls: list[str] = []
+        batcher = Batcher(
+            _recorder("narrow", calls), BatchConfig(), run_alone=_recorder("wide", calls)
+        )
+        batcher.start()
+        result = await batcher.submit(Work.of(np.ones((1, 1))))
+        await batcher.close()
+        return calls, float(result.value["y"][0, 0])
+
+    assert asyncio.run(main()) == (["wide"], 2.0)
+
+
+def test_a_batch_runs_narrow_while_another_worker_holds_one() -> None:
+    """Worker A holds a request (still decoding) when worker B infers: B runs narrow; A, alone
+    by then, runs wide."""
+    decoding = threading.Event()
+
+    def slow_prepare() -> tuple[np.ndarray, None]:
+        decoding.wait(5)
+        return np.ones((1, 1)), None
+
+    async def main() -> list[str]:
+        calls: list[str] = []
+        config = BatchConfig(workers=2)
+        batcher = Batcher(_recorder("narrow", calls), config, run_alone=_recorder("wide", calls))
+        batcher.start()
+        held = asyncio.create_task(batcher.submit(Work(1, slow_prepare, lambda out, _: out)))
+        while batcher.depth:  # until worker A has taken it
+            await asyncio.sleep(0.001)
+        await batcher.submit(Work.of(np.ones((1, 1))))
+        decoding.set()
+        await held
+        await batcher.close()
+        return calls
+
+    assert asyncio.run(main()) == ["narrow", "wide"]
+
+
+def test_a_batch_runs_narrow_when_requests_wait_behind_it() -> None:
+    decoding = threading.Event()
+
+    def slow_prepare() -> tuple[np.ndarray, None]:
+        decoding.wait(5)
+        return np.ones((1, 1)), None
+
+    async def main() -> list[str]:
+        calls: list[str] = []
+        config = BatchConfig(max_batch_size=1, workers=1)
+        batcher = Batcher(_recorder("narrow", calls), config, run_alone=_recorder("wide", calls))
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(Work(1, slow_prepare, lambda out, _: out)))
+        while batcher.depth:
+            await asyncio.sleep(0.001)
+        second = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
+        while not batcher.depth:  # the second request waits behind the first
+            await asyncio.sleep(0.001)
+        decoding.set()
+        await asyncio.gather(first, second)
+        await batcher.close()
+        return calls
+
+    assert asyncio.run(main()) == ["narrow", "wide"]
+
+
+def test_no_batch_starts_while_one_runs_on_every_core() -> None:
+    """Requests that arrive during a wide run wait for it, then are served (narrow or wide)."""
+    gate = threading.Event()
+
+    async def main() -> tuple[list[str], int]:
+        calls: list[str] = []
+        config = BatchConfig(workers=2)
+        batcher = Batcher(
+            _recorder("narrow", calls), config, run_alone=_recorder("wide", calls, gate)
+        )
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
+        while not calls:  # the wide run has started and is held by the gate
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1))))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        during = len(calls)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+        return calls, during
+
+    calls, during = asyncio.run(main())
+    assert during == 1  # nothing else ran while the wide batch held every core
+    assert calls[0] == "wide"
+    assert len(calls) >= 2

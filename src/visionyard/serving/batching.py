@@ -7,6 +7,13 @@ its share of what is waiting (idle workers split it evenly), up to ``max_batch_s
 it waits up to ``max_queue_delay_s`` for more only while every other worker is busy (then the
 wait costs nothing: the cores are taken).
 
+A lone request would leave the other cores idle (one intra-op thread per worker), so a batcher
+may also be given ``run_alone``: the same model in a session with as many intra-op threads as
+there are cores. A worker uses it when, at the moment it starts inference, no other worker holds
+a batch and nothing is queued; while it runs, the other workers take no batch (the cores are
+taken), and whatever queued meanwhile is split between them afterwards. Under load the queue is
+never empty, so saturated throughput keeps the one-thread-per-worker layout.
+
 Each request is a :class:`Work`: how many rows it adds, how to make them (``prepare``: image
 decoding and preprocessing) and what to make of its slice of the outputs (``finish``: the
 contract's output decoding). Both run on the worker that runs the batch, the layout of the
@@ -24,6 +31,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import sys
 import threading
 import time
@@ -99,8 +107,10 @@ class Batcher:
         config: BatchConfig,
         on_batch: Callable[[int], None] | None = None,
         name: str = "vy-infer",
+        run_alone: RunFn | None = None,
     ) -> None:
         self._run = run
+        self._run_alone = run_alone
         self._config = config
         self._on_batch = on_batch or (lambda size: None)
         self._name = name
@@ -108,6 +118,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._busy = 0
+        self._alone = False  # a worker runs a batch on every core (run_alone)
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -167,13 +178,14 @@ class Batcher:
         (cancelled) are dropped here, so a queue holding only those is an empty queue."""
         with self._cond:
             while True:
-                while not self._items and not self._closed:
+                while (not self._items or self._alone) and not self._closed:
                     self._cond.wait()
                 batch = self._take([], self._share())
                 if batch:
                     break
                 if self._closed:
                     return None
+            self._busy += 1  # from here on this worker holds a batch
             delay = self._config.max_queue_delay_s
             if delay > 0 and self._others_busy():
                 deadline = time.perf_counter() + delay
@@ -185,12 +197,12 @@ class Batcher:
                     batch = self._take(batch, self._max)
                     if self._items:  # a wake-up meant for an idle worker: pass it on
                         self._cond.notify()
-            self._busy += 1
             return batch
 
     def _others_busy(self) -> bool:
-        """Every other worker is running a batch (called by a worker not yet counted busy)."""
-        return self._busy > 0 and self._busy >= self._config.workers - 1
+        """Every other worker holds a batch (called by a worker counted busy)."""
+        others = self._busy - 1
+        return others > 0 and others >= self._config.workers - 1
 
     @property
     def _max(self) -> int:
@@ -235,11 +247,15 @@ class Batcher:
         rows = [item.rows for item in ready if item.rows is not None]
         tensor = rows[0] if len(rows) == 1 else np.concatenate(rows)
         began = time.perf_counter()
+        alone = self._claim_alone()
         try:
-            outputs = self._run(tensor)
+            outputs = (self._run_alone if alone and self._run_alone else self._run)(tensor)
         except Exception as exc:  # delivered to every caller of the batch
             settled.done.extend((item.future, exc) for item in ready)
             return
+        finally:
+            if alone:
+                self._release_alone()
         inference_s = time.perf_counter() - began
         self._on_batch(len(tensor))
         offset = 0
@@ -256,6 +272,21 @@ class Batcher:
                 value, started - item.enqueued, item.preprocess_s, inference_s, len(tensor)
             )
             settled.done.append((item.future, result))
+
+    def _claim_alone(self) -> bool:
+        """Whether this worker may run its batch on every core: it is the only one holding a
+        batch and nothing waits (then the other workers wait until :meth:`_release_alone`)."""
+        if self._run_alone is None:
+            return False
+        with self._cond:
+            self._alone = self._busy == 1 and not self._items
+            return self._alone
+
+    def _release_alone(self) -> None:
+        with self._cond:
+            self._alone = False
+            if self._items:  # queued while this batch had every core: the others may take it
+                self._cond.notify_all()
 
     def _deliver(self, settled: _Settled) -> None:
         if not settled.done or self._loop is None:
@@ -282,6 +313,13 @@ def _deliverable(exc: BaseException) -> BaseException:
     if isinstance(exc, StopIteration | StopAsyncIteration) or not isinstance(exc, Exception):
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _join(threads: list[threading.Thread]) -> None:

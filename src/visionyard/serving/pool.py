@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from visionyard.errors import NotFoundError, VisionyardError
 from visionyard.runtime.session import InferenceSession
-from visionyard.serving.batching import BatchConfig, Batcher
+from visionyard.serving.batching import BatchConfig, Batcher, usable_cores
 from visionyard.serving.errors import ModelUnavailableError
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
@@ -31,6 +31,9 @@ class PoolConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     limits: Limits = field(default_factory=Limits)
     intra_op_threads: int = 1
+    #: ORT threads of a second session for a batch that runs alone (idle server, empty queue),
+    #: see :mod:`visionyard.serving.batching`; none when not above ``intra_op_threads``
+    alone_intra_op_threads: int = field(default_factory=usable_cores)
     variant: str | None = None
 
 
@@ -136,11 +139,12 @@ class ModelPool:
     async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
         log.info("loading version", extra={"fields": _fields(entry, resolved.version)})
         try:
-            session = await asyncio.to_thread(self._open, resolved)
+            session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving
             self._failed(entry, resolved.version, _domain(exc))
             return False
-        model = LoadedModel(entry.name, resolved.version, session, self._batcher(entry, session))
+        batcher = self._batcher(entry, session, alone)
+        model = LoadedModel(entry.name, resolved.version, session, batcher)
         model.batcher.start()
         old, entry.current = entry.current, model  # the atomic switch
         entry.state, entry.last_error, entry.failed_version = "ready", None, None
@@ -153,18 +157,30 @@ class ModelPool:
             task.add_done_callback(self._retiring.discard)
         return True
 
-    def _open(self, resolved: Resolved) -> InferenceSession:
+    def _open(self, resolved: Resolved) -> tuple[InferenceSession, InferenceSession | None]:
+        """The version's session, and its wide twin for lone batches (when configured)."""
         session = InferenceSession.open(
             resolved.path,
             variant=self.config.variant,
             intra_op_threads=self.config.intra_op_threads,
         )
         session.run(session.dummy_input(1))  # warm-up: first run allocates and optimises
-        return session
+        threads = self.config.alone_intra_op_threads
+        if threads <= self.config.intra_op_threads:
+            return session, None
+        alone = InferenceSession.from_bundle(
+            session.bundle, variant=session.variant, intra_op_threads=threads
+        )
+        alone.run(alone.dummy_input(1))
+        return session, alone
 
-    def _batcher(self, entry: ModelEntry, session: InferenceSession) -> Batcher:
+    def _batcher(
+        self, entry: ModelEntry, session: InferenceSession, alone: InferenceSession | None
+    ) -> Batcher:
         histogram = self.metrics.batch_size.labels(entry.name)
-        return Batcher(session.run, self.config.batch, histogram.observe, f"vy-{entry.name}")
+        run_alone = alone.run if alone is not None else None
+        name = f"vy-{entry.name}"
+        return Batcher(session.run, self.config.batch, histogram.observe, name, run_alone)
 
     def _failed(self, entry: ModelEntry, version: str | None, exc: VisionyardError) -> None:
         entry.last_error = f"{exc.code}: {exc}"
