@@ -101,3 +101,29 @@ def test_json_errors(datatype: str, data: object, needle: str) -> None:
 def test_invalid_base64_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="base64"):
         from_list("BYTES", [1], ["***"], base64_bytes=True)
+
+
+@pytest.mark.parametrize(
+    "shape", [[4294967296, 4294967296], [2**62, 4], [2**63 - 1, 2**63 - 1, 0, 2**40]]
+)
+def test_shapes_that_overflow_are_refused(shape: list[int]) -> None:
+    with pytest.raises(InvalidInputError, match="too many elements"):
+        from_list("FP32", shape, [])
+    with pytest.raises(InvalidInputError, match="too many elements"):
+        from_raw("FP32", shape, b"")
+
+
+def test_non_finite_outputs_are_written_as_strings() -> None:
+    array = np.array([[np.nan, np.inf], [-np.inf, 0.5]], dtype=np.float32)
+    assert to_list(array) == ["NaN", "Infinity", "-Infinity", 0.5]
+    assert to_list(np.array([1.5], dtype=np.float16)) == [1.5]
+
+
+def test_non_finite_inputs_can_be_sent_as_strings() -> None:
+    array = from_list("FP32", [3], ["NaN", "Infinity", "-Infinity"])
+    assert np.isnan(array[0])
+    assert list(array[1:]) == [np.inf, -np.inf]
+    with pytest.raises(InvalidInputError, match="numbers only"):
+        from_list("FP32", [1], ["nan please"])
+    with pytest.raises(InvalidInputError, match="numbers only"):
+        from_list("INT32", [1], ["NaN"])

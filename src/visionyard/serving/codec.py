@@ -3,12 +3,20 @@
 Raw encoding, as the protocol defines it: numeric tensors are their elements in row-major order,
 little-endian; ``BYTES`` tensors are each element as a 4-byte little-endian length followed by
 the bytes. Every size mismatch is an :class:`~visionyard.errors.InvalidInputError`.
+
+Element counts are computed with Python integers (no wrap-around) and capped at
+:data:`MAX_ELEMENTS`, so a shape such as ``[2**32, 2**32]`` is refused instead of wrapping to 0.
+
+Non-finite numbers in JSON: ``NaN`` and ``Infinity`` are not valid JSON (RFC 8259), so JSON
+tensor data writes them as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the form
+protobuf's JSON mapping uses) and reads the same strings back for floating-point inputs.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +43,10 @@ DTYPES: dict[str, np.dtype[Any]] = {
 _BY_NUMPY = {dtype.str[1:]: name for name, dtype in DTYPES.items() if name != "BYTES"}
 _BY_NUMPY["b1"] = "BOOL"
 _LENGTH = struct.Struct("<I")
+#: The most elements one tensor may declare (far above what any request body can carry).
+MAX_ELEMENTS = 2**40
+#: Non-finite floats as JSON strings (outputs) and the strings read back as them (inputs).
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def datatype_of(dtype: np.dtype[Any] | str) -> str:
@@ -58,11 +70,16 @@ def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
         raise InvalidInputError(f"shape {list(dims)} must hold non-negative integers")
     if len(dims) > 8:
         raise InvalidInputError(f"shape {list(dims)} has more than 8 dimensions")
+    if max(dims, default=0) > MAX_ELEMENTS or math.prod(dims) > MAX_ELEMENTS:
+        raise InvalidInputError(
+            f"shape {list(dims)} declares too many elements (at most {MAX_ELEMENTS})"
+        )
     return dims
 
 
 def element_count(shape: Sequence[int]) -> int:
-    return int(np.prod(check_shape(shape), dtype=np.int64))
+    """The number of elements of a shape (exact: Python integers, checked by check_shape)."""
+    return math.prod(check_shape(shape))
 
 
 def from_raw(datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray:
@@ -133,10 +150,24 @@ def to_list(array: np.ndarray) -> list[Any]:
     flat = array.reshape(-1)
     if array.dtype == np.dtype(object):
         return [_text(_as_bytes(v)) for v in flat]
-    return list(flat.tolist())
+    values = list(flat.tolist())
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return [json_number(v) for v in values]
+    return values
+
+
+def json_number(value: float) -> float | str:
+    """A float as JSON allows it: itself when finite, else ``"NaN"``/``"Infinity"``/...."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def _numeric(flat: list[Any], dtype: np.dtype[Any], datatype: str) -> np.ndarray:
+    if dtype.kind == "f" and any(isinstance(v, str) for v in flat):
+        flat = [NON_FINITE.get(v, v) if isinstance(v, str) else v for v in flat]
     if any(isinstance(v, str | bytes | dict | list) or v is None for v in flat):
         raise InvalidInputError(f"{datatype} data must hold numbers only")
     if datatype == "BOOL" and any(not isinstance(v, bool) for v in flat):

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from visionyard.errors import InvalidInputError
-from visionyard.serving.codec import check_shape, from_list, from_raw, object_array, to_raw
+from visionyard.serving.codec import (
+    check_shape,
+    element_count,
+    from_list,
+    from_raw,
+    object_array,
+    to_raw,
+)
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
@@ -97,7 +104,7 @@ def _typed(item: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]) 
     values = getattr(item.contents, field)
     if item.datatype == "BYTES":
         array = object_array(list(values))
-        if array.size != int(np.prod(shape)):
+        if array.size != element_count(shape):
             raise InvalidInputError(f"{array.size} elements of data for shape {list(shape)}")
         return array.reshape(shape)
     return from_list(item.datatype, shape, list(values))

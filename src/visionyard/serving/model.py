@@ -4,6 +4,9 @@ A request names either the model's image tensor input (``contract.input_name``, 
 preprocessed) or :data:`IMAGE_INPUT`, a ``BYTES`` tensor of encoded images (JPEG, PNG, WebP...,
 one element per image) that the server decodes and preprocesses by the version's contract. Each
 image is decoded separately so that one bad image names its index in a clean error.
+
+A tensor input holding NaN or infinities is refused unless the bundle's metadata declares
+``"accepts_non_finite": true`` (a model that handles them itself).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class LoadedModel:
         self.batcher = batcher
         self.inputs = input_specs(session)
         self.outputs = output_specs(session)
+        self.accepts_non_finite = session.bundle.metadata.get("accepts_non_finite") is True
         self.in_flight = 0
         self._closing = False
         self._drained = asyncio.Event()
@@ -104,6 +108,11 @@ class LoadedModel:
                 f"input {tensor.name!r} has datatype {tensor.datatype}; the model takes {want}"
             )
         array = check_tensor(tensor.data, meta, self.session.contract)
+        if array.dtype.kind == "f" and not self.accepts_non_finite and not np.isfinite(array).all():
+            raise InvalidInputError(
+                f"input {tensor.name!r} holds NaN or infinite values; model {self.name!r} does "
+                'not declare "accepts_non_finite" in its bundle metadata'
+            )
         size = self.session.contract.preprocessing.input_size
         identity = ImageMeta(size.width, size.height, 1.0, 1.0, 0.0, 0.0)
         return ModelBatch(array, [identity] * len(array))

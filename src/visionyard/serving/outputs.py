@@ -21,7 +21,7 @@ from visionyard.contract.preprocess import ImageMeta
 from visionyard.contract.schema import ClassificationDecoding, VisionContract
 from visionyard.errors import InvalidInputError
 from visionyard.runtime.session import InferenceSession
-from visionyard.serving.codec import datatype_of, object_array
+from visionyard.serving.codec import datatype_of, json_number, object_array
 from visionyard.serving.types import RequestedOutput, Tensor, TensorSpec
 
 Outputs = dict[str, np.ndarray]
@@ -124,12 +124,17 @@ def _top_indices(results: list[ImageResult]) -> np.ndarray:
 
 
 def _detections(results: list[ImageResult]) -> np.ndarray:
-    return object_array([json.dumps(detections_json(r)).encode() for r in results])
+    return object_array([json.dumps(detections_json(r), allow_nan=False).encode() for r in results])
 
 
 def detections_json(result: ImageResult) -> list[dict[str, object]]:
     return [
-        {"box": [round(v, 3) for v in d.box], "score": d.score, "index": d.index, "label": d.label}
+        {
+            "box": [json_number(round(v, 3)) for v in d.box],
+            "score": json_number(d.score),
+            "index": d.index,
+            "label": d.label,
+        }
         for d in result.detections
     ]
 

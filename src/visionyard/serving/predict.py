@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 
 from visionyard.contract.schema import ClassificationDecoding, VisionContract
 from visionyard.errors import InvalidInputError, VisionyardError
-from visionyard.serving.codec import object_array
+from visionyard.serving.codec import json_number, object_array
 from visionyard.serving.model import IMAGE_INPUT
 from visionyard.serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
@@ -59,7 +59,7 @@ def to_json(response: InferResponse) -> dict[str, Any]:
     labels, scores, indices = (tensors[n] for n in _CLASSIFICATION)
     body["predictions"] = [
         [
-            {"label": lab.decode(), "score": float(score), "index": int(index)}
+            {"label": lab.decode(), "score": json_number(float(score)), "index": int(index)}
             for lab, score, index in zip(row_l, row_s, row_i, strict=True)
         ]
         for row_l, row_s, row_i in zip(labels, scores, indices, strict=True)

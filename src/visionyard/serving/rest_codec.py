@@ -66,7 +66,7 @@ def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes,
     }
     if response.id:
         body["id"] = response.id
-    text = json.dumps(body, separators=(",", ":")).encode()
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     return (text + b"".join(blobs), len(text)) if blobs else (text, None)
 
 
@@ -88,12 +88,20 @@ def _header_length(value: str | None, body_length: int) -> int:
 
 def _json_object(data: bytes | memoryview) -> dict[str, Any]:
     try:
-        value = json.loads(bytes(data))
+        value = json.loads(bytes(data), parse_constant=_not_json)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInputError(f"the request is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise InvalidInputError("the request must be a JSON object")
     return value
+
+
+def _not_json(literal: str) -> Any:
+    """``NaN``/``Infinity``: Python's json reads them, but they are not valid JSON."""
+    raise InvalidInputError(
+        f"{literal} is not valid JSON; send non-finite values as the strings "
+        '"NaN", "Infinity" or "-Infinity" (to a model that accepts them)'
+    )
 
 
 def _inputs(value: Any, binary: memoryview) -> tuple[list[Tensor], int]:
