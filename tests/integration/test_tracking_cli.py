@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,34 @@ def test_runs_list_on_a_dead_server_is_exit_7(capsys: pytest.CaptureFixture[str]
         port = sock.getsockname()[1]
     assert main(["--tracking-uri", f"http://127.0.0.1:{port}", "runs", "list"]) == 7
     assert "not reachable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command", [["models", "list"], ["runs", "list"], ["models", "history", "shapes"]]
+)
+def test_reading_commands_refuse_a_store_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    typo = tmp_path / "mlfow.db"
+    assert main(["--home", str(tmp_path), "--tracking-uri", f"sqlite:///{typo}", *command]) == 7
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"error: no tracking store at {typo}: nothing was ever recorded there; check "
+        "--tracking-uri / VISIONYARD_TRACKING__URI / --home, or train or register first"
+    ]
+    assert not typo.exists()
+
+
+def test_a_directory_as_sqlite_store_fails_at_once_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path}",
+                 "models", "list"]) == 7  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "is a directory, not an SQLite database file" in lines[0]
 
 
 def test_runs_ui_prints_the_command_for_the_store(

@@ -118,6 +118,44 @@ def test_sqlite_folder_that_cannot_be_created(tmp_path: Path) -> None:
         start_run("e", settings=settings)
 
 
+def sqlite_settings(home: Path, db: Path) -> Settings:
+    return Settings(home=home, tracking={"uri": f"sqlite:///{db}"})
+
+
+def test_reading_a_missing_sqlite_store_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    typo = tmp_path / "no-such-dir" / "mlfow.db"
+    with pytest.raises(TrackingError) as info:
+        connect(TrackingConfig.from_settings(sqlite_settings(tmp_path, typo)))
+    assert f"no tracking store at {typo}" in str(info.value)
+    assert info.value.code == "tracking.failed"
+    assert not typo.exists()
+    assert not typo.parent.exists()
+
+
+def test_starting_a_run_creates_a_missing_sqlite_store(tmp_path: Path) -> None:
+    fresh = tmp_path / "new" / "mlflow.db"
+    with start_run("e", settings=sqlite_settings(tmp_path, fresh)):
+        pass
+    assert fresh.is_file()
+    connect(TrackingConfig.from_settings(sqlite_settings(tmp_path, fresh)))  # now it exists
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_a_directory_is_not_a_database(tmp_path: Path, create: bool) -> None:
+    config = TrackingConfig.from_settings(sqlite_settings(tmp_path, tmp_path))
+    with pytest.raises(TrackingError, match=r"is a directory, not an SQLite database file"):
+        connect(config, create=create)
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not a database\n")
+    config = TrackingConfig.from_settings(sqlite_settings(tmp_path, notes))
+    with pytest.raises(TrackingError, match=r"is not an SQLite database"):
+        connect(config, create=True)
+    assert notes.read_text() == "these are my notes, not a database\n"
+
+
 def test_redact_hides_passwords_only() -> None:
     assert redact("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
     assert redact("http://h:5000") == "http://h:5000"

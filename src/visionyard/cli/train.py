@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from visionyard.cli.console import app_context, err, out
 from visionyard.errors import ConfigError
 
 if TYPE_CHECKING:
+    from visionyard.settings import Settings
     from visionyard.train.trainer import TrainResult
 
 _ARCHS = "small_cnn, resnet18, mobilenet_v2"
@@ -82,8 +84,25 @@ def train(
     from visionyard.train import train as run_training
 
     settings = app_context(ctx).settings
+    _announce_new_store(settings)
     result = run_training(make_config(**values), settings, progress=progress, console=err())
     _print_summary(result)
+
+
+def _announce_new_store(settings: Settings) -> None:
+    """An explicit SQLite store that does not exist is created by the run: say so up front, a
+    typo in the path would otherwise put the run where no later command looks."""
+    from visionyard.tracking.store import TrackingConfig, missing_sqlite_store
+
+    if settings.tracking.uri is None:
+        return
+    path = missing_sqlite_store(TrackingConfig.from_settings(settings).tracking_uri)
+    if path is not None and path.resolve() != (settings.home / "mlflow.db").resolve():
+        err().print(
+            f"note: there is no tracking store at {escape(str(path))}: this run creates a NEW, "
+            "empty one (check --tracking-uri if you meant an existing store)",
+            highlight=False,
+        )
 
 
 def _size(text: str) -> tuple[int, int]:

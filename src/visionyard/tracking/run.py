@@ -306,7 +306,7 @@ def start_run(
     """Open a run in ``experiment`` (default ``settings.tracking.experiment``); use it as a
     context manager. ``settings`` defaults to :func:`~visionyard.settings.load_settings`."""
     config = TrackingConfig.from_settings(settings or load_settings().settings)
-    client = connect(config)
+    client = connect(config, create=True)
     experiment_id = ensure_experiment(client, config, experiment or config.experiment)
     env = capture_environment(seed)
     all_tags = {**_system_tags(env, description), **environment_tags(env), **(tags or {})}

@@ -34,6 +34,7 @@ from visionyard.settings import Settings
 from visionyard.tracking.translate import redact, translate_errors
 
 PROBE_TIMEOUT_S = 3.0
+SQLITE_HEADER = b"SQLite format 3\x00"
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 HTTP_SCHEMES = ("http", "https")
 #: mlflow's HTTP defaults (7 retries, 120 s timeout) keep a dead server busy for minutes; these
@@ -100,18 +101,23 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
-def connect(config: TrackingConfig) -> MlflowClient:
-    """A client with explicit tracking and registry URIs, after probing both stores."""
+def connect(config: TrackingConfig, *, create: bool = False) -> MlflowClient:
+    """A client with explicit tracking and registry URIs, after probing both stores.
+
+    A SQLite store that does not exist is refused unless ``create`` (commands that record
+    runs): a typo in a path must not silently read an empty store."""
     for uri in dict.fromkeys((config.tracking_uri, config.registry_uri)):
-        probe(uri)
+        probe(uri, create=create)
     with translate_errors(config.tracking_uri, "open the tracking store"), _quiet_mlflow():
         client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri)
         client.search_experiments(max_results=1)
     return client
 
 
-def probe(uri: str) -> None:
-    """Fail fast with :class:`TrackingUnavailableError` when the store cannot be reached."""
+def probe(uri: str, *, create: bool = False) -> None:
+    """Fail fast with :class:`TrackingUnavailableError` when the store cannot be reached, and
+    with :class:`TrackingError` for a SQLite path that is missing (unless ``create``) or that
+    cannot be a database."""
     scheme = scheme_of(uri)
     if scheme in HTTP_SCHEMES:
         for key, value in HTTP_ENV_DEFAULTS.items():
@@ -120,7 +126,7 @@ def probe(uri: str) -> None:
     elif scheme == "postgresql":
         _probe_postgres(uri)
     elif scheme == "sqlite":
-        _prepare_sqlite(uri)
+        _prepare_sqlite(uri, create)
 
 
 def ensure_experiment(client: MlflowClient, config: TrackingConfig, name: str) -> str:
@@ -210,11 +216,40 @@ def _probe_postgres(uri: str) -> None:
         raise TrackingUnavailableError(redact(uri), detail) from exc
 
 
-def _prepare_sqlite(uri: str) -> None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other schemes)."""
+    if scheme_of(uri) != "sqlite":
+        return None
     path = uri.split(":///", 1)[1] if ":///" in uri else ""
+    path = path.split("?", 1)[0]
     if not path or path == ":memory:":
         raise TrackingError(f"SQLite tracking URI {uri!r} needs a file path; {_URI_HELP}")
-    parent = Path(path).parent
+    return Path(path)
+
+
+def missing_sqlite_store(uri: str) -> Path | None:
+    """The file of a SQLite store that does not exist yet; None when it exists or is not
+    SQLite."""
+    path = sqlite_path(uri)
+    return path if path is not None and not path.exists() else None
+
+
+def _prepare_sqlite(uri: str, create: bool) -> None:
+    path = sqlite_path(uri)
+    assert path is not None
+    if path.is_dir():
+        raise TrackingError(
+            f"SQLite tracking store {path} is a directory, not an SQLite database file; "
+            f"point at a file, e.g. sqlite:///{path / 'mlflow.db'}"
+        )
+    if path.exists():
+        _check_sqlite_header(path)
+    elif not create:
+        raise TrackingError(
+            f"no tracking store at {path}: nothing was ever recorded there; check "
+            "--tracking-uri / VISIONYARD_TRACKING__URI / --home, or train or register first"
+        )
+    parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -224,6 +259,22 @@ def _prepare_sqlite(uri: str) -> None:
         ) from exc
     if not os.access(parent, os.W_OK):
         raise TrackingError(f"the SQLite tracking store folder {parent} is not writable")
+
+
+def _check_sqlite_header(path: Path) -> None:
+    """An existing file must be empty (SQLite makes it a database) or start like one."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise TrackingError(
+            f"cannot read the SQLite tracking store {path} ({exc.strerror or exc})"
+        ) from exc
+    if head and head != SQLITE_HEADER:
+        raise TrackingError(
+            f"{path} is not an SQLite database; point the tracking URI at an MLflow store "
+            "(sqlite:///path/to/mlflow.db)"
+        )
 
 
 def ui_command(config: TrackingConfig, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
