@@ -36,6 +36,20 @@ def test_synth_both(tmp_path: Path, capsys: Capture) -> None:
     assert len(list((tmp_path / "out/classification/train/star").iterdir())) == 2
     assert len(list((tmp_path / "out/detection/images").iterdir())) == 3
     assert "classification images" in err  # progress bar on stderr
+    flat = " ".join(out.split())
+    assert f"visionyard train --data {tmp_path / 'out' / 'classification'}" in flat
+    assert f"visionyard data manifest {tmp_path / 'out' / 'detection'}" in flat
+
+
+def test_the_synth_root_is_refused_naming_the_dataset_to_use(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    code, _, err = run(capsys, "data", "synth", tmp_path / "out", *SMALL)
+    assert code == 0, err
+    code, _, err = run(capsys, "data", "manifest", tmp_path / "out")
+    assert code == 5
+    (line,) = error_lines(err)
+    assert f"pass {tmp_path / 'out' / 'classification'}" in line
 
 
 @pytest.mark.parametrize("kind", ["classification", "detection"])

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from tests.fixtures.cli import Capture, run, store_flags
 from visionyard.bundle.store import load_bundle
+from visionyard.errors import TrainingError
 from visionyard.settings import Settings
 
 TINY = ["--width", "0.25", "--batch-size", "8", "--input-size", "32", "--seed", "0"]
@@ -62,6 +63,38 @@ def test_missing_data_dir_is_one_line(capsys: Capture, tmp_path: Path) -> None:
     assert "does not exist" in one_error_line(err)
     assert str(missing) in err.replace("\n", "")
     assert not (tmp_path / "mlflow.db").exists()  # no run was started
+
+
+def test_the_synth_root_is_refused_before_any_run(capsys: Capture, tmp_path: Path) -> None:
+    synth = ["--train-per-class", "2", "--val-per-class", "1", "--images", "2", "--size", "32"]
+    code, _, err = run(capsys, "data", "synth", tmp_path / "data", *synth)
+    assert code == 0, err
+    code, _, err = run(capsys, "--home", tmp_path, "train", "--data", tmp_path / "data", *TINY)
+    assert code == 5
+    line = one_error_line(err)
+    assert "classification/ holds split folders (train, val)" in line
+    assert f"pass {tmp_path / 'data' / 'classification'}" in line
+    assert not (tmp_path / "mlflow.db").exists()  # no run was started
+
+
+def test_training_into_a_store_that_does_not_exist_says_a_new_one_is_made(
+    capsys: Capture, tmp_path: Path, synth_classification: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import visionyard.train
+
+    def stop_before_training(*args: object, **kwargs: object) -> None:
+        raise TrainingError("stopped by the test before any training")
+
+    monkeypatch.setattr(visionyard.train, "train", stop_before_training)
+    typo = tmp_path / "mlfow.db"
+    code, _, err = run(capsys, "--home", tmp_path, "--tracking-uri", f"sqlite:///{typo}",
+                       "train", "--data", synth_classification, *TINY)  # fmt: skip
+    assert code == 12
+    flat = " ".join(err.split())
+    assert f"note: there is no tracking store at {typo}: this run creates a NEW, empty one" in flat
+    code, _, err = run(capsys, "--home", tmp_path, "train", "--data", synth_classification, *TINY)
+    assert code == 12
+    assert "NEW" not in err  # the store under the configured home is the default one
 
 
 def test_unknown_architecture_is_one_line(

@@ -116,3 +116,29 @@ def test_reads_synthetic_set(synth_classification: Path) -> None:
     assert dataset.classes == ("circle", "square", "star", "triangle")
     assert len(dataset.split("train")) == 4 * 6
     assert len(dataset.split("val")) == 4 * 3
+
+
+@pytest.mark.parametrize(
+    ("files", "inner", "why"),
+    [
+        (["classification/train/circle/a.png", "classification/val/circle/b.png",
+          "detection/images/c.png", "detection/annotations.json"], "classification",
+         "split folders (train, val)"),
+        (["coco/images/c.png", "coco/annotations.json", "other/d.png"], "coco",
+         "a COCO annotations.json"),
+    ],
+)  # fmt: skip
+def test_a_folder_of_datasets_is_refused_naming_the_one_to_use(
+    tmp_path: Path, files: list[str], inner: str, why: str
+) -> None:
+    touch(tmp_path, *files)
+    with pytest.raises(DatasetError) as caught:
+        read_imagefolder(tmp_path)
+    message = str(caught.value)
+    assert f"{inner}/ holds {why}" in message
+    assert f"pass {tmp_path.resolve() / inner}" in message
+
+
+def test_class_folders_may_still_hold_plain_subfolders(tmp_path: Path) -> None:
+    touch(tmp_path, "cat/indoor/a.png", "cat/outdoor/b.png", "dog/c.png")
+    assert read_imagefolder(tmp_path).classes == ("cat", "dog")

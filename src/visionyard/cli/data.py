@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -57,6 +58,7 @@ def synth(
     table = Table(title=f"synthetic datasets (seed {seed})")
     for column in ("kind", "path", "images", "labels"):
         table.add_column(column)
+    next_steps: list[str] = []
     if kind in (SynthKind.classification, SynthKind.both):
         target = output / "classification" if both else output
         with progress_bar("classification images") as tick:
@@ -70,6 +72,7 @@ def synth(
             )
         count = (train_per_class + val_per_class) * len(SHAPES)
         table.add_row("classification", str(target), str(count), ", ".join(SHAPES))
+        next_steps.append(f"visionyard train --data {target}")
     if kind in (SynthKind.detection, SynthKind.both):
         target = output / "detection" if both else output
         with progress_bar("detection images") as tick:
@@ -82,7 +85,12 @@ def synth(
                 progress=tick,
             )
         table.add_row("detection", str(target), str(images), ", ".join(SHAPES))
-    out().print(table)
+        next_steps.append(f"visionyard data manifest {target}")
+    console = out()
+    console.print(table)
+    console.print("use each dataset by its own folder, e.g.:", highlight=False)
+    for step in next_steps:
+        console.print(f"  {escape(step)}", highlight=False, soft_wrap=True)
 
 
 @app.command("manifest")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from visionyard.errors import DatasetError
 
+COCO_FILE = "annotations.json"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SPLITS = ("train", "val", "test")
 
@@ -89,6 +90,7 @@ def read_imagefolder(root: Path | str) -> ImageFolderDataset:
         groups = [(d.name, c) for d in top for c in _visible_dirs(d)]
     else:
         _reject_mixed_layout(root, top)
+        _reject_nested_datasets(root, top)
         groups = [(None, c) for c in top]
     classes = tuple(sorted({class_dir.name for _, class_dir in groups}))
     index = {name: i for i, name in enumerate(classes)}
@@ -143,3 +145,18 @@ def _reject_mixed_layout(root: Path, top: list[Path]) -> None:
             f"dataset {root} mixes split folders ({', '.join(splits)}) with class folders "
             f"({', '.join(others[:5])}); use either root/<class>/ or root/<split>/<class>/"
         )
+
+
+def _reject_nested_datasets(root: Path, top: list[Path]) -> None:
+    """A root whose "class" folders are datasets themselves (``data synth`` writes
+    ``classification/`` and ``detection/`` side by side) would train on the wrong labels."""
+    for folder in top:
+        splits = [d.name for d in _visible_dirs(folder) if d.name in SPLITS]
+        why = f"split folders ({', '.join(splits)})" if splits else ""
+        if not why and (folder / COCO_FILE).is_file():
+            why = f"a COCO {COCO_FILE}"
+        if why:
+            raise DatasetError(
+                f"{root} is a folder of datasets, not of classes: {folder.name}/ holds {why}; "
+                f"pass {folder} as the dataset"
+            )

@@ -26,13 +26,13 @@ from visionyard.bundle.store import sha256_file
 from visionyard.contract.image import DEFAULT_MAX_PIXELS, verify_image
 from visionyard.contract.schema import canonical_sha256
 from visionyard.data.coco import CocoDataset, CocoImage, read_coco
-from visionyard.data.imagefolder import ImageFolderDataset, read_imagefolder
+from visionyard.data.imagefolder import COCO_FILE, ImageFolderDataset, read_imagefolder
 from visionyard.errors import CorruptImagesError, DatasetError, ImageError
 
 ManifestKind = Literal["classification", "detection"]
 Progress = Callable[[int, int], None]
 Dataset = ImageFolderDataset | CocoDataset
-COCO_ANNOTATIONS = "annotations.json"
+COCO_ANNOTATIONS = COCO_FILE
 COCO_IMAGES = "images"
 NO_SPLIT = "all"
 
