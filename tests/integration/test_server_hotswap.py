@@ -96,6 +96,9 @@ def test_broken_version_leaves_the_old_one_serving(
     meta = client.get("/v2/models/m").json()
     assert meta["versions"] == before
     assert "bundle.tampered" in meta["parameters"]["last_error"]
+    server_paths = (str(bundles["broken"]), str(bundles["broken"].parent))
+    index = client.post("/v2/repository/index", headers=AUTH).text
+    assert not any(p in meta["parameters"]["last_error"] or p in index for p in server_paths)
     assert client.post("/v1/models/m:predict", content=RED).status_code == 200
     metrics = client.get("/metrics").text
     assert 'visionyard_model_load_failures_total{model="m"} 1.0' in metrics
@@ -188,3 +191,35 @@ def test_unload_then_load(running: RunningServer, client: httpx.Client) -> None:
     assert client.post("/v1/models/m:predict", content=RED).status_code == 503
     assert client.post("/v2/repository/models/m/load", headers=AUTH).json()["state"] == "READY"
     assert client.post("/v1/models/m:predict", content=RED).status_code == 200
+
+
+def test_unload_sticks_through_polls_and_shows_in_metadata(
+    running: RunningServer, client: httpx.Client
+) -> None:
+    assert client.post("/v2/repository/models/m/unload", headers=AUTH).status_code == 200
+    try:
+        assert running.call(running.server.pool.refresh_all()) == {"m": False}  # a poll
+        meta = client.get("/v2/models/m")
+        assert meta.status_code == 200, meta.text
+        assert meta.json()["versions"] == []
+        assert meta.json()["parameters"]["state"] == "unloaded"
+        assert client.post("/v1/models/m:predict", content=RED).status_code == 503
+    finally:
+        loaded = client.post("/v2/repository/models/m/load", headers=AUTH).json()
+    assert loaded["state"] == "READY"
+    assert client.get("/v2/models/m").json()["parameters"]["state"] == "ready"
+
+
+def test_model_metadata_needs_the_inference_token(running: RunningServer) -> None:
+    with httpx.Client(base_url=running.http_url) as anonymous:
+        assert anonymous.get("/v2/models/m").status_code == 401
+        assert anonymous.get("/v2/models/m/versions/1").status_code == 401
+        assert anonymous.get("/v2/health/live").status_code == 200  # probes stay open
+        assert anonymous.get("/v2/models/m/ready").status_code in (200, 503)
+    with grpc.insecure_channel(running.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelMetadata(pb.ModelMetadataRequest(name="m"))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = [("authorization", "Bearer infer-secret")]
+        assert stub.ModelMetadata(pb.ModelMetadataRequest(name="m"), metadata=token).name == "m"

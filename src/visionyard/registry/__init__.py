@@ -11,6 +11,7 @@ from visionyard.registry.cleanup import GcReport
 from visionyard.registry.diffing import VersionDiff
 from visionyard.registry.gates import EvalSummary, GatePolicy, GateReport, load_policy
 from visionyard.registry.history import AliasEvent, holder_stack, parse_history
+from visionyard.registry.lookup import resolve_version_number
 from visionyard.registry.promote import MoveOutcome
 from visionyard.registry.register import Registration
 from visionyard.registry.retention import RetentionPlan, plan_retention
@@ -44,4 +45,5 @@ __all__ = [
     "plan_retention",
     "reconcile",
     "resolve_bundle",
+    "resolve_version_number",
 ]

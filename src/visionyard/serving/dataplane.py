@@ -55,16 +55,23 @@ class DataPlane:
         return ServerMetadata(SERVER_NAME, __version__, list(EXTENSIONS))
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
-        model = self.pool.current(name, version)
+        """The serving version's tensors and contract; with no version serving (unloaded,
+        failed, loading) and none asked for: no versions, no tensors, and the state."""
         entry = self.pool.entry(name)
+        state: dict[str, Any] = {
+            "reference": entry.source.reference,
+            "state": entry.state,
+            "last_error": entry.last_error,
+        }
+        if entry.current is None and not version:
+            return ModelMetadata(name, [], PLATFORM, [], [], {**state, "contract": None})
+        model = self.pool.current(name, version)
         session = model.session
         parameters: dict[str, Any] = {
             "contract": session.contract.model_dump(mode="json"),
             "contract_digest": session.contract.digest(),
             "variant": session.variant,
-            "reference": entry.source.reference,
-            "state": entry.state,
-            "last_error": entry.last_error,
+            **state,
             "image_input": IMAGE_INPUT,
         }
         return ModelMetadata(

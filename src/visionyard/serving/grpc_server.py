@@ -18,7 +18,7 @@ import grpc
 from visionyard.errors import VisionyardError
 from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DataPlane
-from visionyard.serving.errors import ServerBusyError
+from visionyard.serving.errors import ServerBusyError, client_message
 from visionyard.serving.grpc_codec import encode_infer, parse_infer
 from visionyard.serving.logs import access
 from visionyard.serving.proto import grpc_service_pb2 as pb
@@ -63,7 +63,7 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         except VisionyardError as exc:
             code = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
             fields["status"] = code.name
-            await context.abort(code, str(exc), trailing_metadata=_trailer(rid, exc))
+            await context.abort(code, client_message(exc), trailing_metadata=_trailer(rid, exc))
             raise  # unreachable: abort raises
         finally:
             fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -107,8 +107,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelMetadata(  # noqa: N802
-        self, request: pb.ModelMetadataRequest, context: Any
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        check_inference(self.token, metadata.get("authorization"))
         meta = self.plane.model_metadata(request.name, request.version or None)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(

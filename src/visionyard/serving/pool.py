@@ -6,6 +6,10 @@ version in one assignment on the event loop. Requests admitted before the switch
 reference to the old version and finish on it; it is retired when its last request is done.
 A version that fails to resolve, load, verify or warm up leaves the old one serving; the failure
 is logged, counted in metrics and shown in the model's metadata (``parameters.last_error``).
+
+A version that failed is remembered: polls skip it (without downloading it again, when the
+source can look its version up first) until the source points elsewhere; an admin load retries
+it. An admin unload sticks: polls leave the model unloaded until an admin loads it again.
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from visionyard.errors import NotFoundError, VisionyardError
+from visionyard.errors import BundleError, NotFoundError, VisionyardError
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.batching import BatchConfig, Batcher, usable_cores
-from visionyard.serving.errors import ModelUnavailableError
+from visionyard.serving.errors import ModelUnavailableError, client_message
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
-from visionyard.serving.sources import ModelSource, Resolved
+from visionyard.serving.sources import ModelSource, Resolved, lookup_version
 
 log = logging.getLogger("visionyard.serving")
 
@@ -101,14 +105,26 @@ class ModelPool:
         """Resolve the source; load and switch when its version changed. True if switched."""
         entry = self.entry(name)
         async with entry.lock:
-            try:
-                resolved = await asyncio.to_thread(entry.source.resolve)
-            except VisionyardError as exc:
-                self._failed(entry, None, exc)
-                return False
-            if not self._wanted(entry, resolved, force):
+            if entry.state == "unloaded" and not force:
+                return False  # an admin unloaded it: only an admin load brings it back
+            resolved = await self._resolve(entry, force)
+            if resolved is None or not self._wanted(entry, resolved, force):
                 return False
             return await self._swap(entry, resolved)
+
+    async def _resolve(self, entry: ModelEntry, force: bool) -> Resolved | None:
+        """The source's answer; None when it failed, or when the source's version (looked up
+        before any download) is the one serving or one that failed already."""
+        version = None
+        try:
+            version = await asyncio.to_thread(lookup_version, entry.source)
+            if version is not None and not self._wanted_version(entry, version, force):
+                return None
+            return await asyncio.to_thread(entry.source.resolve)
+        except VisionyardError as exc:
+            remembered = version if isinstance(exc, BundleError) else None
+            self._failed(entry, version, exc, remember=remembered)
+            return None
 
     async def unload(self, name: str) -> None:
         entry = self.entry(name)
@@ -132,16 +148,19 @@ class ModelPool:
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _wanted(self, entry: ModelEntry, resolved: Resolved, force: bool) -> bool:
-        if entry.current is not None and entry.current.version == resolved.version:
+        return self._wanted_version(entry, resolved.version, force)
+
+    def _wanted_version(self, entry: ModelEntry, version: str, force: bool) -> bool:
+        if entry.current is not None and entry.current.version == version:
             return False
-        return force or resolved.version != entry.failed_version
+        return force or version != entry.failed_version
 
     async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
         log.info("loading version", extra={"fields": _fields(entry, resolved.version)})
         try:
             session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving
-            self._failed(entry, resolved.version, _domain(exc))
+            self._failed(entry, resolved.version, _domain(exc), remember=resolved.version)
             return False
         batcher = self._batcher(entry, session, alone)
         model = LoadedModel(entry.name, resolved.version, session, batcher)
@@ -182,16 +201,25 @@ class ModelPool:
         name = f"vy-{entry.name}"
         return Batcher(session.run, self.config.batch, histogram.observe, name, run_alone)
 
-    def _failed(self, entry: ModelEntry, version: str | None, exc: VisionyardError) -> None:
-        entry.last_error = f"{exc.code}: {exc}"
-        entry.failed_version = version or entry.failed_version
-        if entry.current is None:
+    def _failed(
+        self,
+        entry: ModelEntry,
+        version: str | None,
+        exc: VisionyardError,
+        *,
+        remember: str | None = None,
+    ) -> None:
+        """Record a failure; ``remember`` is a version to skip until the source moves."""
+        entry.last_error = f"{exc.code}: {client_message(exc)}"
+        entry.failed_version = remember or entry.failed_version
+        if entry.current is None and entry.state != "unloaded":
             entry.state = "failed"
         self.metrics.load_failures.labels(entry.name).inc()
-        fields = {**_fields(entry, version or "?"), "error": entry.last_error}
-        log.error(
-            "version failed to load; the previous one keeps serving", extra={"fields": fields}
-        )
+        serving = entry.current.version if entry.current is not None else None
+        what = f"version {version}" if version else "the source"
+        still = f"version {serving} keeps serving" if serving else "no version is serving"
+        fields = {**_fields(entry, version), "serving": serving, "error": f"{exc.code}: {exc}"}
+        log.error(f"{what} failed to load; {still}", extra={"fields": fields})
 
 
 def _domain(exc: Exception) -> VisionyardError:
@@ -200,5 +228,5 @@ def _domain(exc: Exception) -> VisionyardError:
     return VisionyardError(f"{type(exc).__name__}: {exc}")
 
 
-def _fields(entry: ModelEntry, version: str) -> dict[str, str]:
+def _fields(entry: ModelEntry, version: str | None) -> dict[str, str | None]:
     return {"model": entry.name, "version": version, "reference": entry.source.reference}

@@ -2,7 +2,8 @@
 
 Resolution goes through the registry package (the only road to MLflow); the downloaded bundle
 is cached per version under ``home/serving-cache`` so a poll that finds the alias unmoved costs
-one registry lookup and no download.
+one registry lookup and no download. :meth:`RegistrySource.lookup` answers the version number
+alone, so that the pool skips a version that failed to verify until the alias moves.
 """
 
 from __future__ import annotations
@@ -16,19 +17,26 @@ from visionyard.serving.sources import Resolved
 from visionyard.settings import Settings
 
 Resolver = Callable[[str], Resolved]
+Lookup = Callable[[str], str]
 
 
 @dataclass
 class RegistrySource:
-    """Resolve ``reference`` on every call (polling); ``resolver`` replaces the registry."""
+    """Resolve ``reference`` on every call (polling); ``resolver`` and ``lookup`` replace the
+    registry (tests)."""
 
     reference: str
     settings: Settings
     resolver: Resolver | None = None
+    lookup_version: Lookup | None = None
 
     def resolve(self) -> Resolved:
         resolver = self.resolver or registry_resolver(self.settings)
         return resolver(self.reference)
+
+    def lookup(self) -> str:
+        lookup = self.lookup_version or registry_lookup(self.settings)
+        return lookup(self.reference)
 
 
 def registry_resolver(settings: Settings) -> Resolver:
@@ -44,3 +52,16 @@ def registry_resolver(settings: Settings) -> Resolver:
         return Resolved(str(version), Path(path))
 
     return resolve
+
+
+def registry_lookup(settings: Settings) -> Lookup:
+    """The registry package's lookup: reference -> the version number it points at now."""
+    try:
+        from visionyard.registry import resolve_version_number
+    except ImportError as exc:
+        raise DependencyMissingError("the visionyard model registry", "all") from exc
+
+    def lookup(reference: str) -> str:
+        return str(resolve_version_number(settings, reference))
+
+    return lookup

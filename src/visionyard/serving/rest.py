@@ -4,6 +4,10 @@ Thin by design: each endpoint converts HTTP to :mod:`visionyard.serving.types`, 
 plane or the pool, and converts back. The two inference endpoints are implemented in
 :mod:`visionyard.serving.rest_hot`, with :data:`~visionyard.serving.rest_hot.HTTP_STATUS`, the
 REST adapter's ONE mapping from domain error codes to HTTP status codes.
+
+With an inference token set, model metadata needs it too (it shows the contract, labels and the
+registry reference); health, readiness, server metadata and ``/metrics`` stay open for probes
+and scrapers.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from starlette.types import ASGIApp
 
 from visionyard import __version__
 from visionyard.errors import VisionyardError
-from visionyard.serving.auth import check_admin
+from visionyard.serving.auth import check_admin, check_inference
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.metrics import CONTENT_TYPE
 from visionyard.serving.predict import read_images
@@ -36,7 +40,7 @@ def create_rest_app(plane: DataPlane, settings: ServingSettings) -> ASGIApp:
     """The REST adapter as one ASGI app: request context -> hot path -> FastAPI."""
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
     app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
-    _health_routes(app, plane)
+    _health_routes(app, plane, settings)
     _infer_routes(app, plane, settings)
     _admin_routes(app, plane, settings)
     hot = HotPath(app, plane, settings)
@@ -51,7 +55,7 @@ def _response(reply: Reply) -> Response:
     return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
 
 
-def _health_routes(app: FastAPI, plane: DataPlane) -> None:
+def _health_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
     @app.get("/v2/health/live")
     async def live() -> JSONResponse:
         return JSONResponse({"live": plane.live()})
@@ -76,7 +80,10 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str | None = None) -> JSONResponse:
+    async def model_metadata(
+        request: Request, name: str, version: str | None = None
+    ) -> JSONResponse:
+        check_inference(settings.inference_token, request.headers.get("authorization"))
         meta = plane.model_metadata(name, version)
         return JSONResponse(
             {
@@ -86,7 +93,7 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
                 "inputs": [_spec(s) for s in meta.inputs],
                 "outputs": [_spec(s) for s in meta.outputs],
                 "parameters": meta.parameters,
-                "contract": meta.parameters["contract"],
+                "contract": meta.parameters.get("contract"),
             }
         )
 

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from visionyard.errors import VisionyardError
 from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DataPlane
-from visionyard.serving.errors import ServerBusyError
+from visionyard.serving.errors import ServerBusyError, client_message
 from visionyard.serving.predict import predict_request, to_json
 from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
 from visionyard.serving.rest_middleware import request_headers
@@ -69,7 +69,8 @@ def error_reply(exc: VisionyardError) -> Reply:
         headers["Retry-After"] = str(exc.retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return Reply(status, _json({"error": str(exc), "code": exc.code}), headers=headers)
+    body = {"error": client_message(exc), "code": exc.code}
+    return Reply(status, _json(body), headers=headers)
 
 
 def authorize(

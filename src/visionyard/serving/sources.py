@@ -3,6 +3,8 @@
 A :class:`ModelSource` answers one question, blocking: which version should be served now, and
 where is its bundle on disk? The pool calls it at start, on every poll and on an admin reload;
 when the answer's version changes, the pool loads and swaps (see :mod:`visionyard.serving.pool`).
+A source that can also tell which version it points at WITHOUT downloading it
+(:class:`VersionLookup`) lets the pool skip a version that already failed to verify.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from visionyard.errors import ConfigError
 
@@ -36,6 +38,18 @@ class ModelSource(Protocol):
     def resolve(self) -> Resolved:
         """The version to serve now (blocking; may download a bundle)."""
         ...
+
+
+@runtime_checkable
+class VersionLookup(Protocol):
+    def lookup(self) -> str:
+        """The version the source points at now (blocking, cheap: no download)."""
+        ...
+
+
+def lookup_version(source: ModelSource) -> str | None:
+    """The source's current version without downloading it; None when it cannot tell."""
+    return source.lookup() if isinstance(source, VersionLookup) else None
 
 
 @dataclass(frozen=True)
