@@ -17,7 +17,13 @@ from visionyard.errors import GateFailedError, NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.aliases import AliasState, MoveResult, move_alias, reconcile
 from visionyard.registry.gates import GateReport
-from visionyard.registry.history import EventKind, new_event, new_event_key, rollback_target
+from visionyard.registry.history import (
+    AliasEvent,
+    EventKind,
+    new_event,
+    new_event_key,
+    rollback_target,
+)
 from visionyard.tracking.mlflow_model import scratch_dir
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
@@ -96,9 +102,19 @@ def promote(
 def rollback(
     client: RegistryClient, name: str, alias: str, actor: str, reason: str = ""
 ) -> MoveOutcome:
-    """Move ``alias`` back to its previous holder in the history (further back when repeated)."""
+    """Move ``alias`` back to its previous holder in the history (further back when repeated).
+
+    When the alias has an interrupted rollback pending (a rollback killed after recording its
+    event), completing it IS this rollback: that move starts from the holder the user still
+    sees, so it does what was asked, and rolling back again on top would go back two steps.
+    """
     client.get_model(name)
     state, pending = reconcile(client, name, alias)
+    if pending and (done := _completed_rollback(state)) is not None:
+        result = MoveResult(done, done.to_version, done)
+        return MoveOutcome(
+            alias, done.from_version, done.to_version, result, completed_pending=True
+        )
     _, target = rollback_target(state.history, alias, lambda v: _exists(client, name, v))
     request = PromoteRequest(name, target, alias, actor, reason=reason)
     result = _move(client, request, state, target, "rollback", None, None)
@@ -151,6 +167,14 @@ def _move(
             "kept in the history but superseded"
         )
     return result
+
+
+def _completed_rollback(state: AliasState) -> AliasEvent | None:
+    """The rollback that :func:`reconcile` just completed, if that is what the alias shows."""
+    last = state.last
+    if last is not None and last.kind == "rollback" and state.sync == "in-sync":
+        return last
+    return None
 
 
 def _exists(client: RegistryClient, name: str, version: str) -> bool:
