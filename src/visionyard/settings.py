@@ -49,6 +49,11 @@ class TrackingSettings(_Section):
 
 class RegistrySettings(_Section):
     aliases: list[str] = Field(default_factory=lambda: ["candidate", "staging", "production"])
+    signing_key: str | None = Field(
+        None,
+        description="HMAC key: sign digests at registration/export and refuse unsigned or "
+        "badly signed versions on every load (for registries others can write to)",
+    )
 
 
 class TrainSettings(_Section):

@@ -1,4 +1,5 @@
-"""export_version: a registered version's bundle gets its variants, reports and lineage tags.
+"""export_version: a registered version's variants are stored BESIDE its bundle, which never
+changes, each with a digest recorded on the version that every load checks.
 
 The store is an in-memory stand-in with the registry client's four methods, holding the
 version's artifacts in a folder, so the test sees exactly what is uploaded and tagged.
@@ -6,8 +7,9 @@ version's artifacts in a folder, so the test sees exactly what is uploaded and t
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,14 @@ import pytest
 from tests.fixtures.runtime import write_colour_bundle
 from tests.integration.test_export_variants import dark_set, noisy_colour_set
 from visionyard.bundle import load_bundle
+from visionyard.bundle.packs import PACK_MANIFEST, PACK_MODEL
 from visionyard.data import ImageFolderDataset, read_imagefolder
-from visionyard.errors import NotFoundError
-from visionyard.export.registry import changed_files, export_version, version_tags
+from visionyard.errors import BundleIntegrityError, ExportError, NotFoundError
+from visionyard.export.registry import export_version, version_tags
 from visionyard.export.variants import TimingOptions, VariantOptions
+from visionyard.registry.trust import materialize, signature_tags
 from visionyard.runtime import InferenceSession, read_variant_reports
+from visionyard.tracking.registry_client import VersionInfo
 
 FAST = VariantOptions(timing=TimingOptions(warmup=1, iterations=3, throughput_iterations=1))
 
@@ -32,15 +37,19 @@ class FolderStore:
     uploads: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
 
-    def get_version(self, name: str, version: str) -> str:
+    @property
+    def version(self) -> VersionInfo:
+        return VersionInfo("colours", "1", None, "", None, 0, "READY", "", None, dict(self.tags))
+
+    def get_version(self, name: str, version: str) -> VersionInfo:
         if (name, version) != ("colours", "1"):
             raise NotFoundError("version", f"{name}/{version}")
-        return f"{name}/{version}"
+        return self.version
 
-    def download_version_artifacts(self, version: str, path: str, dst: Path) -> Path:
+    def download_version_artifacts(self, version: VersionInfo, path: str, dst: Path) -> Path:
         return Path(shutil.copytree(self.root / path, dst / path))
 
-    def upload_version_artifact(self, version: str, local: Path, artifact_dir: str) -> str:
+    def upload_version_artifact(self, version: VersionInfo, local: Path, artifact_dir: str) -> str:
         target = self.root / artifact_dir / local.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, target)
@@ -58,59 +67,107 @@ def colours(tmp_path_factory: pytest.TempPathFactory) -> ImageFolderDataset:
 
 @pytest.fixture
 def store(tmp_path: Path) -> FolderStore:
-    write_colour_bundle(tmp_path / "artifacts" / "bundle")
-    return FolderStore(tmp_path / "artifacts")
+    bundle = write_colour_bundle(tmp_path / "artifacts" / "bundle")
+    return FolderStore(tmp_path / "artifacts", tags={"vy.bundle_digest": bundle.digest()})
 
 
-def test_variants_reports_and_tags_are_stored_on_the_version(
+def export(
+    store: FolderStore, data: ImageFolderDataset, work: Path, variants: str = "int8", **kw: object
+) -> list[object]:
+    calibration = kw.pop("calibration_set", data.split("train"))
+    return export_version(  # type: ignore[return-value]
+        store, "colours", "1", variants=variants, eval_set=data.split("val"),
+        calibration_set=calibration, options=FAST, workdir=work, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_variants_are_stored_beside_the_bundle_which_never_changes(
     store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
 ) -> None:
-    reports = export_version(
-        store,
-        "colours",
-        "1",
-        variants="int8,fp16",
-        eval_set=colours.split("val"),
-        calibration_set=colours.split("train"),
-        options=FAST,
-        workdir=tmp_path / "work",
-    )
-    assert [r.status for r in reports] == ["reference", "passed", "passed"]
-    assert store.uploads[-1] == "bundle/manifest.json"
-    assert set(store.uploads) == {
-        "bundle/manifest.json",
-        "bundle/variants/int8.onnx",
-        "bundle/variants/fp16.onnx",
-        "bundle/reports/variants.json",
-        "bundle/reports/variants/fp32.json",
-        "bundle/reports/variants/int8.json",
-        "bundle/reports/variants/fp16.json",
-    }
-    stored = load_bundle(store.root / "bundle")  # the uploaded bundle verifies
-    assert set(read_variant_reports(stored)) == {"fp32", "int8", "fp16"}
-    assert InferenceSession.open(stored, variant="int8").variant == "int8"
+    registered = files_of(store.root / "bundle")
+    reports = export(store, colours, tmp_path / "work", "int8,fp16")
+    assert [r.status for r in reports] == ["reference", "passed", "passed"]  # type: ignore[attr-defined]
+    assert files_of(store.root / "bundle") == registered  # not one byte of the version changed
+    assert {u.rsplit("/", 1)[0] for u in store.uploads} == {
+        "variants/fp32", "variants/int8", "variants/fp16",
+    }  # fmt: skip
+    assert "variants/fp32/model.onnx" not in store.uploads  # the reference pack holds reports
+    for name in ("fp32", "int8", "fp16"):
+        assert len(store.tags[f"vy.variant_digest.{name}"]) == 64
     assert store.tags["vy.variants"] == "fp32,fp16,int8"
     assert store.tags["vy.variant.int8"].startswith("passed accuracy +0.0pt ")
     assert "vy.variant.fp32" not in store.tags
+
+    loaded = materialize(store, store.version, tmp_path / "loaded", None)
+    assert set(read_variant_reports(loaded)) == {"fp32", "int8", "fp16"}
+    assert InferenceSession.open(loaded.path, variant="int8").variant == "int8"
+    assert loaded.metadata["registered"]["bundle_digest"] == store.tags["vy.bundle_digest"]
+
+
+def test_a_variant_the_version_already_has_is_never_replaced(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
+) -> None:
+    export(store, colours, tmp_path / "first")
+    before = files_of(store.root)
+    with pytest.raises(ExportError, match="already has variant.*int8.*never change"):
+        export(store, colours, tmp_path / "again", "int8,fp16")
+    assert files_of(store.root) == before
+
+
+def test_a_tampered_and_resealed_variant_pack_is_refused(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
+) -> None:
+    export(store, colours, tmp_path / "work")
+    pack = store.root / "variants" / "int8"
+    (pack / PACK_MODEL).write_bytes((pack / PACK_MODEL).read_bytes() + b"\0")
+    body = json.loads((pack / PACK_MANIFEST).read_text())
+    from visionyard.bundle.store import file_entry
+
+    body["files"][PACK_MODEL] = file_entry(pack / PACK_MODEL)  # re-sealed: pack.json agrees
+    (pack / PACK_MANIFEST).write_text(json.dumps(body))
+    with pytest.raises(BundleIntegrityError, match="recorded at registration"):
+        materialize(store, store.version, tmp_path / "loaded", None)
+
+
+def test_a_pack_whose_digest_was_never_recorded_is_ignored_and_replaced(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
+) -> None:
+    export(store, colours, tmp_path / "work")
+    for key in [k for k in store.tags if k.endswith(".int8")]:
+        del store.tags[key]  # as if the export was killed before it recorded the digest
+    assert "int8" not in materialize(store, store.version, tmp_path / "a", None).variants
+    export(store, colours, tmp_path / "retry")
+    assert "int8" in materialize(store, store.version, tmp_path / "b", None).variants
 
 
 def test_a_rejected_variant_is_tagged_but_not_uploaded(
     store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
 ) -> None:
-    export_version(
-        store,
-        "colours",
-        "1",
-        variants="int8",
-        eval_set=colours.split("val"),
-        calibration_set=dark_set(tmp_path / "dark"),
-        options=FAST,
-        workdir=tmp_path / "work",
-    )
+    export(store, colours, tmp_path / "work", calibration_set=dark_set(tmp_path / "dark"))
     assert not any("int8" in path for path in store.uploads)
     assert store.tags["vy.variants"] == "fp32"
     assert store.tags["vy.variant.int8"].startswith("rejected accuracy -")
     assert "int8" not in load_bundle(store.root / "bundle").variants
+
+
+def test_signed_variants_load_only_with_the_key(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
+) -> None:
+    digest = store.tags["vy.bundle_digest"]
+    store.tags.update(signature_tags("k3y", "colours", "1", "bundle", digest))
+    export(store, colours, tmp_path / "work", signing_key="k3y")
+    assert store.tags["vy.variant_signature.int8"].startswith("hmac-sha256:")
+    assert "int8" in materialize(store, store.version, tmp_path / "ok", "k3y").variants
+    with pytest.raises(BundleIntegrityError, match="signature does not match"):
+        materialize(store, store.version, tmp_path / "wrong", "other-key")
+    unsigned = replace(store.version, tags={k: v for k, v in store.tags.items()
+                                            if "signature.int8" not in k})  # fmt: skip
+    with pytest.raises(BundleIntegrityError, match="no signature"):
+        materialize(store, unsigned, tmp_path / "unsigned", "k3y")
 
 
 def test_unknown_version_is_not_found(
@@ -123,13 +180,6 @@ def test_unknown_version_is_not_found(
     assert store.uploads == []
 
 
-def test_changed_files_lists_new_and_modified_files_with_the_manifest_last() -> None:
-    before = {"model.onnx": {"sha256": "a"}, "reports/variants.json": {"sha256": "b"}}
-    after = {**before, "reports/variants.json": {"sha256": "c"}, "variants/x.onnx": {"sha": 1}}
-    assert changed_files(before, after) == [
-        "reports/variants.json",
-        "variants/x.onnx",
-        "manifest.json",
-    ]
-    assert changed_files(before, before) == []
+def test_version_tags_list_what_the_version_holds() -> None:
     assert version_tags([], {"fp32": "model.onnx"}) == {"vy.variants": "fp32"}
+    assert version_tags([], ["int8", "fp32"]) == {"vy.variants": "fp32,int8"}

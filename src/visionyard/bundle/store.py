@@ -11,8 +11,11 @@ Layout::
       ...                  any extra file (reports, label files), listed in the manifest
 
 Loading verifies every listed file's size and sha256 and refuses a tampered, missing or extra
-file. No pickle anywhere: only JSON and ONNX protobufs. No library covers this small format, so
-it is written here.
+file. A manifest only proves that the files agree with each other: whoever can write the files
+can also re-seal the manifest. So a registered bundle is also checked against the digest the
+registry recorded when it was registered (``load_bundle(path, expected_digest=...)``). No pickle
+anywhere: only JSON and ONNX protobufs. No library covers this small format, so it is written
+here.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visionyard.contract.schema import VisionContract, parse_contract
+from visionyard.contract.schema import VisionContract, canonical_sha256, parse_contract
 from visionyard.errors import BundleError, BundleIntegrityError, ContractError
 
 MANIFEST = "manifest.json"
@@ -56,8 +59,9 @@ class Bundle:
         return self.path / self.variants[variant]
 
     def digest(self) -> str:
-        """Content digest of the whole bundle (stable over its manifest's file list)."""
-        return sha256_bytes(_canonical({"files": self.files, "variants": self.variants}))
+        """Content digest of the whole bundle: :func:`canonical_sha256` (the one digest formula
+        of visionyard) over the manifest's file table and variants."""
+        return canonical_sha256({"files": self.files, "variants": self.variants})
 
 
 def write_bundle(
@@ -84,7 +88,8 @@ def write_bundle(
             _put(staging / names[variant], source)
         for rel, source in (extra_files or {}).items():
             _put(staging / _safe_rel(staging, rel), source)
-        _write_manifest(staging, names, dict(metadata or {}))
+        table = {rel: file_entry(staging / rel) for rel in _listed_files(staging)}
+        seal(staging, table, names, dict(metadata or {}))
         if directory.exists():
             directory.rmdir()
         os.replace(staging, directory)
@@ -97,17 +102,22 @@ def write_bundle(
 def add_files(
     bundle: Bundle, files: Mapping[str, FileSource], variants: Mapping[str, str]
 ) -> Bundle:
-    """Add files (and register variants among them) to a verified bundle, re-sealing it."""
-    verified = load_bundle(bundle.path)
+    """Add files (and register variants among them) to a bundle that :func:`load_bundle`
+    verified, re-sealing it. Only the new files are hashed: the verified ``bundle`` vouches for
+    the rest (a second pass over the same files proves nothing new)."""
+    table = dict(bundle.files)
     for rel, source in files.items():
-        _put(bundle.path / _safe_rel(bundle.path, rel), source)
-    names = {**verified.variants, **variants}
-    _write_manifest(bundle.path, names, verified.metadata)
-    return load_bundle(bundle.path)
+        safe = _safe_rel(bundle.path, rel)
+        _put(bundle.path / safe, source)
+        table[safe] = file_entry(bundle.path / safe)
+    names = {**bundle.variants, **variants}
+    seal(bundle.path, table, names, bundle.metadata)
+    return Bundle(bundle.path, bundle.contract, table, names, dict(bundle.metadata))
 
 
-def load_bundle(directory: Path | str) -> Bundle:
-    """Load and verify a bundle; raises :class:`BundleIntegrityError` on any mismatch."""
+def load_bundle(directory: Path | str, *, expected_digest: str | None = None) -> Bundle:
+    """Load and verify a bundle; raises :class:`BundleIntegrityError` on any mismatch, and when
+    ``expected_digest`` (the registry's record) is given and the bundle's digest differs."""
     root = Path(directory)
     manifest = _read_manifest(root)
     files: dict[str, dict[str, Any]] = manifest["files"]
@@ -122,7 +132,20 @@ def load_bundle(directory: Path | str) -> Bundle:
     for variant, rel in variants.items():
         if rel not in files:
             raise BundleIntegrityError(root, f"variant {variant!r} file {rel} is not listed")
-    return Bundle(root, contract, files, variants, dict(manifest.get("metadata") or {}))
+    bundle = Bundle(root, contract, files, variants, dict(manifest.get("metadata") or {}))
+    if expected_digest is not None:
+        check_digest(bundle.digest(), expected_digest, root)
+    return bundle
+
+
+def check_digest(found: str, expected: str, where: Path | str) -> None:
+    """:class:`BundleIntegrityError` unless ``found`` is the recorded ``expected`` digest."""
+    if found != expected:
+        raise BundleIntegrityError(
+            where,
+            f"digest {found[:12]} differs from {expected[:12]}, the digest recorded at "
+            "registration: the files were edited and re-sealed, or replaced; refusing to load",
+        )
 
 
 def sha256_file(path: Path | str, chunk_size: int = CHUNK_SIZE) -> str:
@@ -136,10 +159,6 @@ def sha256_file(path: Path | str, chunk_size: int = CHUNK_SIZE) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _put(target: Path, source: FileSource) -> None:
@@ -160,16 +179,23 @@ def _safe_rel(root: Path, rel: str) -> str:
     return Path(rel).as_posix()
 
 
-def _write_manifest(root: Path, variants: Mapping[str, str], metadata: dict[str, Any]) -> None:
-    files = {
-        rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
-        for rel in _listed_files(root)
-    }
+def file_entry(path: Path) -> dict[str, Any]:
+    """A manifest entry: the file's sha256 and size."""
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def seal(
+    root: Path,
+    files: Mapping[str, Any],
+    variants: Mapping[str, str],
+    metadata: Mapping[str, Any],
+) -> None:
+    """Write ``manifest.json`` for the file table ``files`` (atomically)."""
     body = {
         "bundle_version": BUNDLE_VERSION,
-        "files": files,
+        "files": dict(files),
         "variants": dict(variants),
-        "metadata": metadata,
+        "metadata": dict(metadata),
     }
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")

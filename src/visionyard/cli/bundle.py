@@ -5,23 +5,58 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import out
+from visionyard.cli.console import out, registry
 
 app = typer.Typer(help="Verify and inspect model bundles.", no_args_is_help=True)
 
 
 @app.command("verify")
-def verify(path: Path = typer.Argument(..., help="Bundle directory.")) -> None:
-    """Check every file of a bundle against its manifest checksums."""
+def verify(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="Bundle directory, or a registered NAME/VERSION."),
+) -> None:
+    """Check a bundle directory against its manifest, or every piece of a registered version
+    (bundle and variants) against the digests the registry recorded."""
     from visionyard.bundle import load_bundle
+    from visionyard.registry.views import is_reference
 
-    bundle = load_bundle(path)
-    out().print(
-        f"[green]ok[/] {path}: {len(bundle.files)} files verified, "
-        f"variants {', '.join(sorted(bundle.variants))}, digest {bundle.digest()}"
-    )
+    if Path(target).exists() or not is_reference(target):
+        bundle = load_bundle(target)
+        out().print(
+            f"[green]ok[/] {escape(target)}: {len(bundle.files)} files verified, "
+            f"variants {', '.join(sorted(bundle.variants))}, digest {bundle.digest()}"
+        )
+        return
+    _verify_version(ctx, target)
+
+
+def _verify_version(ctx: typer.Context, reference: str) -> None:
+    from visionyard.errors import BundleIntegrityError
+    from visionyard.tracking.mlflow_model import scratch_dir
+
+    with scratch_dir("vy-verify-") as tmp:
+        version, rows = registry(ctx).verify(reference, tmp)
+    table = Table(title=f"{escape(version.name)} version {version.version} against the registry")
+    for column in ("piece", "recorded digest", "found digest", "result"):
+        table.add_column(column)
+    for row in rows:
+        result = "[green]ok[/]" if row.ok else f"[red]{escape(_short(row.problem))}[/]"
+        table.add_row(row.piece, row.recorded[:16], (row.found or "-")[:16], result)
+    out().print(table)
+    bad = [row.piece for row in rows if not row.ok]
+    if bad:
+        raise BundleIntegrityError(
+            f"{version.name}/{version.version}", f"{', '.join(bad)} failed verification"
+        )
+
+
+def _short(problem: str | None) -> str:
+    """The problem without the local scratch path (it names a deleted folder)."""
+    text = problem or ""
+    return text.split(": ", 1)[1] if text.startswith("bundle ") and ": " in text else text
 
 
 @app.command("show")

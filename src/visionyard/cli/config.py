@@ -33,6 +33,6 @@ def show(
     table.add_column("value")
     table.add_column("source")
     for key, value in values.items():
-        shown = "***" if key.endswith("token") and value else json.dumps(value)
+        shown = "***" if key.endswith(("token", "key")) and value else json.dumps(value)
         table.add_row(key, shown, loaded.sources.get(key, "default"))
     out().print(table)

@@ -5,7 +5,6 @@ Heavy imports (onnxruntime, onnx) happen inside the command so ``visionyard --he
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -105,8 +104,9 @@ def _run(
             progress=progress,
         )
     from visionyard.export.registry import export_registered  # imports mlflow
+    from visionyard.tracking.mlflow_model import scratch_dir
 
-    with tempfile.TemporaryDirectory(prefix="vy-export-") as workdir:
+    with scratch_dir("vy-export-") as workdir:
         return export_registered(
             app_context(ctx).settings,
             *target,

@@ -156,7 +156,9 @@ def _lineage(view: VersionView) -> Table:
     }
     for key, value in sorted(tags.items()):
         if key.startswith("vy.variant."):
-            rows[f"variant {key.removeprefix('vy.variant.')}"] = value
+            name = key.removeprefix("vy.variant.")
+            digest = tags.get(f"vy.variant_digest.{name}")
+            rows[f"variant {name}"] = value + (f" (digest {digest[:12]})" if digest else "")
     for key, value in rows.items():
         table.add_row(key, escape(value))
     return table

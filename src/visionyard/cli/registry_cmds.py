@@ -127,6 +127,8 @@ def print_report(report: GateReport, ref: str) -> None:
     for check in report.checks:
         checks.add_row(check.name, "pass" if check.passed else "[red]FAIL[/]", escape(check.detail))
     console.print(checks)
+    if report.comparison:
+        console.print(f"compared: {escape(report.comparison)}", highlight=False)
     verdict = "[green]PASSED[/]" if report.passed else "[red]FAILED[/]"
     console.print(f"gate {verdict}; report stored at {escape(ref)}", highlight=False)
 

@@ -1,34 +1,49 @@
-"""Variants of a registered model version: built on its bundle, stored back as its artifacts.
+"""Variants of a registered model version: built on its bundle, stored BESIDE it.
 
-``visionyard export NAME VERSION`` downloads the version's ``bundle/`` artifact, runs
-:func:`~visionyard.export.variants.build_variants` on it, then uploads what changed (the new
-variant files, the reports, and last the re-sealed ``manifest.json``, so the stored bundle stays
-verifiable) and tags the version so ``models show`` can list its variants as lineage::
+A registered version's files never change. ``visionyard export NAME VERSION`` downloads the
+version and checks it against the digests the registry recorded
+(:func:`visionyard.registry.trust.materialize`), builds and measures the variants
+(:func:`~visionyard.export.variants.measure_variants`), and stores each kept variant as a pack of
+its own under ``variants/<name>/`` (:mod:`visionyard.bundle.packs`), then records the pack's
+digest on the version (signed when ``registry.signing_key`` is set), and last the lineage tags
+``models show`` lists::
 
-    vy.variants        = "fp32,int8"                              (what the bundle holds now)
-    vy.variant.int8    = "passed accuracy -0.3pt 2.80x 11.2MB"
-    vy.variant.fp16    = "rejected accuracy -2.1pt 0.40x 22.4MB"   (measured, not stored)
+    vy.variant_digest.int8 = "<pack digest>"                        (what every load checks)
+    vy.variants            = "fp32,int8"                            (what the version holds now)
+    vy.variant.int8        = "passed accuracy -0.3pt 2.80x 11.2MB"
+    vy.variant.fp16        = "rejected accuracy -2.1pt 0.40x 22.4MB" (measured, not stored)
 
-``vy.bundle_digest`` keeps the digest of the bundle as registered (the registry matches it
-against training runs to find duplicates); the FP32 model and contract are never changed.
+The FP32 reference's measurements (what each variant was compared with) are a pack too
+(``variants/fp32/``, no model). A variant the version already records is never replaced: build
+it on a new version instead. A pack uploaded by an export killed before its digest was recorded
+is not trusted by any load, and the next export of that variant replaces it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from visionyard.bundle.store import MANIFEST, load_bundle
+from visionyard.bundle.packs import write_pack
+from visionyard.errors import ExportError
 from visionyard.export.evaluation import EvalSet
 from visionyard.export.quantize import CalibrationSource
 from visionyard.export.reports import VariantReport, tag_summary
-from visionyard.export.variants import Progress, VariantOptions, build_variants
+from visionyard.export.variants import (
+    Built,
+    Progress,
+    VariantOptions,
+    measure_variants,
+    parse_variants,
+)
 from visionyard.registry import tags as T
+from visionyard.registry.trust import materialize, record_of, signature_tags
 from visionyard.runtime.variants import REFERENCE
 from visionyard.settings import Settings
+from visionyard.tracking.registry_client import VersionInfo
 
-BUNDLE_DIR = T.BUNDLE_ARTIFACT
 TAG_VARIANTS = T.VARIANTS
 TAG_PREFIX = "vy.variant."
 
@@ -36,11 +51,13 @@ TAG_PREFIX = "vy.variant."
 class VersionStore(Protocol):
     """What this module needs of :class:`visionyard.tracking.registry_client.RegistryClient`."""
 
-    def get_version(self, name: str, version: str) -> Any: ...
+    def get_version(self, name: str, version: str) -> VersionInfo: ...
 
-    def download_version_artifacts(self, version: Any, path: str, dst: Path) -> Path: ...
+    def download_version_artifacts(self, version: VersionInfo, path: str, dst: Path) -> Path: ...
 
-    def upload_version_artifact(self, version: Any, local: Path, artifact_dir: str) -> str: ...
+    def upload_version_artifact(
+        self, version: VersionInfo, local: Path, artifact_dir: str
+    ) -> str: ...
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
 
@@ -56,39 +73,33 @@ def export_version(
     options: VariantOptions | None = None,
     progress: Progress | None = None,
     workdir: Path,
+    signing_key: str | None = None,
 ) -> list[VariantReport]:
-    """Build variants of version ``version`` of ``name``; store the kept ones on the version."""
+    """Build variants of version ``version`` of ``name``; store the kept ones beside it."""
     info = store.get_version(name, str(version))
     say = progress or (lambda _message: None)
-    say(f"downloading the bundle of {name} version {version}")
-    bundle_dir = store.download_version_artifacts(info, BUNDLE_DIR, workdir)
-    before = dict(load_bundle(bundle_dir).files)
-    reports = build_variants(
-        bundle_dir,
-        variants=variants,
-        eval_set=eval_set,
-        calibration_set=calibration_set,
-        options=options,
-        progress=progress,
-    )
-    after = load_bundle(bundle_dir)
-    say("uploading the variants and reports")
-    for rel in changed_files(before, after.files):
-        store.upload_version_artifact(info, bundle_dir / rel, _artifact_dir(rel))
-    for key, value in version_tags(reports, after.variants).items():
+    say(f"downloading and verifying {name} version {version}")
+    bundle = materialize(store, info, workdir / "version", signing_key)
+    wanted = parse_variants(variants)
+    _refuse_existing(info, wanted, bundle.variants)
+    built = measure_variants(
+        bundle, variants=wanted, eval_set=eval_set, calibration_set=calibration_set,
+        options=options, progress=progress,
+    )  # fmt: skip
+    say("storing the variants beside the version")
+    recorded = record_of(info).variants
+    for item in built:
+        if item.report.stored and item.report.name not in recorded:
+            _store_pack(store, info, item, workdir / "packs", signing_key)
+    held = [*bundle.variants, *(b.report.name for b in built if _holds(b))]
+    for key, value in version_tags([b.report for b in built], held).items():
         store.set_version_tag(name, str(version), key, value)
-    return reports
+    return [b.report for b in built]
 
 
-def changed_files(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """Files that are new or different after the export, ``manifest.json`` last."""
-    changed = sorted(rel for rel, info in after.items() if before.get(rel) != info)
-    return [*changed, MANIFEST] if changed else []
-
-
-def version_tags(reports: Sequence[VariantReport], stored: Mapping[str, str]) -> dict[str, str]:
+def version_tags(reports: Sequence[VariantReport], held: Iterable[str]) -> dict[str, str]:
     """The lineage tags of a version (see the module docstring)."""
-    tags = {TAG_VARIANTS: ",".join(sorted(stored, key=_variant_order))}
+    tags = {TAG_VARIANTS: ",".join(sorted(set(held), key=_variant_order))}
     for report in reports:
         if report.name != REFERENCE:
             tags[TAG_PREFIX + report.name] = tag_summary(report)
@@ -102,13 +113,44 @@ def export_registered(
     from visionyard.tracking.registry_client import RegistryClient
 
     return export_version(
-        RegistryClient.from_settings(settings), name, version, workdir=workdir, **kwargs
-    )
+        RegistryClient.from_settings(settings), name, version, workdir=workdir,
+        signing_key=settings.registry.signing_key, **kwargs,
+    )  # fmt: skip
 
 
-def _artifact_dir(rel: str) -> str:
-    parent = Path(rel).parent.as_posix()
-    return BUNDLE_DIR if parent == "." else f"{BUNDLE_DIR}/{parent}"
+def _refuse_existing(info: VersionInfo, wanted: Sequence[str], held: Mapping[str, str]) -> None:
+    existing = [n for n in wanted if n != REFERENCE and n in held]
+    if existing:
+        raise ExportError(
+            f"version {info.version} of {info.name!r} already has variant(s) "
+            f"{', '.join(existing)}; a registered version's files never change: export the "
+            "other variants, or build these on a new version"
+        )
+
+
+def _store_pack(
+    store: VersionStore, info: VersionInfo, item: Built, root: Path, key: str | None
+) -> None:
+    report = item.report
+    base = record_of(info).bundle_digest
+    body = (json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+    pack = write_pack(
+        root / report.name, name=report.name, base_digest=base, model=item.model,
+        summary=report.summary(), report=body,
+    )  # fmt: skip
+    piece = f"{T.VARIANTS_ARTIFACT}/{report.name}"
+    for path in sorted(pack.path.iterdir()):
+        store.upload_version_artifact(info, path, piece)
+    digest = pack.digest()
+    # the signature first: the digest tag is what makes the pack trusted, so it comes last
+    tags = signature_tags(key, info.name, info.version, piece, digest)
+    tags[T.VARIANT_DIGEST_PREFIX + report.name] = digest
+    for tag, value in tags.items():
+        store.set_version_tag(info.name, info.version, tag, value)
+
+
+def _holds(item: Built) -> bool:
+    return item.report.stored and item.model is not None
 
 
 def _variant_order(name: str) -> tuple[int, str]:

@@ -3,11 +3,17 @@
 :func:`build_variants` builds the requested variants (``int8`` static QDQ, ``fp16``), runs each
 and the FP32 reference over the same evaluation set and times them the same way on this
 machine's execution provider, then decides: a variant whose headline metric (top-1 accuracy, or
-COCO mAP for detectors) drops more than ``max_drop_points`` is **rejected** and not stored,
-unless ``force`` stores it with ``passed: false`` (so the runtime never picks it on its own).
-Kept variants go into the bundle as ``variants/<name>.onnx`` together with their reports
-(:mod:`visionyard.export.reports`), through :func:`visionyard.bundle.add_files`, so the
-manifest's checksums cover them and a corrupted variant is refused when a session loads it.
+COCO mAP for detectors) drops more than ``max_drop_points``, or whose predictions agree with
+FP32's on fewer than ``min_agreement`` of the images (top-1 label, or matched boxes), is
+**rejected** and not stored, unless ``force`` stores it with ``passed: false`` (so the runtime
+never picks it on its own). An accuracy that holds while a tenth of the answers change is not a
+faithful copy of the model: both checks apply.
+
+:func:`measure_variants` builds and measures without writing anything. :func:`build_variants`
+then stores the kept ones in a local bundle as ``variants/<name>.onnx`` together with their
+reports (:mod:`visionyard.export.reports`), through :func:`visionyard.bundle.add_files`, so the
+manifest's checksums cover them. A registered version is never re-sealed: its variants are
+stored beside it (:mod:`visionyard.export.registry`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from visionyard.export.quantize import (
 from visionyard.export.reports import (
     REPORTS_FILE,
     DataRef,
+    Quality,
     Speed,
     VariantReport,
     report_files,
@@ -72,6 +79,7 @@ class TimingOptions:
 @dataclass(frozen=True)
 class VariantOptions:
     max_drop_points: float = 1.0
+    min_agreement: float = 0.95
     force: bool = False
     eval_batch_size: int = 32
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
@@ -106,6 +114,14 @@ def parse_variants(names: str | Sequence[str]) -> list[str]:
     return [REFERENCE, *dict.fromkeys(n for n in chosen if n != REFERENCE)]
 
 
+@dataclass(frozen=True)
+class Built:
+    """One measured variant: its report and, unless it is the FP32 reference, its model."""
+
+    report: VariantReport
+    model: bytes | None
+
+
 def build_variants(
     bundle_or_path: Bundle | Path | str,
     *,
@@ -121,10 +137,29 @@ def build_variants(
     Returns one report per variant, FP32 (the reference) first; rejected variants are
     reported (``stored=False``) but not written.
     """
-    opts = options or VariantOptions()
-    names = parse_variants(variants)
     path = bundle_or_path.path if isinstance(bundle_or_path, Bundle) else Path(bundle_or_path)
     bundle = load_bundle(path)
+    built = measure_variants(
+        bundle, variants=variants, eval_set=eval_set, calibration_set=calibration_set,
+        options=options, latency=latency, progress=progress,
+    )  # fmt: skip
+    store_variants(bundle, built)
+    return [b.report for b in built]
+
+
+def measure_variants(
+    bundle: Bundle,
+    *,
+    variants: str | Sequence[str],
+    eval_set: EvalSet,
+    calibration_set: CalibrationSource | None = None,
+    options: VariantOptions | None = None,
+    latency: Latency | None = None,
+    progress: Progress | None = None,
+) -> list[Built]:
+    """Build and measure every requested variant of a verified bundle; writes nothing."""
+    opts = options or VariantOptions()
+    names = parse_variants(variants)
     reference = bundle.model_path(REFERENCE).read_bytes()
     check_operators(onnx.load_from_string(reference), f"the FP32 model of {bundle.path}")
     calibration = _calibration(names, bundle, calibration_set, opts.calibration)
@@ -132,13 +167,23 @@ def build_variants(
     say("checksumming the evaluation set")
     ctx = _Context(bundle, eval_set, eval_ref(eval_set), opts, latency or _latency(opts), say)
     base = _measure(ctx, REFERENCE, reference)
-    reports = [_reference_report(ctx, base, reference)]
+    built = [Built(_reference_report(ctx, base, reference), None)]
     for name in names[1:]:
         model = _build(name, reference, bundle, calibration, opts.calibration, say)
-        reports.append(_judge(ctx, name, model, base, calibration))
-        _store(ctx.bundle, name, model, reports[-1])
-    _store_reports(load_bundle(path), [r for r in reports if r.stored])
-    return reports
+        built.append(Built(_judge(ctx, name, model, base, calibration), model))
+    return built
+
+
+def store_variants(bundle: Bundle, built: Sequence[Built]) -> Bundle:
+    """Write the kept variants and the reports into a (local, unregistered) bundle, once."""
+    kept = [b for b in built if b.report.stored]
+    files: dict[str, bytes] = {b.report.file: b.model for b in kept if b.model is not None}
+    names = {b.report.name: b.report.file for b in kept if b.model is not None}
+    existing: dict[str, Any] = {}
+    if REPORTS_FILE in bundle.files:
+        existing = json.loads((bundle.path / REPORTS_FILE).read_text(encoding="utf-8"))
+    files.update(report_files({b.report.name: b.report for b in kept}, existing))
+    return add_files(bundle, files, names)
 
 
 def _calibration(
@@ -239,17 +284,17 @@ def _report(
 ) -> VariantReport:
     result = quality(base.evaluated, measured.evaluated)
     bound = ctx.options.max_drop_points
-    drop = -result.delta_points
-    passed = drop <= bound + 1e-9
+    accurate = -result.delta_points <= bound + 1e-9
+    faithful = result.agreement >= ctx.options.min_agreement - 1e-9
+    passed = accurate and faithful
     status = "passed" if passed else ("forced" if ctx.options.force else "rejected")
-    verb = "within the bound" if passed else "exceeds the bound"
     return VariantReport(
         name=name,
         precision=VARIANTS[name],
         status=status,
         passed=passed,
         stored=passed or ctx.options.force,
-        reason=f"{result.metric} {result.delta_points:+.2f} points: {verb} of -{bound:g}",
+        reason=_reason(result, accurate, faithful, ctx.options),
         max_drop_points=bound,
         file=ctx.bundle.variants.get(name, f"variants/{name}.onnx"),
         file_size_bytes=len(model),
@@ -263,14 +308,11 @@ def _report(
     )
 
 
-def _store(bundle: Bundle, name: str, model: bytes, report: VariantReport) -> None:
-    if report.stored:
-        add_files(bundle, {report.file: model}, {name: report.file})
-
-
-def _store_reports(bundle: Bundle, reports: Sequence[VariantReport]) -> None:
-    existing: dict[str, Any] = {}
-    if REPORTS_FILE in bundle.files:
-        existing = json.loads((bundle.path / REPORTS_FILE).read_text(encoding="utf-8"))
-    files = report_files({r.name: r for r in reports}, existing)
-    add_files(bundle, files, {})
+def _reason(result: Quality, accurate: bool, faithful: bool, options: VariantOptions) -> str:
+    verb = "within the bound" if accurate else "exceeds the bound"
+    bound, floor = options.max_drop_points, options.min_agreement
+    relation = ">=" if faithful else "below"
+    return (
+        f"{result.metric} {result.delta_points:+.2f} points: {verb} of -{bound:g}; "
+        f"agreement with fp32 {result.agreement:.4f} {relation} {floor:g}"
+    )

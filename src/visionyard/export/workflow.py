@@ -8,7 +8,6 @@ calibration folder is given.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from visionyard.data.imagefolder import ImageFolderDataset
@@ -105,12 +104,13 @@ def export_int8_for_version(
     """:func:`export_int8_for_quickstart` on registered version ``version`` of ``name``: the
     kept variant and the reports become artifacts of the version, with ``vy.variant.*`` tags."""
     from visionyard.export.registry import export_registered  # imports mlflow
+    from visionyard.tracking.mlflow_model import scratch_dir
 
     evaluation, calibration = resolve_sets(data)
     options = VariantOptions(
         max_drop_points=max_drop_points, calibration=CalibrationOptions(count=calibration_count)
     )
-    with tempfile.TemporaryDirectory(prefix="vy-export-") as workdir:
+    with scratch_dir("vy-export-") as workdir:
         return export_registered(
             settings,
             name,

@@ -11,17 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionyard.bundle.store import Bundle, load_bundle
+import onnxruntime as ort
+
+from visionyard.bundle.store import Bundle
 from visionyard.data.coco import CocoDataset
 from visionyard.data.imagefolder import ImageFolderDataset, ImageSample
 from visionyard.data.manifest import build_manifest, read_dataset
 from visionyard.errors import DatasetError
 from visionyard.evaluate.classification import check_labels, evaluate_classification
+from visionyard.evaluate.compare import prediction_agreement
 from visionyard.evaluate.detection import evaluate_detection
 from visionyard.evaluate.latency import measure_latency
 from visionyard.registry.gates import EvalSummary, GatePolicy, GateReport, build_report
-from visionyard.registry.tags import BUNDLE_ARTIFACT
+from visionyard.registry.trust import materialize
 from visionyard.runtime.session import InferenceSession
+from visionyard.runtime.variants import REFERENCE, choose_variant, precision_of, resolve_providers
 from visionyard.tracking.mlflow_model import scratch_dir
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
@@ -76,72 +80,118 @@ def summarize(
     session: InferenceSession,
     dataset: GateDataset,
     *,
-    latency: bool,
+    latency: InferenceSession | None = None,
     progress: Progress | None = None,
 ) -> EvalSummary:
-    """Evaluate one version: headline metric, per-class recall (AP), sample count, latency."""
+    """Evaluate one version: headline metric, per-class recall (AP), sample count, and the
+    latency of ``latency`` (the variant that will serve) when given."""
     p50 = (
-        measure_latency(session, iterations=20, throughput_iterations=1).p50_ms if latency else None
+        measure_latency(latency, iterations=20, throughput_iterations=1).p50_ms
+        if latency is not None
+        else None
     )
+    common = {"version": version, "variant": session.variant, "latency_p50_ms": p50}
     if isinstance(dataset.data, CocoDataset):
         det = evaluate_detection(
             session, dataset.data, dataset_digest=dataset.digest, progress=progress
         )
         per_class = {c.label: c.ap for c in det.per_class if c.support}
         return EvalSummary(
-            version=version, metric_name="map_50_95", metric=det.map_50_95,
-            per_class=per_class, samples=det.image_count, latency_p50_ms=p50,
+            metric_name="map_50_95", metric=det.map_50_95, per_class=per_class,
+            samples=det.image_count, **common,
         )  # fmt: skip
     cls = evaluate_classification(
         session, dataset.samples, dataset_digest=dataset.digest, progress=progress
     )
     recalls = {c.label: c.recall for c in cls.per_class if c.support}
     return EvalSummary(
-        version=version, metric_name="accuracy", metric=cls.accuracy,
-        per_class=recalls, samples=cls.sample_count, latency_p50_ms=p50,
+        metric_name="accuracy", metric=cls.accuracy, per_class=recalls,
+        samples=cls.sample_count, **common,
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Pairing:
+    """Which variant of each side a gate evaluates, and why (said in the report)."""
+
+    candidate: str
+    holder: str | None
+    serving: str
+    note: str
+
+
+def like_for_like(candidate: Bundle, holder: Bundle | None) -> Pairing:
+    """Each side's serving variant when their precisions match, else both FP32."""
+    providers = resolve_providers(None, ort.get_available_providers())
+    serving = choose_variant(candidate, providers)
+    if holder is None:
+        return Pairing(serving, None, serving, f"candidate's serving variant {serving}")
+    held = choose_variant(holder, providers)
+    if precision_of(serving) == precision_of(held):
+        return Pairing(serving, held, serving, f"each side's serving variant ({held} vs {serving})")
+    note = f"both fp32: the serving variants differ (holder {held}, candidate {serving})"
+    return Pairing(REFERENCE, REFERENCE, serving, note)
+
+
 def gate_runner(
-    client: RegistryClient, name: str, policy: GatePolicy, progress: Progress | None = None
+    client: RegistryClient,
+    name: str,
+    policy: GatePolicy,
+    progress: Progress | None = None,
+    signing_key: str | None = None,
 ) -> Callable[[VersionInfo, VersionInfo | None, str], GateReport]:
-    """A function evaluating candidate and holder on the gate's dataset into a report."""
+    """A function evaluating candidate and holder, like for like, on the gate's dataset into
+    a report. Both are checked against the registry's digests before anything runs."""
     dataset = load_gate_dataset(policy)
 
     def run(candidate: VersionInfo, holder: VersionInfo | None, alias: str) -> GateReport:
-        timed = policy.latency_p50_ms is not None
         with scratch_dir() as tmp:
-            after = _evaluate(client, candidate, dataset, tmp / "candidate", timed, progress)
-            before = _evaluate(client, holder, dataset, tmp / "holder", False, progress)
+            new = _verified(client, candidate, dataset, tmp / "candidate", signing_key)
+            old = None
+            if holder is not None:
+                old = _verified(client, holder, dataset, tmp / "holder", signing_key)
+            pair = like_for_like(new, old)
+            serving = InferenceSession.from_bundle(new, variant=pair.serving)
+            timed = serving if policy.latency_p50_ms is not None else None
+            evaluated = serving if pair.candidate == pair.serving else _session(new, pair.candidate)
+            after = summarize(candidate.version, evaluated, dataset, latency=timed,
+                              progress=progress)  # fmt: skip
+            before = None
+            if holder is not None and old is not None and pair.holder is not None:
+                before = summarize(holder.version, _session(old, pair.holder), dataset,
+                                   progress=progress)  # fmt: skip
+            agreement = _variant_agreement(new, serving, dataset)
         context = {
-            "model": name,
-            "alias": alias,
-            "dataset": str(dataset.root),
-            "dataset_digest": dataset.digest,
-        }
-        assert after is not None
-        return build_report(policy, context, before, after)
+            "model": name, "alias": alias, "dataset": str(dataset.root),
+            "dataset_digest": dataset.digest, "comparison": pair.note,
+        }  # fmt: skip
+        return build_report(policy, context, before, after, agreement)
 
     return run
 
 
-def download_bundle(client: RegistryClient, version: VersionInfo, dst: Path) -> Bundle:
-    """Download and verify the bundle stored with ``version``."""
-    path = client.download_version_artifacts(version, BUNDLE_ARTIFACT, dst)
-    return load_bundle(path)
-
-
-def _evaluate(
-    client: RegistryClient,
-    version: VersionInfo | None,
-    dataset: GateDataset,
-    dst: Path,
-    timed: bool,
-    progress: Progress | None,
-) -> EvalSummary | None:
-    if version is None:
-        return None
-    bundle = download_bundle(client, version, dst)
+def _verified(
+    client: RegistryClient, version: VersionInfo, dataset: GateDataset, dst: Path, key: str | None
+) -> Bundle:
+    bundle = materialize(client, version, dst, key)
     check_dataset_labels(dataset, bundle.contract.labels, f"version {version.version}")
-    session = InferenceSession.from_bundle(bundle)  # download_bundle() verified it
-    return summarize(version.version, session, dataset, latency=timed, progress=progress)
+    return bundle
+
+
+def _session(bundle: Bundle, variant: str) -> InferenceSession:
+    return InferenceSession.from_bundle(bundle, variant=variant)  # materialize() verified it
+
+
+def _variant_agreement(
+    bundle: Bundle, serving: InferenceSession, dataset: GateDataset
+) -> tuple[str, float] | None:
+    """Top-1 (or box) agreement of the candidate's serving variant with its own FP32."""
+    if serving.variant == REFERENCE:
+        return None
+    sources = (
+        [image.path for image in dataset.data.images]
+        if isinstance(dataset.data, CocoDataset)
+        else [s.path for s in dataset.samples]
+    )
+    found = prediction_agreement(_session(bundle, REFERENCE), serving, sources)
+    return serving.variant, found.agreement

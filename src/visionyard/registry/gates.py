@@ -10,7 +10,12 @@ A gate compares the candidate with the alias's current holder on one pinned eval
     min_metric: 0.5                # optional absolute floor for the candidate
     latency_p50_ms: 50             # optional budget, batch 1, candidate alone
     min_samples: 20                # the dataset must hold at least this many images
+    min_variant_agreement: 0.95    # a serving INT8/FP16 variant must agree this often with FP32
 
+Like with like: each side is evaluated on the variant it will serve when both serve the same
+precision, else both on FP32; the report says which (``comparison``). When the candidate will
+serve a variant other than FP32, its top-1 (box) agreement with its own FP32 is checked too:
+an accuracy that holds while answers change is not the model that was measured.
 Without a current holder (first promotion) only the absolute checks apply.
 """
 
@@ -38,6 +43,7 @@ class GatePolicy(_Frozen):
     min_metric: float | None = Field(None, ge=0, le=1)
     latency_p50_ms: float | None = Field(None, gt=0)
     min_samples: int = Field(1, ge=1)
+    min_variant_agreement: float = Field(0.95, ge=0, le=1)
 
 
 class EvalSummary(_Frozen):
@@ -48,6 +54,7 @@ class EvalSummary(_Frozen):
     metric: float
     per_class: dict[str, float | None]
     samples: int
+    variant: str = "fp32"
     latency_p50_ms: float | None = None
 
 
@@ -74,6 +81,7 @@ class GateReport(_Frozen):
     baseline: str | None
     dataset: str
     dataset_digest: str
+    comparison: str = ""
     policy: GatePolicy
     before: EvalSummary | None
     after: EvalSummary
@@ -108,10 +116,24 @@ def load_policy(path: Path) -> GatePolicy:
 
 
 def evaluate_gate(
-    policy: GatePolicy, before: EvalSummary | None, after: EvalSummary
+    policy: GatePolicy,
+    before: EvalSummary | None,
+    after: EvalSummary,
+    agreement: tuple[str, float] | None = None,
 ) -> tuple[list[GateCheck], list[ClassRow]]:
-    """Every check of ``policy`` on the candidate (``after``) against the holder (``before``)."""
+    """Every check of ``policy`` on the candidate (``after``) against the holder (``before``);
+    ``agreement`` is (serving variant, its agreement with FP32) when it is not FP32."""
     checks = [_samples_check(policy, after)]
+    if agreement is not None:
+        variant, value = agreement
+        floor = policy.min_variant_agreement
+        checks.append(
+            GateCheck(
+                name="min_variant_agreement",
+                passed=value >= floor - 1e-12,
+                detail=f"{variant} agrees with fp32 on {value:.4f} of the images >= {floor:.4f}",
+            )
+        )
     if policy.min_metric is not None:
         ok = after.metric >= policy.min_metric
         checks.append(
@@ -141,9 +163,11 @@ def build_report(
     context: dict[str, Any],
     before: EvalSummary | None,
     after: EvalSummary,
+    agreement: tuple[str, float] | None = None,
 ) -> GateReport:
-    """Run the checks and assemble the report; ``context`` holds model, alias, dataset ids."""
-    checks, rows = evaluate_gate(policy, before, after)
+    """Run the checks and assemble the report; ``context`` holds model, alias, dataset ids
+    and the comparison made."""
+    checks, rows = evaluate_gate(policy, before, after, agreement)
     return GateReport(
         model=context["model"],
         alias=context["alias"],
@@ -151,6 +175,7 @@ def build_report(
         baseline=before.version if before else None,
         dataset=context["dataset"],
         dataset_digest=context["dataset_digest"],
+        comparison=context.get("comparison", ""),
         policy=policy,
         before=before,
         after=after,
@@ -197,7 +222,7 @@ def _metric_check(max_drop: float, before: EvalSummary, after: EvalSummary) -> G
         name="max_metric_drop",
         passed=delta >= -max_drop - 1e-12,
         detail=(
-            f"{after.metric_name} {before.metric:.4f} -> {after.metric:.4f} "
-            f"({delta:+.4f}, allowed drop {max_drop:.4f})"
+            f"{after.metric_name} {before.metric:.4f} ({before.variant}) -> "
+            f"{after.metric:.4f} ({after.variant}) ({delta:+.4f}, allowed drop {max_drop:.4f})"
         ),
     )

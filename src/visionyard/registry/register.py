@@ -1,10 +1,14 @@
 """Register: a run's bundle becomes a version of a registered model.
 
-The bundle logged under the run's ``bundle/`` artifact is downloaded and verified, refused when
-the same bundle (same digest) is already a version of the model (unless forced), given a
-semantic version (:mod:`visionyard.registry.semver`) and logged as a stock MLflow ONNX model with
-the bundle beside it. Two registrations of the same bundle racing can both pass the duplicate
-check; the later one is still a valid version, and ``gc`` can remove it.
+The bundle logged under the run's ``bundle/`` artifact is downloaded and verified (against the
+digest the run recorded when it logged the bundle, when it did), refused when the same bundle
+(same digest) is already a version of the model (unless forced), given a semantic version
+(:mod:`visionyard.registry.semver`) and logged as a stock MLflow ONNX model whose ONNX file is
+the bundle's own (stored once). The bundle's digest is recorded on the version
+(``vy.bundle_digest``, signed when ``registry.signing_key`` is set): from then on the version's
+files never change, and every load is checked against it (:mod:`visionyard.registry.trust`).
+Two registrations of the same bundle racing can both pass the duplicate check; the later one is
+still a valid version, and ``gc`` can remove it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from visionyard.bundle.store import Bundle, load_bundle
 from visionyard.errors import BundleError, NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.semver import Fingerprint, fingerprint, next_semver, parse_semver
+from visionyard.registry.trust import signature_tags
 from visionyard.tracking.mlflow_model import build_model_dir, scratch_dir
 from visionyard.tracking.queries import RunInfo
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
@@ -31,6 +36,7 @@ class RegisterRequest:
     force: bool = False
     parent: str | None = None
     description: str = ""
+    signing_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ def register_run(client: RegistryClient, request: RegisterRequest) -> Registrati
         tags = version_tags(run, bundle, request, semver, why)
         model_dir = _model_dir(bundle, tmp / "model")
         version = client.create_version(request.name, run, model_dir, tags)
+    signed = signature_tags(request.signing_key, request.name, version.version, "bundle", digest)
+    for key, value in signed.items():
+        client.set_version_tag(request.name, version.version, key, value)
     client.set_model_tag(request.name, T.TASK, bundle.contract.task)
     return Registration(version, semver, why, digest, duplicates)
 
@@ -115,7 +124,10 @@ def _download_bundle(client: RegistryClient, run: RunInfo, dst: Path) -> Bundle:
         raise BundleError(dst, f"run {run.run_id} has no bundle/ artifact to register") from exc
     if not path.is_dir() or not any(path.iterdir()):
         raise BundleError(path, f"run {run.run_id} has no bundle/ artifact to register")
-    return load_bundle(path)
+    try:
+        return load_bundle(path, expected_digest=run.tags.get(T.RUN_BUNDLE_DIGEST) or None)
+    except BundleError as exc:
+        raise type(exc)(f"the bundle/ of run {run.run_id}", exc.problem) from exc
 
 
 def _existing_versions(client: RegistryClient, name: str) -> list[VersionInfo]:

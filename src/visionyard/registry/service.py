@@ -13,16 +13,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from visionyard.bundle.store import load_bundle
-from visionyard.errors import BundleError, VisionyardError
+from visionyard.errors import BundleError
 from visionyard.registry.cleanup import GcReport, collect_garbage
 from visionyard.registry.diffing import VersionDiff, diff_versions
-from visionyard.registry.evaluation import download_bundle, gate_runner
+from visionyard.registry.evaluation import gate_runner
 from visionyard.registry.gates import load_policy
 from visionyard.registry.history import AliasEvent
 from visionyard.registry.promote import (
@@ -34,6 +32,7 @@ from visionyard.registry.promote import (
     rollback,
 )
 from visionyard.registry.register import RegisterRequest, Registration, register_run
+from visionyard.registry.trust import PieceCheck, cached, materialize, verify_version
 from visionyard.registry.views import (
     AliasView,
     ModelRow,
@@ -44,9 +43,10 @@ from visionyard.registry.views import (
     resolve_version,
     show,
 )
+from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
 from visionyard.tracking.environment import os_user
-from visionyard.tracking.registry_client import RegistryClient
+from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
 Progress = Callable[[int, int], None]
 
@@ -78,7 +78,10 @@ class Registry:
         parent: str | None = None,
         actor: str | None = None,
     ) -> Registration:
-        request = RegisterRequest(run_id, name, actor or default_actor(), semver, force, parent)
+        request = RegisterRequest(
+            run_id, name, actor or default_actor(), semver, force, parent,
+            signing_key=self.signing_key,
+        )  # fmt: skip
         return register_run(self.client, request)
 
     def promote(
@@ -97,7 +100,10 @@ class Registry:
         """Move ``alias`` to ``version``; ``on_report(report, ref)`` sees the gate report (also
         a failed one) before the move or the :class:`GateFailedError`."""
         check_alias(alias, self.aliases)
-        runner = gate_runner(self.client, name, load_policy(gate), progress) if gate else None
+        runner = None
+        if gate:
+            policy = load_policy(gate)
+            runner = gate_runner(self.client, name, policy, progress, self.signing_key)
         request = PromoteRequest(
             name, str(version), alias, actor or default_actor(), gate, force, reason
         )
@@ -141,24 +147,32 @@ class Registry:
 
     def fetch_bundle(self, reference: str, cache: Path) -> tuple[str, Path]:
         """(version, verified bundle folder) for ``NAME@ALIAS`` or ``NAME/VERSION``; bundles
-        are cached per version under ``cache/NAME/VERSION``."""
+        are cached per version under ``cache/NAME/VERSION``. The version's files are checked
+        against the digests the registry recorded (:mod:`visionyard.registry.trust`); a cached
+        copy is used only while it was made from exactly what the registry records now."""
         version = resolve_version(self.client, parse_reference(reference))
         target = cache / version.name / version.version
-        if target.is_dir():
+        if not cached(target, version):
             try:
-                return version.version, load_bundle(target).path
-            except VisionyardError:
-                shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-        try:
-            bundle = download_bundle(self.client, version, staging)
-            os.replace(bundle.path, target)
-        except OSError as exc:
-            raise BundleError(target, f"cannot cache the bundle: {exc}") from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                materialize(self.client, version, target, self.signing_key)
+            except OSError as exc:
+                raise BundleError(target, f"cannot cache the bundle: {exc}") from exc
         return version.version, target
+
+    def open_session(self, reference: str, cache: Path, **options: Any) -> InferenceSession:
+        """An inference session on a registered version, verified against the registry
+        (``options`` as for :meth:`InferenceSession.from_bundle`)."""
+        _, path = self.fetch_bundle(reference, cache)
+        return InferenceSession.open(path, **options)
+
+    def verify(self, reference: str, workdir: Path) -> tuple[VersionInfo, Sequence[PieceCheck]]:
+        """Check every recorded piece of a version against the registry (``bundle verify``)."""
+        version = resolve_version(self.client, parse_reference(reference))
+        return version, verify_version(self.client, version, workdir, self.signing_key)
+
+    @property
+    def signing_key(self) -> str | None:
+        return self.settings.registry.signing_key
 
 
 def resolve_bundle(settings: Settings, reference: str, cache: Path) -> tuple[str, Path]:

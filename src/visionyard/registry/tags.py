@@ -8,6 +8,10 @@ SEMVER = "vy.semver"
 SEMVER_REASON = "vy.semver_reason"
 TASK = "vy.task"
 BUNDLE_DIGEST = "vy.bundle_digest"
+BUNDLE_SIGNATURE = "vy.bundle_signature"
+#: ``vy.variant_digest.int8``: the digest of a variant pack stored beside the bundle.
+VARIANT_DIGEST_PREFIX = "vy.variant_digest."
+VARIANT_SIGNATURE_PREFIX = "vy.variant_signature."
 CONTRACT_DIGEST = "vy.contract_digest"
 LABELS_DIGEST = "vy.labels_digest"
 INPUT_DIGEST = "vy.input_digest"
@@ -19,8 +23,11 @@ REGISTERED_BY = "vy.registered_by"
 
 #: Version artifact folders.
 BUNDLE_ARTIFACT = "bundle"
+VARIANTS_ARTIFACT = "variants"
 GATE_REPORTS = "gate_reports"
 
 #: Run tags written by :mod:`visionyard.tracking.run` and the trainer.
 RUN_DATASET_PREFIX = "visionyard.dataset."
 RUN_PARENT = "visionyard.parent"
+#: The digest a run recorded when it logged its bundle (``TrackedRun.log_bundle``).
+RUN_BUNDLE_DIGEST = "visionyard.bundle_digest"

@@ -45,6 +45,15 @@ def parse_reference(text: str) -> Reference:
     raise RegistryError(f"bad model reference {text!r}; use NAME, NAME@ALIAS or NAME/VERSION")
 
 
+def is_reference(text: str) -> bool:
+    """``NAME/VERSION`` or ``NAME@ALIAS`` (what ``bundle verify`` takes besides a folder)."""
+    try:
+        reference = parse_reference(text)
+    except RegistryError:
+        return False
+    return reference.alias is not None or reference.version is not None
+
+
 @dataclass(frozen=True)
 class AliasView:
     alias: str

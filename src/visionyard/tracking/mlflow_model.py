@@ -1,14 +1,17 @@
 """A stock MLflow model directory (ONNX flavor) for a visionyard bundle, and mlflow's noise.
 
-The directory is what ``mlflow.onnx.save_model`` writes (``MLmodel``, ``model.onnx``,
-environment files), with the whole verified bundle copied beside it under ``bundle/`` so that
-visionyard can load the checksummed bundle from any registered version while stock MLflow
-loads the ONNX flavor. Requirements are pinned to the flavor's defaults (mlflow's inference of
-requirements would start a subprocess that loads the model).
+The directory is what ``mlflow.onnx.save_model`` writes (``MLmodel``, environment files), with
+the whole verified bundle under ``bundle/``. The ONNX file is stored once: the ONNX flavor's
+``data`` points at ``bundle/model.onnx``, and the ``python_function`` flavor's loader is
+:mod:`visionyard.tracking.pyfunc_model`, which checks the bundle against the registry before
+``mlflow.pyfunc.load_model`` returns. Requirements are pinned to the flavor's defaults (mlflow's
+inference of requirements would start a subprocess that loads the model).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -19,6 +22,8 @@ from pathlib import Path
 from visionyard.tracking.translate import translate_errors
 
 BUNDLE_DIR = "bundle"
+PYFUNC_LOADER = "visionyard.tracking.pyfunc_model"
+_SCRATCH = re.compile(r"^vy-[a-z]+-(\d+)-")
 
 
 def build_model_dir(
@@ -46,18 +51,55 @@ def build_model_dir(
             pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             save_as_external_data=False,
         )
-    shutil.copytree(bundle_dir, target / BUNDLE_DIR)
+        shutil.copytree(bundle_dir, target / BUNDLE_DIR)
+        (target / "model.onnx").unlink()
+        _point_flavors_at_bundle(target, model_onnx.relative_to(bundle_dir).as_posix())
     return target
+
+
+def _point_flavors_at_bundle(target: Path, model_rel: str) -> None:
+    from mlflow.models import Model
+
+    model = Model.load(str(target / "MLmodel"))
+    model.flavors["onnx"]["data"] = f"{BUNDLE_DIR}/{model_rel}"
+    pyfunc = model.flavors["python_function"]
+    pyfunc["loader_module"] = PYFUNC_LOADER
+    pyfunc["data"] = BUNDLE_DIR
+    model.save(str(target / "MLmodel"))
 
 
 @contextmanager
 def scratch_dir(prefix: str = "vy-registry-") -> Iterator[Path]:
-    """A temporary folder removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    """A temporary folder removed afterwards. Its name carries this process's id, so the
+    folders of a command that was killed (``kill -9`` skips every ``finally``) are removed by
+    the next command that opens one."""
+    sweep_scratch()
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_scratch(root: Path | None = None) -> list[Path]:
+    """Remove scratch folders whose process is gone; returns what was removed."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob("vy-*-*-*"):
+        match = _SCRATCH.match(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
 
 
 @contextmanager

@@ -1,0 +1,225 @@
+"""Variant packs: a variant stored BESIDE a registered bundle, never inside it.
+
+A registered version's bundle is sealed once, at registration, and its digest is recorded in
+the registry. Variants exported later (INT8, FP16) must not change it, so each is a small pack
+of its own in the version's artifacts::
+
+    variants/int8/
+      pack.json     {"pack_version": "1", "name": "int8", "base_digest": <bundle digest>,
+                     "model": "model.onnx" | null, "summary": {...}, "files": {rel: {sha256, size}}}
+      model.onnx    the variant (absent for the ``fp32`` pack, which holds only the reference
+                    measurements the variants were compared with)
+      report.json   the full variant report
+
+A pack's digest is :func:`canonical_sha256` of its ``pack.json``; the registry records it like
+the bundle's, and ``base_digest`` ties the pack to the one bundle it was measured on.
+:func:`compose` lays a verified bundle and its verified packs out as one ordinary local bundle
+(hard links where possible), so the runtime and the server load variants the one way they know.
+No library covers this small format, so it is written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visionyard.bundle.store import (
+    MANIFEST,
+    Bundle,
+    check_digest,
+    file_entry,
+    load_bundle,
+    seal,
+    sha256_bytes,
+)
+from visionyard.contract.schema import canonical_sha256
+from visionyard.errors import BundleError, BundleIntegrityError
+
+PACK_MANIFEST = "pack.json"
+PACK_VERSION = "1"
+PACK_MODEL = "model.onnx"
+PACK_REPORT = "report.json"
+REPORTS_FILE = "reports/variants.json"
+REPORT_DIR = "reports/variants"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class VariantPack:
+    """A verified variant pack on disk."""
+
+    path: Path
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.body["name"])
+
+    @property
+    def base_digest(self) -> str:
+        return str(self.body["base_digest"])
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return dict(self.body.get("summary") or {})
+
+    @property
+    def model(self) -> Path | None:
+        rel = self.body.get("model")
+        return None if rel is None else self.path / str(rel)
+
+    def digest(self) -> str:
+        return canonical_sha256(self.body)
+
+
+def write_pack(
+    directory: Path,
+    *,
+    name: str,
+    base_digest: str,
+    model: bytes | None,
+    summary: Mapping[str, Any],
+    report: bytes,
+) -> VariantPack:
+    """Write a new pack into the empty (or absent) ``directory``."""
+    if not _NAME.match(name):
+        raise BundleError(directory, f"variant name {name!r} is not allowed")
+    if directory.exists() and any(directory.iterdir()):
+        raise BundleError(directory, "already exists and is not empty; choose a new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {PACK_REPORT: report} if model is None else {PACK_MODEL: model, PACK_REPORT: report}
+    for rel, data in files.items():
+        (directory / rel).write_bytes(data)
+    body = {
+        "pack_version": PACK_VERSION,
+        "name": name,
+        "base_digest": base_digest,
+        "model": None if model is None else PACK_MODEL,
+        "summary": dict(summary),
+        "files": {rel: {"sha256": sha256_bytes(d), "size": len(d)} for rel, d in files.items()},
+    }
+    (directory / PACK_MANIFEST).write_text(json.dumps(body, indent=2, sort_keys=True))
+    return VariantPack(directory, body)
+
+
+def load_pack(
+    directory: Path, *, expected_digest: str | None = None, base_digest: str | None = None
+) -> VariantPack:
+    """Load and verify a pack: its files, and (when given) the recorded digest and its base."""
+    body = _read_body(directory)
+    files: dict[str, Any] = body["files"]
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    if present - {PACK_MANIFEST} != set(files):
+        raise BundleIntegrityError(directory, "its files do not match pack.json: tampered")
+    for rel, expected in files.items():
+        if file_entry(directory / rel) != expected:
+            raise BundleIntegrityError(directory, f"{rel} does not match pack.json: tampered")
+    pack = VariantPack(directory, body)
+    if expected_digest is not None:
+        check_digest(pack.digest(), expected_digest, directory)
+    if base_digest is not None and pack.base_digest != base_digest:
+        raise BundleIntegrityError(
+            directory, f"variant {pack.name!r} was measured on another bundle; refusing it"
+        )
+    return pack
+
+
+def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path, **metadata: Any) -> Bundle:
+    """Lay ``bundle`` and its ``packs`` out as one sealed local bundle at ``target``.
+
+    Both must be verified already (their files are linked, not hashed again); ``target`` is
+    replaced atomically. ``metadata`` is added to the bundle's own (e.g. what the registry
+    recorded, so a cache can tell later whether it still matches)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".compose-", dir=target.parent))
+    try:
+        table = {rel: dict(entry) for rel, entry in bundle.files.items()}
+        for rel in bundle.files:
+            _link(bundle.path / rel, staging / rel)
+        variants = dict(bundle.variants)
+        summaries = _summaries(bundle)
+        for pack in packs:
+            _add_pack(pack, staging, table, variants, summaries)
+        if packs:
+            reports = (json.dumps(summaries, indent=2, sort_keys=True) + "\n").encode()
+            table[REPORTS_FILE] = _write_new(staging / REPORTS_FILE, reports)
+        seal(staging, table, variants, {**bundle.metadata, **metadata})
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_bundle(target)
+
+
+def _add_pack(
+    pack: VariantPack,
+    staging: Path,
+    table: dict[str, Any],
+    variants: dict[str, str],
+    summaries: dict[str, Any],
+) -> None:
+    files = pack.body["files"]
+    report_rel = f"{REPORT_DIR}/{pack.name}.json"
+    _link(pack.path / PACK_REPORT, staging / report_rel)
+    table[report_rel] = dict(files[PACK_REPORT])
+    if pack.model is not None:
+        rel = f"variants/{pack.name}.onnx"
+        _link(pack.model, staging / rel)
+        table[rel] = dict(files[PACK_MODEL])
+        variants[pack.name] = rel
+    summaries[pack.name] = pack.summary
+
+
+def _summaries(bundle: Bundle) -> dict[str, Any]:
+    if REPORTS_FILE not in bundle.files:
+        return {}
+    try:
+        loaded = json.loads((bundle.path / REPORTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(bundle.path, f"{REPORTS_FILE} is unreadable: {exc}") from exc
+    return dict(loaded) if isinstance(loaded, dict) else {}
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _write_new(path: Path, data: bytes) -> dict[str, Any]:
+    """Write ``data`` as a NEW file (never through a hard link to a verified original)."""
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"sha256": sha256_bytes(data), "size": len(data)}
+
+
+def _read_body(directory: Path) -> dict[str, Any]:
+    try:
+        body = json.loads((directory / PACK_MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} is unreadable: {exc}") from exc
+    if not isinstance(body, dict) or body.get("pack_version") != PACK_VERSION:
+        raise BundleError(directory, f"{PACK_MANIFEST} is not a variant pack this version reads")
+    files = body.get("files")
+    if not isinstance(files, dict) or not _NAME.match(str(body.get("name"))):
+        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} has no file table or name")
+    if body.get("model") not in (None, PACK_MODEL) or PACK_REPORT not in files:
+        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} names files it must not")
+    if any(Path(rel).is_absolute() or ".." in Path(rel).parts for rel in files) or (
+        MANIFEST in files
+    ):
+        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} lists a file outside the pack")
+    return body

@@ -1,0 +1,185 @@
+"""What the registry recorded about a version's files, and every load checked against it.
+
+A bundle's manifest only proves that its files agree with each other: whoever can write the
+artifact store can edit ``model.onnx`` and re-seal ``manifest.json``. The registry therefore
+records, when a version is registered, the bundle's digest (``vy.bundle_digest``), and when a
+variant is exported, the digest of its pack (``vy.variant_digest.<name>``; see
+:mod:`visionyard.bundle.packs`). Every load of a registered version -- server, runtime, export,
+gate, ``bundle verify`` -- goes through :func:`materialize` or :func:`verify_version`, which
+refuse with :class:`~visionyard.errors.BundleIntegrityError` (exit 6) when the files are not
+the ones recorded. With ``registry.signing_key`` set, the recorded digests must also carry a
+valid signature (:mod:`visionyard.bundle.signing`).
+
+Variant packs in the artifact store that the registry does not record (an export killed
+before its tag was written) are ignored, never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from visionyard.bundle.packs import VariantPack, compose, load_pack
+from visionyard.bundle.signing import check_signature, sign, subject
+from visionyard.bundle.store import Bundle, check_digest, load_bundle
+from visionyard.errors import BundleIntegrityError, VisionyardError
+from visionyard.registry import tags as T
+from visionyard.tracking.registry_client import VersionInfo
+
+
+class ArtifactReader(Protocol):
+    """What loading needs of :class:`~visionyard.tracking.registry_client.RegistryClient`."""
+
+    def download_version_artifacts(self, version: VersionInfo, path: str, dst: Path) -> Path: ...
+
+
+#: The bundle metadata key under which a materialized bundle remembers what was recorded.
+RECORD_KEY = "registered"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the registry recorded for one version: digests and (optional) signatures."""
+
+    name: str
+    version: str
+    bundle_digest: str
+    bundle_signature: str | None = None
+    variants: dict[str, str] = field(default_factory=dict)
+    signatures: dict[str, str] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, object]:
+        return {"version": f"{self.name}/{self.version}", "bundle_digest": self.bundle_digest,
+                "variants": dict(self.variants)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PieceCheck:
+    """One row of ``bundle verify NAME/VERSION``: a piece, its recorded and found digests."""
+
+    piece: str
+    recorded: str
+    found: str | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def record_of(version: VersionInfo) -> Record:
+    """The version's record; a version without a recorded bundle digest cannot be trusted."""
+    tags = version.tags
+    digest = tags.get(T.BUNDLE_DIGEST)
+    if not digest:
+        raise BundleIntegrityError(
+            f"{version.name}/{version.version}",
+            "has no recorded bundle digest (vy.bundle_digest); it was not registered by "
+            "visionyard and cannot be verified",
+        )
+    variants = _suffixed(tags, T.VARIANT_DIGEST_PREFIX)
+    return Record(
+        version.name, version.version, digest, tags.get(T.BUNDLE_SIGNATURE), variants,
+        _suffixed(tags, T.VARIANT_SIGNATURE_PREFIX),
+    )  # fmt: skip
+
+
+def signature_tags(
+    key: str | None, name: str, version: str, piece: str, digest: str
+) -> dict[str, str]:
+    """The signature tag for a digest about to be recorded (none without a key)."""
+    if not key:
+        return {}
+    tag = T.BUNDLE_SIGNATURE if piece == T.BUNDLE_ARTIFACT else _variant_tag(piece)
+    return {tag: sign(key, subject(name, version, piece, digest))}
+
+
+def fetch_pieces(
+    client: ArtifactReader, version: VersionInfo, dst: Path, key: str | None
+) -> tuple[Bundle, list[VariantPack]]:
+    """Download the version's bundle and recorded variant packs; verify each against the
+    registry (and its signature when ``key`` is set)."""
+    record = record_of(version)
+    _check_signed(record, key, T.BUNDLE_ARTIFACT, record.bundle_digest, record.bundle_signature)
+    path = client.download_version_artifacts(version, T.BUNDLE_ARTIFACT, dst / "bundle")
+    bundle = load_bundle(path, expected_digest=record.bundle_digest)
+    packs = []
+    for name, digest in sorted(record.variants.items()):
+        piece = f"{T.VARIANTS_ARTIFACT}/{name}"
+        _check_signed(record, key, piece, digest, record.signatures.get(name))
+        pack_dir = client.download_version_artifacts(version, piece, dst / "variants")
+        packs.append(load_pack(pack_dir, expected_digest=digest, base_digest=bundle.digest()))
+    return bundle, packs
+
+
+def materialize(
+    client: ArtifactReader, version: VersionInfo, target: Path, key: str | None
+) -> Bundle:
+    """The verified version (bundle + recorded variants) as one local bundle at ``target``."""
+    record = record_of(version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        bundle, packs = fetch_pieces(client, version, staging, key)
+        return compose(bundle, packs, target, **{RECORD_KEY: record.as_metadata()})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def cached(target: Path, version: VersionInfo) -> bool:
+    """True when ``target`` holds a bundle materialized from exactly what ``version`` records
+    (a cheap check: the bundle's own checksums are verified when it is opened)."""
+    try:
+        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        return bool(manifest["metadata"][RECORD_KEY] == record_of(version).as_metadata())
+    except (OSError, ValueError, KeyError, TypeError, VisionyardError):
+        return False
+
+
+def verify_version(
+    client: ArtifactReader, version: VersionInfo, dst: Path, key: str | None
+) -> list[PieceCheck]:
+    """Check every recorded piece of the version; one row each, failures included."""
+    record = record_of(version)
+    pieces = [(T.BUNDLE_ARTIFACT, record.bundle_digest, record.bundle_signature)]
+    for name, digest in sorted(record.variants.items()):
+        pieces.append((f"{T.VARIANTS_ARTIFACT}/{name}", digest, record.signatures.get(name)))
+    return [_check_piece(client, version, record, dst, key, *piece) for piece in pieces]
+
+
+def _check_piece(
+    client: ArtifactReader, version: VersionInfo, record: Record, dst: Path, key: str | None,
+    piece: str, digest: str, signature: str | None,
+) -> PieceCheck:  # fmt: skip
+    found: str | None = None
+    try:
+        _check_signed(record, key, piece, digest, signature)
+        path = client.download_version_artifacts(version, piece, dst / piece.replace("/", "-"))
+        if piece == T.BUNDLE_ARTIFACT:
+            found = load_bundle(path).digest()
+        else:
+            found = load_pack(path, base_digest=record.bundle_digest).digest()
+        check_digest(found, digest, piece)
+    except VisionyardError as exc:
+        return PieceCheck(piece, digest, found, str(exc))
+    return PieceCheck(piece, digest, found, None)
+
+
+def _check_signed(
+    record: Record, key: str | None, piece: str, digest: str, signature: str | None
+) -> None:
+    if key:
+        check_signature(key, subject(record.name, record.version, piece, digest), signature)
+
+
+def _variant_tag(piece: str) -> str:
+    return T.VARIANT_SIGNATURE_PREFIX + piece.rsplit("/", 1)[-1]
+
+
+def _suffixed(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix) and v}
