@@ -27,6 +27,7 @@ from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.rest import create_rest_app
+from visionyard.serving.rest_parse import BodyParser
 from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
 from visionyard.settings import Settings
 
@@ -55,7 +56,8 @@ class Server:
         chosen = sources if sources is not None else sources_from_settings(settings)
         self.pool = ModelPool(chosen, pool_config(settings), self.metrics)
         self.plane = DataPlane(self.pool, self.metrics)
-        self.rest_app = create_rest_app(self.plane, settings.serving)
+        self.parser = BodyParser()
+        self.rest_app = create_rest_app(self.plane, settings.serving, self.parser)
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,6 +91,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
+        self.parser.close()
 
 
 def pool_config(settings: Settings) -> PoolConfig:

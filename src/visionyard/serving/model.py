@@ -95,6 +95,10 @@ class LoadedModel:
         """
         if tensor.name != IMAGE_INPUT:
             batch = self.tensor_input(tensor)
+            if len(batch.tensor) > limits.max_images:
+                raise InvalidInputError(
+                    f"{len(batch.tensor)} images in one request; send 1 to {limits.max_images}"
+                )
             return Work(len(batch.tensor), lambda: (batch.tensor, batch.metas), finish)
         items = image_items(tensor, limits)
         return Work(len(items), lambda: self.decode_images(items, limits), finish)

@@ -28,22 +28,29 @@ from visionyard.serving.rest_hot import (
     HotPath,
     Reply,
     authorize,
+    check_declared_size,
     error_reply,
     infer_reply,
     predict_reply,
 )
 from visionyard.serving.rest_middleware import RequestContextMiddleware
+from visionyard.serving.rest_parse import BodyParser
 from visionyard.settings import ServingSettings
 
 
-def create_rest_app(plane: DataPlane, settings: ServingSettings) -> ASGIApp:
-    """The REST adapter as one ASGI app: request context -> hot path -> FastAPI."""
+def create_rest_app(
+    plane: DataPlane, settings: ServingSettings, parser: BodyParser | None = None
+) -> ASGIApp:
+    """The REST adapter as one ASGI app: request context -> hot path -> FastAPI.
+
+    ``parser`` parses big JSON bodies in a helper process: its owner closes it."""
+    parser = parser or BodyParser()
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
     app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
     _health_routes(app, plane, settings)
-    _infer_routes(app, plane, settings)
+    _infer_routes(app, plane, settings, parser)
     _admin_routes(app, plane, settings)
-    hot = HotPath(app, plane, settings)
+    hot = HotPath(app, plane, settings, parser)
     return RequestContextMiddleware(hot, max_body_bytes=settings.max_body_bytes)
 
 
@@ -102,7 +109,9 @@ def _health_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) ->
         return Response(plane.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def _infer_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:
+def _infer_routes(
+    app: FastAPI, plane: DataPlane, settings: ServingSettings, parser: BodyParser
+) -> None:
     """Documented here; :class:`HotPath` serves them (FastAPI only sees multipart uploads)."""
 
     @app.post("/v2/models/{name}/infer")
@@ -111,7 +120,9 @@ def _infer_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
         state = request.scope.setdefault("state", {})
         authorize(plane, settings, state, name, request.headers)
         body = await request.body()
-        return _response(await infer_reply(plane, state, name, version, request.headers, body))
+        check_declared_size(plane, settings, name, version, len(body))
+        reply = await infer_reply(plane, parser, state, (name, version, request.headers), body)
+        return _response(reply)
 
     @app.post("/v1/models/{name}:predict")
     async def predict(request: Request, name: str) -> Response:

@@ -28,10 +28,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from visionyard.errors import VisionyardError
 from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DataPlane
-from visionyard.serving.errors import ServerBusyError, client_message
+from visionyard.serving.errors import BodyTooLargeError, ServerBusyError, client_message
 from visionyard.serving.predict import predict_request, to_json
-from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer, parse_infer
+from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer
 from visionyard.serving.rest_middleware import request_headers
+from visionyard.serving.rest_parse import BodyParser, check_json_size, json_limit, json_size
 from visionyard.settings import ServingSettings
 
 log = logging.getLogger("visionyard.serving")
@@ -89,17 +90,31 @@ def authorize(
         raise
 
 
+def check_declared_size(
+    plane: DataPlane, settings: ServingSettings, name: str, version: str | None, size: int | None
+) -> None:
+    """Refuse a JSON body larger than the model's largest batch can be (413), unread."""
+    try:
+        model = plane.pool.current(name, version)
+        limit = json_limit(model, plane.pool.config.limits, settings.max_body_bytes)
+        check_json_size(model, size, limit)
+    except VisionyardError as exc:
+        plane.refused(name, version, "rest", exc)
+        raise
+
+
 async def infer_reply(
     plane: DataPlane,
+    parser: BodyParser,
     state: dict[str, Any],
-    name: str,
-    version: str | None,
-    headers: Mapping[str, str],
+    request: tuple[str, str | None, Mapping[str, str]],
     body: bytes,
 ) -> Reply:
-    """OIP v2 infer, JSON or binary tensors (after :func:`authorize`); raises domain errors."""
+    """OIP v2 infer of ``(name, version, headers)``, JSON or binary tensors (after
+    :func:`authorize` and :func:`check_declared_size`); raises domain errors."""
+    name, version, headers = request
     try:
-        parsed = parse_infer(body, headers.get(HEADER_LENGTH), name, version)
+        parsed = await parser.parse(body, headers.get(HEADER_LENGTH), name, version)
     except VisionyardError as exc:
         plane.refused(name, version, "rest", exc)
         raise
@@ -129,10 +144,13 @@ async def predict_reply(
 class HotPath:
     """Serves infer and raw-body ``:predict`` without FastAPI; passes everything else on."""
 
-    def __init__(self, app: ASGIApp, plane: DataPlane, settings: ServingSettings) -> None:
+    def __init__(
+        self, app: ASGIApp, plane: DataPlane, settings: ServingSettings, parser: BodyParser
+    ) -> None:
         self.app = app
         self.plane = plane
         self.settings = settings
+        self.parser = parser
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -152,17 +170,23 @@ class HotPath:
         headers = request_headers(scope)
         state = scope.setdefault("state", {})
         try:
-            authorize(self.plane, self.settings, state, match["name"], headers)
+            name, version = match["name"], None if predict else match["version"]
+            authorize(self.plane, self.settings, state, name, headers)
+            if not predict:
+                size = json_size(headers.get("content-length"), headers.get(HEADER_LENGTH))
+                check_declared_size(self.plane, self.settings, name, version, size)
             body = await _read_body(receive)
             if body is None:
                 return  # the client went away
             if predict:
-                reply = await predict_reply(self.plane, state, match["name"], [body])
+                reply = await predict_reply(self.plane, state, name, [body])
             else:
-                name, version = match["name"], match["version"]
-                reply = await infer_reply(self.plane, state, name, version, headers, body)
+                request = (name, version, headers)
+                reply = await infer_reply(self.plane, self.parser, state, request, body)
         except VisionyardError as exc:
             reply = error_reply(exc)
+            if isinstance(exc, BodyTooLargeError):
+                reply.headers["Connection"] = "close"  # the unread body is not drained
         except Exception:  # a bug: answer 500, log it, keep serving
             log.exception("internal error", extra={"fields": {"path": scope["path"]}})
             reply = Reply(500, _json({"error": "internal server error", "code": "internal"}))
