@@ -17,12 +17,12 @@ import pytest
 from tests.fixtures.runtime import write_colour_bundle
 from tests.integration.test_export_variants import dark_set, noisy_colour_set
 from visionyard.bundle import load_bundle
-from visionyard.bundle.packs import PACK_MANIFEST, PACK_MODEL
+from visionyard.bundle.packs import PACK_MANIFEST, PACK_MODEL, composed_digests
 from visionyard.data import ImageFolderDataset, read_imagefolder
 from visionyard.errors import BundleIntegrityError, ExportError, NotFoundError
 from visionyard.export.registry import export_version, version_tags
 from visionyard.export.variants import TimingOptions, VariantOptions
-from visionyard.registry.trust import materialize, signature_tags
+from visionyard.registry.trust import cached, materialize, record_of, signature_tags
 from visionyard.runtime import InferenceSession, read_variant_reports
 from visionyard.tracking.registry_client import VersionInfo
 
@@ -105,7 +105,11 @@ def test_variants_are_stored_beside_the_bundle_which_never_changes(
     loaded = materialize(store, store.version, tmp_path / "loaded", None)
     assert set(read_variant_reports(loaded)) == {"fp32", "int8", "fp16"}
     assert InferenceSession.open(loaded.path, variant="int8").variant == "int8"
-    assert loaded.metadata["registered"]["bundle_digest"] == store.tags["vy.bundle_digest"]
+    assert composed_digests(loaded.path) == (
+        store.tags["vy.bundle_digest"],
+        record_of(store.version).variants,
+    )
+    assert cached(loaded.path, store.version)
 
 
 def test_a_variant_the_version_already_has_is_never_replaced(

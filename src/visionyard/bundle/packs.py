@@ -35,7 +35,6 @@ from visionyard.bundle.store import (
     Bundle,
     check_digest,
     file_entry,
-    load_bundle,
     seal,
     sha256_bytes,
 )
@@ -48,6 +47,7 @@ PACK_MODEL = "model.onnx"
 PACK_REPORT = "report.json"
 REPORTS_FILE = "reports/variants.json"
 REPORT_DIR = "reports/variants"
+COMPOSED = "composed"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -131,12 +131,13 @@ def load_pack(
     return pack
 
 
-def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path, **metadata: Any) -> Bundle:
+def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundle:
     """Lay ``bundle`` and its ``packs`` out as one sealed local bundle at ``target``.
 
     Both must be verified already (their files are linked, not hashed again); ``target`` is
-    replaced atomically. ``metadata`` is added to the bundle's own (e.g. what the registry
-    recorded, so a cache can tell later whether it still matches)."""
+    replaced atomically. The manifest's metadata remembers what it was composed from
+    (``composed``), so :func:`composed_digests` can tell later, from the manifest alone, which
+    bundle and pack digests its file table stands for."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".compose-", dir=target.parent))
     try:
@@ -150,13 +151,45 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path, **metada
         if packs:
             reports = (json.dumps(summaries, indent=2, sort_keys=True) + "\n").encode()
             table[REPORTS_FILE] = _write_new(staging / REPORTS_FILE, reports)
-        seal(staging, table, variants, {**bundle.metadata, **metadata})
+        metadata = {**bundle.metadata, COMPOSED: _provenance(bundle, packs)}
+        seal(staging, table, variants, metadata)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return load_bundle(target)
+    return Bundle(target, bundle.contract, table, variants, metadata)
+
+
+def composed_digests(root: Path) -> tuple[str, dict[str, str]] | None:
+    """(bundle digest, {variant: pack digest}) that the composed bundle at ``root`` stands for,
+    recomputed from its manifest's file table (None when it is not a composed bundle). The
+    files themselves are checked against that table when the bundle is loaded."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        files, made = manifest["files"], manifest["metadata"][COMPOSED]
+        base = {rel: files[rel] for rel in made["bundle_files"]}
+        digest = canonical_sha256({"files": base, "variants": made["bundle_variants"]})
+        packs = {name: _pack_digest(files, name, body) for name, body in made["packs"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return digest, packs
+
+
+def _provenance(bundle: Bundle, packs: Sequence[VariantPack]) -> dict[str, Any]:
+    return {
+        "bundle_files": sorted(bundle.files),
+        "bundle_variants": dict(bundle.variants),
+        "packs": {pack.name: pack.body for pack in packs},
+    }
+
+
+def _pack_digest(files: dict[str, Any], name: str, body: dict[str, Any]) -> str:
+    """The pack digest, or ``"mismatch"`` when the composed files differ from the pack's."""
+    same = files[f"{REPORT_DIR}/{name}.json"] == body["files"][PACK_REPORT]
+    if body.get("model") is not None:
+        same = same and files[f"variants/{name}.onnx"] == body["files"][PACK_MODEL]
+    return canonical_sha256(body) if same else "mismatch"
 
 
 def _add_pack(

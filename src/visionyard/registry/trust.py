@@ -16,7 +16,6 @@ before its tag was written) are ignored, never loaded.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from visionyard.bundle.packs import VariantPack, compose, load_pack
+from visionyard.bundle.packs import VariantPack, compose, composed_digests, load_pack
 from visionyard.bundle.signing import check_signature, sign, subject
 from visionyard.bundle.store import Bundle, check_digest, load_bundle
 from visionyard.errors import BundleIntegrityError, VisionyardError
@@ -38,10 +37,6 @@ class ArtifactReader(Protocol):
     def download_version_artifacts(self, version: VersionInfo, path: str, dst: Path) -> Path: ...
 
 
-#: The bundle metadata key under which a materialized bundle remembers what was recorded.
-RECORD_KEY = "registered"
-
-
 @dataclass(frozen=True)
 class Record:
     """What the registry recorded for one version: digests and (optional) signatures."""
@@ -52,10 +47,6 @@ class Record:
     bundle_signature: str | None = None
     variants: dict[str, str] = field(default_factory=dict)
     signatures: dict[str, str] = field(default_factory=dict)
-
-    def as_metadata(self) -> dict[str, object]:
-        return {"version": f"{self.name}/{self.version}", "bundle_digest": self.bundle_digest,
-                "variants": dict(self.variants)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -121,24 +112,22 @@ def materialize(
     client: ArtifactReader, version: VersionInfo, target: Path, key: str | None
 ) -> Bundle:
     """The verified version (bundle + recorded variants) as one local bundle at ``target``."""
-    record = record_of(version)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
     try:
         bundle, packs = fetch_pieces(client, version, staging, key)
-        return compose(bundle, packs, target, **{RECORD_KEY: record.as_metadata()})
+        return compose(bundle, packs, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def cached(target: Path, version: VersionInfo) -> bool:
-    """True when ``target`` holds a bundle materialized from exactly what ``version`` records
-    (a cheap check: the bundle's own checksums are verified when it is opened)."""
-    try:
-        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
-        return bool(manifest["metadata"][RECORD_KEY] == record_of(version).as_metadata())
-    except (OSError, ValueError, KeyError, TypeError, VisionyardError):
-        return False
+    """True when ``target`` holds a bundle composed from exactly the digests ``version``
+    records, recomputed from its manifest (cheap: no file is read but the manifest; the files
+    are checked against the manifest when the bundle is opened). A local copy edited and
+    re-sealed, or a version that gained a variant since, is materialized again."""
+    record = record_of(version)
+    return composed_digests(target) == (record.bundle_digest, record.variants)
 
 
 def verify_version(

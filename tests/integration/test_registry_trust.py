@@ -1,0 +1,208 @@
+"""A registered version is exactly what runs: every load is checked against the registry.
+
+The attack of issue 16: edit a registered version's ``model.onnx`` in the artifact store and
+re-seal its ``manifest.json`` so that the bundle verifies on its own. The server, the runtime,
+``mlflow.pyfunc``, export, the gate and ``bundle verify`` must each refuse it (exit 6 /
+bundle-tampered), because its digest is not the one the registry recorded at registration.
+Runs on the selected backend (SQLite, or ``mlflow server`` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures.cli import run, store_flags
+from tests.fixtures.runtime import COLOURS, colour_classifier_onnx
+from tests.fixtures.serving import ADMIN_TOKEN, encoded
+from tests.registry_support import RED_AS_GREEN, colour_dataset, log_colour_run, write_gate
+from visionyard.bundle.store import MANIFEST, MODEL, file_entry, load_bundle, seal
+from visionyard.errors import BundleIntegrityError
+from visionyard.registry import Registry
+from visionyard.serving.app import running_server
+from visionyard.serving.registry_source import RegistrySource
+from visionyard.settings import Settings
+from visionyard.tracking.mlflow_model import sweep_scratch
+from visionyard.tracking.registry_client import RegistryClient
+from visionyard.tracking.store import TrackingConfig, mlflow_globals
+
+Capture = pytest.CaptureFixture[str]
+
+
+def registered(settings: Settings, tmp: Path, capsys: Capture, versions: int = 1) -> str:
+    name = f"trust-{uuid.uuid4().hex[:8]}"
+    for number in range(versions):
+        run_id = log_colour_run(settings, tmp, sharpness=10.0 + number)
+        code, _, err = run(capsys, *store_flags(settings), "register", run_id, "--name", name)
+        assert code == 0, err
+    return name
+
+
+def tamper_and_reseal(settings: Settings, name: str, version: str, tmp: Path) -> None:
+    """What an attacker with write access to the artifact store does: swap the model for one
+    that calls red images green, and re-seal the manifest so the bundle verifies on its own."""
+    client = RegistryClient.from_settings(settings)
+    info = client.get_version(name, version)
+    bundle = client.download_version_artifacts(info, "bundle", tmp / f"evil-{version}")
+    (bundle / MODEL).write_bytes(colour_classifier_onnx(RED_AS_GREEN, sharpness=10.0))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    files = {**manifest["files"], MODEL: file_entry(bundle / MODEL)}
+    seal(bundle, files, manifest["variants"], manifest["metadata"])
+    load_bundle(bundle)  # re-sealed: the bundle alone verifies
+    for rel in (MODEL, MANIFEST):
+        client.upload_version_artifact(info, bundle / rel, "bundle")
+
+
+def test_a_resealed_bundle_is_refused_by_every_load(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    s, flags = tracking_settings, store_flags(tracking_settings)
+    name = registered(s, tmp_path, capsys)
+    data = colour_dataset(tmp_path / "eval")
+    tamper_and_reseal(s, name, "1", tmp_path)
+
+    code, out, err = run(capsys, *flags, "bundle", "verify", f"{name}/1")
+    assert code == 6
+    assert "recorded at registration" in out
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+    with pytest.raises(BundleIntegrityError, match="recorded at registration"):
+        Registry(s).open_session(f"{name}/1", tmp_path / "cache")  # the runtime
+
+    code, _, err = run(capsys, *flags, "export", name, "1", "--variants", "fp32,fp16",
+                       "--data", data)  # fmt: skip
+    assert code == 6
+    assert "recorded at registration" in err
+
+    gate = write_gate(tmp_path / "gate.yaml", data, min_samples=5)
+    code, _, err = run(capsys, *flags, "promote", name, "1", "--to", "production",
+                       "--gate", gate)  # fmt: skip
+    assert code == 6
+    assert "recorded at registration" in err
+    assert RegistryClient.from_settings(s).get_model(name).aliases == {}
+
+    with mlflow_globals(TrackingConfig.from_settings(s)):
+        import mlflow
+
+        with pytest.raises(BundleIntegrityError, match="recorded by no registered version"):
+            mlflow.pyfunc.load_model(f"models:/{name}/1")
+
+
+def test_the_server_keeps_the_good_version_when_a_resealed_one_is_promoted(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    s, flags = tracking_settings, store_flags(tracking_settings)
+    name = registered(s, tmp_path, capsys, versions=2)
+    assert run(capsys, *flags, "promote", name, "1", "--to", "production")[0] == 0
+    tamper_and_reseal(s, name, "2", tmp_path)
+    serving = {"http_port": 0, "grpc_port": 0, "admin_token": ADMIN_TOKEN, "poll_interval_s": 3600}
+    settings = s.model_copy(update={"serving": s.serving.model_copy(update=serving)})
+    source = RegistrySource(f"{name}@production", settings)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with (
+        running_server(settings, {"m": source}) as srv,
+        httpx.Client(base_url=srv.http_url, timeout=30) as http,
+    ):
+        red = encoded(COLOURS["red"])
+        assert http.post("/v1/models/m:predict", content=red).json()["model_version"] == "1"
+        assert run(capsys, *flags, "promote", name, "2", "--to", "production")[0] == 0
+        http.post("/v2/repository/models/m/load", headers=auth)
+        answer = http.post("/v1/models/m:predict", content=red).json()
+        assert answer["model_version"] == "1"  # the re-sealed v2 was refused
+        assert answer["predictions"][0][0]["label"] == "red"
+
+
+def test_pyfunc_loads_an_untouched_version_and_checks_the_signature(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISIONYARD_REGISTRY__SIGNING_KEY", "k3y")
+    s = tracking_settings.model_copy(
+        update={"registry": tracking_settings.registry.model_copy(update={"signing_key": "k3y"})}
+    )
+    name = registered(s, tmp_path, capsys)
+    tags = RegistryClient.from_settings(s).get_version(name, "1").tags
+    assert tags["vy.bundle_signature"].startswith("hmac-sha256:")
+    assert Registry(s).open_session(f"{name}/1", tmp_path / "c1").variant == "fp32"
+    with mlflow_globals(TrackingConfig.from_settings(s)):
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(f"models:/{name}/1")
+        monkeypatch.setenv("VISIONYARD_REGISTRY__SIGNING_KEY", "another-key")
+        with pytest.raises(BundleIntegrityError, match="signature does not match"):
+            mlflow.pyfunc.load_model(f"models:/{name}/1")
+    assert model is not None
+    other = s.model_copy(
+        update={"registry": s.registry.model_copy(update={"signing_key": "another-key"})}
+    )
+    with pytest.raises(BundleIntegrityError, match="signature does not match"):
+        Registry(other).open_session(f"{name}/1", tmp_path / "c2")
+
+
+def test_export_adds_variants_beside_an_unchanged_version(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    s, flags = tracking_settings, store_flags(tracking_settings)
+    name = registered(s, tmp_path, capsys)
+    client = RegistryClient.from_settings(s)
+    digest = client.get_version(name, "1").tags["vy.bundle_digest"]
+    registry = Registry(s)
+    assert "int8" not in load_bundle(registry.fetch_bundle(f"{name}/1", tmp_path / "c")[1]).variants
+    data = colour_dataset(tmp_path / "eval", per_class=4)
+    code, _, err = run(capsys, *flags, "export", name, "1", "--variants", "fp32,int8",
+                       "--data", data)  # fmt: skip
+    assert code == 0, err
+    stored = client.download_version_artifacts(client.get_version(name, "1"), "bundle", tmp_path)
+    assert load_bundle(stored).digest() == digest  # the registered bundle did not change
+    code, out, _ = run(capsys, *flags, "bundle", "verify", f"{name}/1")
+    assert code == 0
+    assert {"bundle", "variants/fp32", "variants/int8"} <= set(out.split())
+    code, out, _ = run(capsys, *flags, "models", "show", f"{name}/1")
+    assert code == 0
+    assert "variant int8" in out
+    assert "digest" in out
+    # the server's cache notices the version gained a variant
+    assert "int8" in load_bundle(registry.fetch_bundle(f"{name}/1", tmp_path / "c")[1]).variants
+    code, _, err = run(capsys, *flags, "export", name, "1", "--variants", "int8", "--data", data)
+    assert code == 10
+    assert "never change" in err
+
+
+def test_a_cached_copy_edited_and_resealed_is_fetched_again(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    name = registered(tracking_settings, tmp_path, capsys)
+    registry = Registry(tracking_settings)
+    _, path = registry.fetch_bundle(f"{name}/1", tmp_path / "cache")
+    good = (path / MODEL).read_bytes()
+    os.unlink(path / MODEL)  # a hard link to the download: replace, never write through it
+    (path / MODEL).write_bytes(colour_classifier_onnx(RED_AS_GREEN, sharpness=10.0))
+    manifest = json.loads((path / MANIFEST).read_text())
+    seal(path, {**manifest["files"], MODEL: file_entry(path / MODEL)}, manifest["variants"],
+         manifest["metadata"])  # fmt: skip
+    _, again = registry.fetch_bundle(f"{name}/1", tmp_path / "cache")
+    assert (again / MODEL).read_bytes() == good
+
+
+def test_a_killed_registers_scratch_folder_is_swept_by_the_next_command(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    run_id = log_colour_run(tracking_settings, tmp_path)
+    code = "import os, sys; from visionyard.tracking.mlflow_model import scratch_dir\n" \
+           "with scratch_dir() as tmp: print(tmp, flush=True); os._exit(9)"  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    leftover = Path(proc.stdout.strip())
+    assert proc.returncode == 9
+    assert leftover.is_dir()  # killed: its finally never ran
+    flags = store_flags(tracking_settings)
+    name = f"sweep-{uuid.uuid4().hex[:8]}"
+    assert run(capsys, *flags, "register", run_id, "--name", name)[0] == 0
+    assert not leftover.exists()
+    assert sweep_scratch() == []
