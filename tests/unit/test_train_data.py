@@ -111,3 +111,30 @@ def test_train_batches_cover_every_image_once_in_seeded_order(
     again = epoch(1)
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
     assert not np.array_equal(batches[0][0], epoch(2)[0][0])
+
+
+def test_a_training_run_decodes_each_image_once(
+    synth_classification: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import ImageFile
+
+    from visionyard.contract.preprocess import decode_for_contract
+    from visionyard.data.manifest import build_manifest
+    from visionyard.train.trainer import prepare_data
+
+    decodes: list[str] = []
+    real_load = ImageFile.ImageFile.load
+
+    def counting_load(image: ImageFile.ImageFile) -> object:
+        if image.tile:  # pixels not decoded yet
+            decodes.append(str(image.size))
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    data = prepare_data(make_config(data=synth_classification, seed=0))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", real_load)
+    assert len(decodes) == len(data.manifest) == len(data.train) + len(data.val) == 36
+    assert data.manifest.digest == build_manifest(synth_classification).digest
+    first = synth_classification / data.val.sources[0]
+    expected = np.asarray(decode_for_contract(first, data.contract, MAX_PIXELS))
+    np.testing.assert_array_equal(np.asarray(data.val.images[0]), expected)

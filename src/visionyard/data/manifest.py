@@ -5,25 +5,28 @@ the entries sorted by path (relative path, sha256, size, dimensions, split, labe
 files with the same labels give the same digest wherever the dataset lives and whatever the
 files' mtimes; the creation time and the source location are kept out of it.
 
-Building a manifest fully decodes every image (:func:`verify_image`) and collects ALL unreadable
-images into one :class:`CorruptImagesError`; nothing is skipped silently.
+Building a manifest reads every file once and fully decodes every image (:func:`verify_image`)
+and collects ALL unreadable images into one :class:`CorruptImagesError`; nothing is skipped
+silently. :func:`build_manifest_and_decode` decodes with the caller's rules instead and hands the
+decoded images back, so a training run decodes each image once, not once here and once again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from visionyard.bundle.store import sha256_file
-from visionyard.contract.image import DEFAULT_MAX_PIXELS, verify_image
+from visionyard.contract.image import DEFAULT_MAX_PIXELS, open_image, verify_image
 from visionyard.contract.schema import canonical_sha256
 from visionyard.data.coco import CocoDataset, CocoImage, read_coco
 from visionyard.data.imagefolder import COCO_FILE, ImageFolderDataset, read_imagefolder
@@ -31,6 +34,8 @@ from visionyard.errors import CorruptImagesError, DatasetError, ImageError
 
 ManifestKind = Literal["classification", "detection"]
 Progress = Callable[[int, int], None]
+#: Decodes one image's bytes (e.g. by a vision contract's rules); raises ImageError.
+Decoder = Callable[[bytes], Image.Image]
 Dataset = ImageFolderDataset | CocoDataset
 COCO_ANNOTATIONS = COCO_FILE
 COCO_IMAGES = "images"
@@ -219,20 +224,81 @@ def build_manifest(
     listing every unreadable image, and :class:`DatasetError` when a COCO file declares sizes
     that differ from the images.
     """
+    reader = _Reader(max_pixels, None, None)
+    return _build(source, reader, progress, workers)[0]
+
+
+def build_manifest_and_decode(
+    source: Path | str | Dataset,
+    decode: Decoder,
+    *,
+    keep: Collection[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> tuple[DatasetManifest, dict[str, Image.Image]]:
+    """:func:`build_manifest`, decoding each image ONCE with ``decode`` (its failures count as
+    corrupt images); returns the manifest and the decoded images whose relative path is in
+    ``keep`` (all when None), by relative path."""
+    return _build(source, _Reader(max_pixels, decode, keep), progress, workers)
+
+
+@dataclass(frozen=True)
+class _Read:
+    entry: ManifestEntry
+    image: Image.Image | None
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """How each image is read: its pixel limit, the decoder, which decoded images to keep."""
+
+    max_pixels: int
+    decode: Decoder | None
+    keep: Collection[str] | None
+
+    def read(self, item: _Item) -> _Read | tuple[str, str]:
+        try:
+            data = item.path.read_bytes()
+            width, height, image = self._decode(data)
+        except ImageError as exc:
+            return (item.relpath, exc.problem)
+        except OSError as exc:
+            return (item.relpath, f"cannot read file ({exc.strerror or exc})")
+        entry = ManifestEntry(
+            path=item.relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+            width=width, height=height, split=item.split, label=item.label,
+            annotations=item.annotations,
+        )  # fmt: skip
+        kept = image is not None and (self.keep is None or item.relpath in self.keep)
+        return _Read(entry, image if kept else None)
+
+    def _decode(self, data: bytes) -> tuple[int, int, Image.Image | None]:
+        if self.decode is None:
+            return (*verify_image(data, max_pixels=self.max_pixels), None)
+        image = self.decode(data)  # the size recorded is the stored one, before any EXIF turn
+        return (*open_image(data, max_pixels=self.max_pixels).size, image)
+
+
+def _build(
+    source: Path | str | Dataset, reader: _Reader, progress: Progress | None, workers: int | None
+) -> tuple[DatasetManifest, dict[str, Image.Image]]:
     dataset = source if isinstance(source, Dataset) else read_dataset(source)
     items = _items(dataset)
-    results = list(_run(items, max_pixels, progress, workers))
+    results = list(_run(items, reader, progress, workers))
     problems = [r for r in results if isinstance(r, tuple)]
     root = dataset.root if isinstance(dataset, ImageFolderDataset) else dataset.images_dir
     if problems:
         raise CorruptImagesError(root, problems)
-    entries = [r for r in results if isinstance(r, ManifestEntry)]
+    read = [r for r in results if isinstance(r, _Read)]
+    entries = [r.entry for r in read]
     _check_declared_sizes(items, entries, dataset)
     kind: ManifestKind = (
         "classification" if isinstance(dataset, ImageFolderDataset) else "detection"
     )
     labels = dataset.classes if isinstance(dataset, ImageFolderDataset) else dataset.labels
-    return DatasetManifest.create(kind, labels, entries, source=str(root))
+    manifest = DatasetManifest.create(kind, labels, entries, source=str(root))
+    return manifest, {r.entry.path: r.image for r in read if r.image is not None}
 
 
 def _items(dataset: Dataset) -> list[_Item]:
@@ -251,36 +317,14 @@ def _coco_item(dataset: CocoDataset, image: CocoImage) -> _Item:
 
 
 def _run(
-    items: Sequence[_Item], max_pixels: int, progress: Progress | None, workers: int | None
-) -> Iterator[ManifestEntry | tuple[str, str]]:
+    items: Sequence[_Item], reader: _Reader, progress: Progress | None, workers: int | None
+) -> Iterator[_Read | tuple[str, str]]:
     count = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=count) as pool:
-        results = pool.map(lambda item: _entry(item, max_pixels), items)
-        for done, result in enumerate(results, start=1):
+        for done, result in enumerate(pool.map(reader.read, items), start=1):
             if progress is not None:
                 progress(done, len(items))
             yield result
-
-
-def _entry(item: _Item, max_pixels: int) -> ManifestEntry | tuple[str, str]:
-    try:
-        size = item.path.stat().st_size
-        digest = sha256_file(item.path)
-        width, height = verify_image(item.path, max_pixels=max_pixels)
-    except ImageError as exc:
-        return (item.relpath, exc.problem)
-    except OSError as exc:
-        return (item.relpath, f"cannot read file ({exc.strerror or exc})")
-    return ManifestEntry(
-        path=item.relpath,
-        sha256=digest,
-        size=size,
-        width=width,
-        height=height,
-        split=item.split,
-        label=item.label,
-        annotations=item.annotations,
-    )
 
 
 def _check_declared_sizes(

@@ -1,9 +1,11 @@
 """Training data: decode once into memory, augment on the fly, then the contract's preprocessing.
 
 Every image is decoded ONCE with the contract's decoding rules (sets for this trainer are
-small). Training batches apply a seeded augmentation to the decoded Pillow image and then call
-:func:`visionyard.contract.preprocess.preprocess_image`; evaluation batches call the same
-function without augmentation. Training and serving therefore share one transform.
+small), in the same pass that hashes and verifies it for the dataset manifest
+(:func:`read_training_data`). Training batches apply a seeded augmentation to the decoded
+Pillow image and then call :func:`visionyard.contract.preprocess.preprocess_image`; evaluation
+batches call the same function without augmentation. Training and serving therefore share one
+transform.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from visionyard.contract.preprocess import decode_for_contract, preprocess_image
 from visionyard.contract.schema import VisionContract
 from visionyard.data.imagefolder import ImageFolderDataset, ImageSample
+from visionyard.data.manifest import DatasetManifest, build_manifest_and_decode
 from visionyard.errors import DatasetError
 from visionyard.train.config import Augmentation
 
@@ -86,6 +89,26 @@ def load_images(
     images = [decode_for_contract(s.path, contract, max_pixels) for s in samples]
     labels = np.array([s.label for s in samples], dtype=np.int64)
     return ImageSet(images, labels, [s.relpath for s in samples])
+
+
+def read_training_data(
+    dataset: ImageFolderDataset, split: Split, contract: VisionContract, max_pixels: int
+) -> tuple[DatasetManifest, ImageSet, ImageSet]:
+    """The dataset's manifest and the decoded train and val images, each image read and decoded
+    once (by the contract's rules) for both."""
+    wanted = {s.relpath for s in (*split.train, *split.val)}
+    manifest, images = build_manifest_and_decode(
+        dataset,
+        lambda data: decode_for_contract(data, contract, max_pixels),
+        keep=wanted,
+        max_pixels=max_pixels,
+    )
+    return manifest, _image_set(split.train, images), _image_set(split.val, images)
+
+
+def _image_set(samples: Sequence[ImageSample], images: dict[str, Image.Image]) -> ImageSet:
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    return ImageSet([images[s.relpath] for s in samples], labels, [s.relpath for s in samples])
 
 
 def eval_tensor(images: Sequence[Image.Image], contract: VisionContract) -> Tensor:

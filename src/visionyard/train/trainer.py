@@ -1,8 +1,9 @@
 """``train(config, settings)``: one tracked training run, from images to a logged bundle.
 
-1. read the ImageFolder dataset, build and verify its manifest (content digest), choose the
-   train/val split, build the vision contract FROM the configuration's transforms;
-2. decode the images once, seed everything, train with early stopping (per-epoch metrics to
+1. read the ImageFolder dataset, build the vision contract FROM the configuration's transforms,
+   choose the train/val split, then build and verify the manifest (content digest) while
+   decoding each image once for training;
+2. seed everything, train with early stopping (per-epoch metrics to
    the run; out-of-memory errors halve the batch size and are tagged);
 3. keep the best state as a safetensors checkpoint, write the confusion matrix and per-class
    table, export the best model to ONNX, check torch-vs-ONNX-Runtime parity on validation
@@ -26,14 +27,14 @@ from visionyard.bundle.store import write_bundle
 from visionyard.contract.image import DEFAULT_MAX_PIXELS
 from visionyard.contract.schema import VisionContract
 from visionyard.data.imagefolder import ImageFolderDataset, read_imagefolder
-from visionyard.data.manifest import DatasetManifest, build_manifest
+from visionyard.data.manifest import DatasetManifest
 from visionyard.errors import ConfigError
 from visionyard.export.onnx import ParityError, ParityReport, check_parity, export_torch
 from visionyard.settings import Settings
 from visionyard.tracking import TrackedRun, start_run
 from visionyard.train.checkpoint import save_checkpoint
 from visionyard.train.config import TrainConfig
-from visionyard.train.data import ImageSet, Split, eval_tensor, load_images, split_dataset
+from visionyard.train.data import ImageSet, Split, eval_tensor, read_training_data, split_dataset
 from visionyard.train.loop import FitResult, Loop, LoopData, amp_dtype
 from visionyard.train.metrics import ClassificationMetrics
 from visionyard.train.models import build_model
@@ -108,11 +109,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     """Read and verify the dataset, split it and decode every image once."""
     max_pixels = config.max_pixels or DEFAULT_MAX_PIXELS
     dataset = read_imagefolder(config.data)
-    manifest = build_manifest(dataset, max_pixels=max_pixels)
     contract = config.contract(dataset.classes)
     split = split_dataset(dataset, config.val_fraction, config.seed or 0)
-    train = load_images(split.train, contract, max_pixels)
-    val = load_images(split.val, contract, max_pixels)
+    manifest, train, val = read_training_data(dataset, split, contract, max_pixels)
     return PreparedData(dataset, manifest, contract, split, train, val)
 
 
