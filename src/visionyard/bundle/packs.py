@@ -14,7 +14,8 @@ of its own in the version's artifacts::
 A pack's digest is :func:`canonical_sha256` of its ``pack.json``; the registry records it like
 the bundle's, and ``base_digest`` ties the pack to the one bundle it was measured on.
 :func:`compose` lays a verified bundle and its verified packs out as one ordinary local bundle
-(hard links where possible), so the runtime and the server load variants the one way they know.
+(hard links where possible; the packs under ``packs/<name>/``), so the runtime and the server
+load variants the one way they know.
 No library covers this small format, so it is written here.
 """
 
@@ -46,7 +47,8 @@ PACK_VERSION = "1"
 PACK_MODEL = "model.onnx"
 PACK_REPORT = "report.json"
 REPORTS_FILE = "reports/variants.json"
-REPORT_DIR = "reports/variants"
+VARIANT_REPORTS = "variant_reports"
+PACKS_DIR = "packs"
 COMPOSED = "composed"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -135,9 +137,11 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundl
     """Lay ``bundle`` and its ``packs`` out as one sealed local bundle at ``target``.
 
     Both must be verified already (their files are linked, not hashed again); ``target`` is
-    replaced atomically. The manifest's metadata remembers what it was composed from
-    (``composed``), so :func:`composed_digests` can tell later, from the manifest alone, which
-    bundle and pack digests its file table stands for."""
+    replaced atomically. The bundle's own files keep their names and bytes; each pack's files
+    go under ``packs/<name>/``, its model becomes variant ``<name>``, and the reports the runtime
+    reads are merged into the manifest's ``variant_reports``. The metadata also remembers what
+    it was composed from (``composed``), so :func:`composed_digests` can tell later, from the
+    manifest alone, which bundle and pack digests its file table stands for."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".compose-", dir=target.parent))
     try:
@@ -147,11 +151,15 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundl
         variants = dict(bundle.variants)
         summaries = _summaries(bundle)
         for pack in packs:
-            _add_pack(pack, staging, table, variants, summaries)
-        if packs:
-            reports = (json.dumps(summaries, indent=2, sort_keys=True) + "\n").encode()
-            table[REPORTS_FILE] = _write_new(staging / REPORTS_FILE, reports)
+            for rel, entry in pack.body["files"].items():
+                _link(pack.path / rel, staging / _packed(pack.name, rel))
+                table[_packed(pack.name, rel)] = dict(entry)
+            if pack.model is not None:
+                variants[pack.name] = _packed(pack.name, PACK_MODEL)
+            summaries[pack.name] = pack.summary
         metadata = {**bundle.metadata, COMPOSED: _provenance(bundle, packs)}
+        if packs:
+            metadata[VARIANT_REPORTS] = summaries
         seal(staging, table, variants, metadata)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
@@ -186,32 +194,19 @@ def _provenance(bundle: Bundle, packs: Sequence[VariantPack]) -> dict[str, Any]:
 
 def _pack_digest(files: dict[str, Any], name: str, body: dict[str, Any]) -> str:
     """The pack digest, or ``"mismatch"`` when the composed files differ from the pack's."""
-    same = files[f"{REPORT_DIR}/{name}.json"] == body["files"][PACK_REPORT]
-    if body.get("model") is not None:
-        same = same and files[f"variants/{name}.onnx"] == body["files"][PACK_MODEL]
+    same = all(files.get(_packed(name, rel)) == entry for rel, entry in body["files"].items())
     return canonical_sha256(body) if same else "mismatch"
 
 
-def _add_pack(
-    pack: VariantPack,
-    staging: Path,
-    table: dict[str, Any],
-    variants: dict[str, str],
-    summaries: dict[str, Any],
-) -> None:
-    files = pack.body["files"]
-    report_rel = f"{REPORT_DIR}/{pack.name}.json"
-    _link(pack.path / PACK_REPORT, staging / report_rel)
-    table[report_rel] = dict(files[PACK_REPORT])
-    if pack.model is not None:
-        rel = f"variants/{pack.name}.onnx"
-        _link(pack.model, staging / rel)
-        table[rel] = dict(files[PACK_MODEL])
-        variants[pack.name] = rel
-    summaries[pack.name] = pack.summary
+def _packed(name: str, rel: str) -> str:
+    return f"{PACKS_DIR}/{name}/{rel}"
 
 
 def _summaries(bundle: Bundle) -> dict[str, Any]:
+    """The bundle's own variant reports, where the runtime reads them (metadata, then file)."""
+    own = bundle.metadata.get(VARIANT_REPORTS)
+    if isinstance(own, dict):
+        return dict(own)
     if REPORTS_FILE not in bundle.files:
         return {}
     try:
@@ -227,14 +222,6 @@ def _link(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
-
-
-def _write_new(path: Path, data: bytes) -> dict[str, Any]:
-    """Write ``data`` as a NEW file (never through a hard link to a verified original)."""
-    path.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return {"sha256": sha256_bytes(data), "size": len(data)}
 
 
 def _read_body(directory: Path) -> dict[str, Any]:
