@@ -33,8 +33,11 @@ moves wins, never the invariant.
 Crash or lost server between steps 3 and 4: the event exists but the alias still shows ``H``
 (never a third value: an alias write is atomic). :func:`reconcile`, run first by every promote and
 rollback, completes such an interrupted move (holder == last event's ``from``); ``show`` and
-``history`` flag it as pending. An alias moved with a stock MLflow client (holder matching neither
-side of the last event) is reported as drift and left alone; the next move records it as ``from``.
+``history`` flag it as pending. A rollback that completes an interrupted rollback stops there:
+that move started from the holder the user saw, so it is the rollback asked for (a retry after a
+kill must go back one step, not two). An alias moved with a stock MLflow client (holder matching
+neither side of the last event) is reported as drift and left alone; the next move records it as
+``from``.
 """
 
 from __future__ import annotations
