@@ -187,3 +187,18 @@ def test_unknown_version_is_not_found(
 def test_version_tags_list_what_the_version_holds() -> None:
     assert version_tags([], {"fp32": "model.onnx"}) == {"vy.variants": "fp32"}
     assert version_tags([], ["int8", "fp32"]) == {"vy.variants": "fp32,int8"}
+
+
+def test_a_variant_that_changes_answers_is_refused_even_within_the_accuracy_bound(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
+) -> None:
+    lenient = replace(FAST, max_drop_points=100.0)
+    reports = export_version(
+        store, "colours", "1", variants="int8", eval_set=colours.split("val"),
+        calibration_set=dark_set(tmp_path / "dark"), options=lenient, workdir=tmp_path / "w",
+    )  # fmt: skip
+    int8 = reports[1]
+    assert int8.status == "rejected"
+    assert int8.quality.agreement < 0.95
+    assert "within the bound" in int8.reason
+    assert f"agreement with fp32 {int8.quality.agreement:.4f} below 0.95" in int8.reason

@@ -206,3 +206,25 @@ def test_a_killed_registers_scratch_folder_is_swept_by_the_next_command(
     assert run(capsys, *flags, "register", run_id, "--name", name)[0] == 0
     assert not leftover.exists()
     assert sweep_scratch() == []
+
+
+def test_the_gate_compares_like_with_like_and_says_so(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    s, flags = tracking_settings, store_flags(tracking_settings)
+    name = registered(s, tmp_path, capsys, versions=2)
+    data = colour_dataset(tmp_path / "eval", per_class=4)
+    assert run(capsys, *flags, "export", name, "1", "--variants", "fp32,int8",
+               "--data", data)[0] == 0  # fmt: skip
+    gate = write_gate(tmp_path / "gate.yaml", data, min_samples=5)
+    assert run(capsys, *flags, "promote", name, "1", "--to", "production", "--gate", gate)[0] == 0
+    code, out, err = run(capsys, *flags, "promote", name, "2", "--to", "production",
+                         "--gate", gate)  # fmt: skip
+    assert code == 0, err
+    compared = next(line for line in out.splitlines() if line.startswith("compared: "))
+    served = Registry(s).open_session(f"{name}/1", tmp_path / "c").variant
+    if served == "int8":  # v1 serves INT8, v2 only has FP32: both are measured on FP32
+        assert "both fp32" in compared
+    else:
+        assert "(fp32 vs fp32)" in compared
+    assert "accuracy 1.0000 (fp32) -> 1.0000 (fp32)" in " ".join(out.split())

@@ -109,3 +109,19 @@ def test_bad_policy_files_are_one_clear_error(tmp_path: Path, text: str, match: 
 def test_missing_policy_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read gate file"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_a_serving_variant_must_agree_with_fp32_and_the_report_names_the_variants() -> None:
+    context = {"model": "m", "alias": "production", "dataset": "d", "dataset_digest": "x" * 64,
+               "comparison": "each side's serving variant (int8 vs int8)"}  # fmt: skip
+    before = summary("1", 0.80, {"a": 0.8}).model_copy(update={"variant": "int8"})
+    after = summary("2", 0.80, {"a": 0.8}).model_copy(update={"variant": "int8"})
+    built = build_report(POLICY, context, before, after, ("int8", 0.90))
+    checks = {c.name: c for c in built.checks}
+    assert not checks["min_variant_agreement"].passed
+    assert "int8 agrees with fp32 on 0.9000" in checks["min_variant_agreement"].detail
+    assert checks["max_metric_drop"].detail.startswith("accuracy 0.8000 (int8) -> 0.8000 (int8)")
+    assert built.comparison == context["comparison"]
+    assert not built.passed
+    agreeing = build_report(POLICY, context, before, after, ("int8", 0.99))
+    assert agreeing.passed
