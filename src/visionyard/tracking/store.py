@@ -5,6 +5,11 @@
 * Team mode: an ``http(s)://`` MLflow server, or a ``postgresql://`` store (psycopg 3; the URI is
   mapped to ``postgresql+psycopg://`` so SQLAlchemy never looks for psycopg2).
 
+A SQLite store is created only by commands that record runs (``connect(create=True)``);
+every other command refuses a path where no store exists, so a typo is one clear error
+instead of an empty store, and a path that cannot be a database (a directory, a file that is
+not SQLite) fails at once instead of after minutes of connection retries.
+
 Clients always get explicit tracking and registry URIs; mlflow's globals are only touched
 inside :func:`mlflow_globals`, which restores them. Before a client is made, servers and
 databases are probed with a short timeout, so a dead store is one quick
