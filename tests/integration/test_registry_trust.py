@@ -228,3 +228,22 @@ def test_the_gate_compares_like_with_like_and_says_so(
     else:
         assert "(fp32 vs fp32)" in compared
     assert "accuracy 1.0000 (fp32) -> 1.0000 (fp32)" in " ".join(out.split())
+
+
+def test_a_version_stores_its_onnx_file_once_and_stock_mlflow_still_loads_it(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    name = registered(tracking_settings, tmp_path, capsys)
+    client = RegistryClient.from_settings(tracking_settings)
+    uri = client.artifact_uri(client.get_version(name, "1"))
+    with mlflow_globals(TrackingConfig.from_settings(tracking_settings)):
+        import mlflow
+        import mlflow.onnx
+
+        top = {Path(a.path).name for a in mlflow.artifacts.list_artifacts(artifact_uri=uri)}
+        inside = mlflow.artifacts.list_artifacts(artifact_uri=f"{uri}/bundle")
+        model = mlflow.onnx.load_model(f"models:/{name}/1")
+    assert "model.onnx" not in top
+    assert {"MLmodel", "bundle"} <= top
+    assert "model.onnx" in {Path(a.path).name for a in inside}
+    assert [i.name for i in model.graph.input] == ["input"]  # the colour model, loaded
