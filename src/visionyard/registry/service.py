@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visionyard.errors import BundleError
+from visionyard.bundle.store import load_bundle
+from visionyard.errors import BundleError, VisionyardError
 from visionyard.registry.cleanup import GcReport, collect_garbage
 from visionyard.registry.diffing import VersionDiff, diff_versions
 from visionyard.registry.evaluation import gate_runner
@@ -152,7 +153,7 @@ class Registry:
         copy is used only while it was made from exactly what the registry records now."""
         version = resolve_version(self.client, parse_reference(reference))
         target = cache / version.name / version.version
-        if not cached(target, version):
+        if not _usable(target, version):
             try:
                 materialize(self.client, version, target, self.signing_key)
             except OSError as exc:
@@ -173,6 +174,18 @@ class Registry:
     @property
     def signing_key(self) -> str | None:
         return self.settings.registry.signing_key
+
+
+def _usable(target: Path, version: VersionInfo) -> bool:
+    """A cached copy stands for what the registry records now, and its files are intact (a
+    damaged copy is fetched again rather than refused: the registry's copy may be fine)."""
+    if not cached(target, version):
+        return False
+    try:
+        load_bundle(target)
+    except VisionyardError:
+        return False
+    return True
 
 
 def resolve_bundle(settings: Settings, reference: str, cache: Path) -> tuple[str, Path]:
