@@ -43,6 +43,9 @@ def export(
     calibration_count: int = typer.Option(100, "--calibration-count", min=1),
     method: Method = typer.Option(Method.minmax, "--calibration-method"),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Points of top-1/mAP."),
+    min_agreement: float = typer.Option(
+        0.95, "--min-agreement", min=0.0, max=1.0, help="Share of answers equal to FP32's."
+    ),
     force: bool = typer.Option(False, "--force", help="Store variants that exceed --max-drop."),
     threads: int = typer.Option(1, "--threads", min=0, help="ONNX Runtime threads for timing."),
 ) -> None:
@@ -59,6 +62,7 @@ def export(
     )
     options = VariantOptions(
         max_drop_points=max_drop,
+        min_agreement=min_agreement,
         force=force,
         calibration=CalibrationOptions(count=calibration_count, method=method.value),
         timing=TimingOptions(threads=threads),
@@ -125,7 +129,8 @@ def _refuse_rejected(reports: Sequence[VariantReport], options: VariantOptions) 
         names = ", ".join(f"{r.name} ({r.reason})" for r in rejected)
         raise ExportError(
             f"variant(s) rejected and not stored: {names}; raise --max-drop (now "
-            f"{options.max_drop_points:g}) or store anyway with --force"
+            f"{options.max_drop_points:g}) or lower --min-agreement (now "
+            f"{options.min_agreement:g}), or store anyway with --force"
         )
 
 
