@@ -9,16 +9,20 @@ noisy machine; the report gives the median of ``--repeat`` rounds:
 - images/s at saturation: best in-process pipeline (decode + preprocess + ORT; the best of a few
   thread/batch layouts, including the issue's 2 workers x batches of 8) FP32 and INT8 vs
   ``visionyard serve`` over REST ``:predict`` (JPEG body), REST OIP binary (JPEG as BYTES) and
-  gRPC (target >= 0.9x in-process);
+  gRPC (targets >= 0.9x in-process, gRPC >= 0.95x);
 - vs a minimal hand-written FastAPI server in three forms (inference inside the async endpoint,
   on the thread pool, and a multipart file upload; see serving_minimal.py), each also measured
   against a plain single-threaded loop of its own code, which is how the issue calibrates its
   baseline (0.75-0.92x); target >= 1.25x. And stock ``mlflow models serve`` of the ONNX flavour,
   which cannot take JPEG and is sent preprocessed JSON tensors encoded once up front (>= 10x);
+- light load, FP32 :predict, each round: p50 with one request in flight (one closed-loop client)
+  against the minimal FastAPI server (async endpoint, ORT's default threads) in the same round
+  (target <= it), and images/s at 8 clients against the in-process best (>= 0.95x);
 - p50/p99 latency at half saturation (open loop) and batch-1 idle (beside the in-process floor);
 - hot swap under load: time from the admin call to the first new-version answer, failures;
-- cold start (process start to both protocols ready); RSS after 1/10 of the soak and at its
-  end (``--soak 600``: after 1 minute and after 10 minutes).
+- cold start (process start to both protocols ready); the server's RSS after the rounds (both
+  models loaded, each with its one-thread and all-cores sessions); RSS after 1/10 of the soak
+  and at its end (``--soak 600``: after 1 minute and after 10 minutes).
 
 Clients (bench_serving_load.py) are the lightest at hand, and their CPU use is reported: HTTP
 is a raw keep-alive socket client with prebuilt requests (~0.01 cores); gRPC is ``h2load``
@@ -35,7 +39,6 @@ import argparse
 import contextlib
 import io
 import json
-import statistics
 import struct
 import sys
 import tempfile
@@ -70,12 +73,16 @@ from bench_serving_load import (  # noqa: E402
     open_loop,
     rss_mb,
 )
+from bench_serving_report import (  # noqa: E402
+    CONCURRENCY,
+    FEW,
+    MINIMAL,
+    ONE,
+    VARIANTS,
+    median,
+    report,
+)
 
-#: Closed-loop clients per measurement: more than the server holds in flight (2 workers x
-#: batches of 8), so that a queue is always waiting, as at saturation.
-CONCURRENCY = 32
-MINIMAL = {"minimal": "inline", "minimal-threads": "threads", "minimal-upload": "upload"}
-VARIANTS = ("fp32", "int8")
 TOP5 = ("top_labels", "top_scores", "top_indices")
 
 
@@ -174,8 +181,7 @@ Target = Connect | H2Load
 
 
 def saturate(target: Target, seconds: float) -> dict[str, Any]:
-    if isinstance(target, H2Load):
-        target.run(2, 1.0)  # warm-up
+    if isinstance(target, H2Load):  # warmed up by its lead-in (see H2Load.run)
         return target.run(CONCURRENCY, seconds)
     closed_loop(target, 2, 1.0)  # warm-up: connections, first runs
     return closed_loop(target, CONCURRENCY, seconds)
@@ -198,7 +204,20 @@ def one_round(
     for name in (*MINIMAL, "mlflow"):
         if name in targets:
             out[name] = saturate(targets[name], seconds)
+    out.update(light_load(targets, seconds))
     return out
+
+
+def light_load(targets: dict[str, Target], seconds: float) -> dict[str, dict[str, Any]]:
+    """One request in flight (visionyard vs the minimal app), then a few clients (FP32)."""
+    ours, theirs = targets["predict-fp32"], targets["minimal"]
+    assert not isinstance(ours, H2Load)
+    assert not isinstance(theirs, H2Load)
+    return {
+        "one-predict-fp32": closed_loop(ours, ONE, seconds),
+        "one-minimal": closed_loop(theirs, ONE, seconds),
+        "few-predict-fp32": closed_loop(ours, FEW, seconds),
+    }
 
 
 def latencies(
@@ -258,6 +277,7 @@ def bench_all(
         for index in range(args.repeat):
             results["rounds"].append(one_round(bundles, images, targets, args.seconds))
             print(f"round {index + 1}/{args.repeat}: {_brief(results['rounds'][-1])}", flush=True)
+        results["rss_mb"] = rss_mb(urls.pid or 0)
         rates = {v: median(results["rounds"], f"predict-{v}") for v in VARIANTS}
         results["latency"] = latencies(bundles, images, targets, rates)
     return results
@@ -330,87 +350,8 @@ def soak(bundles: dict[str, Path], images: list[bytes], seconds: float) -> dict[
     return {"seconds": seconds, "early_mb": early, "late_mb": late, "growth": late / early - 1}
 
 
-def median(rounds: list[dict[str, Any]], key: str, field: str = "rate") -> float:
-    return float(statistics.median(r[key][field] for r in rounds))
-
-
-def median_ratio(rounds: list[dict[str, Any]], top: str, bottom: str) -> float:
-    return float(statistics.median(r[top]["rate"] / r[bottom]["rate"] for r in rounds))
-
-
 def _brief(measured: dict[str, dict[str, Any]]) -> str:
     return "  ".join(f"{k} {v['rate']:.1f}" for k, v in measured.items())
-
-
-def report(results: dict[str, Any]) -> None:
-    rounds = results["rounds"]
-    print(f"\n== images/s at saturation: medians of {len(rounds)} side-by-side rounds ==")
-    print(f"({CONCURRENCY} closed-loop clients; client cores used, per target below)")
-    for variant in VARIANTS:
-        best = median(rounds, f"inprocess-{variant}")
-        config = rounds[0][f"inprocess-{variant}"]["config"]
-        print(f"{variant}: in-process best {best:6.1f} ({config})")
-        for kind in ("predict", "binary", "grpc"):
-            key = f"{kind}-{variant}"
-            ratio = median_ratio(rounds, key, f"inprocess-{variant}")
-            client = f"{rounds[0][key]['client']} client {median(rounds, key, 'client_cpu'):.3f}"
-            print(
-                f"  visionyard {kind:8s} {median(rounds, key):6.1f}   "
-                f"ratio {ratio:.2f}x (target >= 0.90)   [{client} cores]"
-            )
-    plain = median(rounds, "plain-loop")
-    print(f"\nbaselines, FP32 (the model as exported): plain single-threaded loop {plain:6.1f}")
-    forms = {"inline": "async endpoint", "threads": "thread pool", "upload": "file upload"}
-    for name, form in ((n, forms[f]) for n, f in MINIMAL.items()):
-        rate = median(rounds, name)
-        calibration = median_ratio(rounds, name, "plain-loop")
-        ratio = median_ratio(rounds, "predict-fp32", name)
-        print(
-            f"  minimal FastAPI ({form:14s}) {rate:6.1f} = {calibration:.2f}x the plain loop   "
-            f"visionyard FP32/minimal {ratio:.2f}x (target >= 1.25), "
-            f"INT8/minimal {median_ratio(rounds, 'predict-int8', name):.2f}x"
-        )
-    print("  (the issue measured its minimal server at 0.75-0.92x of the plain loop)")
-    ceiling = median_ratio(rounds, "inprocess-fp32", "minimal")
-    print(
-        f"  ceiling for any FP32 server of this model: in-process best / minimal (async endpoint)"
-        f" = {ceiling:.2f}x"
-    )
-    if "mlflow" in rounds[0]:
-        ml = median(rounds, "mlflow")
-        ratio = median_ratio(rounds, "predict-fp32", "mlflow")
-        int8 = median_ratio(rounds, "predict-int8", "mlflow")
-        ceiling = median_ratio(rounds, "inprocess-fp32", "mlflow")
-        print(
-            f"mlflow models serve {ml:6.2f}   visionyard FP32/mlflow {ratio:.1f}x (target >= 10), "
-            f"INT8/mlflow {int8:.1f}x; FP32 ceiling (in-process best / mlflow) {ceiling:.1f}x; "
-            f"its client must also spend {results['mlflow_encode_ms']:.0f} ms/image on JSON"
-        )
-    _report_rest(results)
-
-
-def _report_rest(results: dict[str, Any]) -> None:
-    print("\n== latency, REST :predict (ms) ==")
-    for variant, lat in results["latency"].items():
-        half, idle, floor = lat["half"], lat["idle"], lat["floor"]
-        print(
-            f"{variant}: half saturation ({half['rate']:.1f}/s) p50 {half['p50']:.1f} "
-            f"p99 {half['p99']:.1f} | batch-1 idle p50 {idle['p50']:.1f} p99 {idle['p99']:.1f} "
-            f"(in-process one image: p50 {floor['p50']:.1f})"
-        )
-    swap = results["swap"]
-    print(
-        f"\n== hot swap under load == first new-version answer after "
-        f"{swap['to_first_new_s']:.3f}s, failed requests {swap['failed']}, "
-        f"answers {swap['answers']}"
-    )
-    print(f"cold start (process start -> both protocols ready): {results['cold_start_s']:.2f}s")
-    mem = results["soak"]
-    print(
-        f"memory under load: RSS {mem['early_mb']:.1f} MB after {mem['seconds'] / 10:.0f}s, "
-        f"{mem['late_mb']:.1f} MB after {mem['seconds']:.0f}s "
-        f"({mem['growth'] * 100:+.1f}%, target within 5%)"
-    )
 
 
 def main() -> None:

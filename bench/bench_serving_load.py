@@ -126,6 +126,8 @@ class H2Load:
     model and protocol in ``/metrics``, by status.
     """
 
+    LEAD, TAIL = 1.0, 0.5  # seconds of load before and after the measured window
+
     def __init__(self, target: str, http_url: str, model: str, bodies: Sequence[bytes]) -> None:
         self.url = f"http://{target}/inference.GRPCInferenceService/ModelInfer"
         self.metrics_url = f"{http_url}/metrics"
@@ -141,51 +143,47 @@ class H2Load:
         return shutil.which("h2load") is not None
 
     def run(self, clients: int, seconds: float) -> dict[str, Any]:
-        before = self._answers()
+        """Answers per second over a window of ``seconds`` inside the run: h2load starts
+        ``LEAD`` s before it and stops ``TAIL`` s after it, so that neither its start-up nor the
+        calls it abandons in flight when it stops (work the server did for nobody) fall in the
+        window, as neither does for the HTTP client (which waits for its last answers)."""
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
+        procs = self._start(clients, seconds + self.LEAD + self.TAIL)
+        time.sleep(self.LEAD)
+        before, started = self._answers(), time.perf_counter()
+        time.sleep(seconds)
+        after, elapsed = self._answers(), time.perf_counter() - started
+        for proc in procs:
+            proc.wait()
+        spent = resource.getrusage(resource.RUSAGE_CHILDREN)
+        answers = {k: v - before.get(k, 0.0) for k, v in after.items()}
+        ok = answers.pop("ok", 0.0)
+        cpu = (spent.ru_utime + spent.ru_stime) - (usage.ru_utime + usage.ru_stime)
+        return {
+            "rate": ok / elapsed,
+            "failures": int(sum(answers.values())),
+            "client_cpu": cpu / (seconds + self.LEAD + self.TAIL),
+            "client": "h2load",
+            **percentiles([]),
+        }
+
+    def _start(self, clients: int, seconds: float) -> list[subprocess.Popen[bytes]]:
+        """One h2load per photo, the clients split among them."""
         share = [
             clients // len(self.files) + (i < clients % len(self.files))
             for i in range(len(self.files))
         ]
-        procs = [
+        headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+        return [
             subprocess.Popen(
-                [
-                    "h2load",
-                    "-D",
-                    f"{round(seconds * 1000)}ms",
-                    "-c",
-                    str(n),
-                    "-m",
-                    "1",
-                    "-d",
-                    str(path),
-                    "-H",
-                    "content-type: application/grpc",
-                    "-H",
-                    "te: trailers",
-                    self.url,
-                ],
+                ["h2load", "-D", f"{round(seconds * 1000)}ms", "-c", str(n), "-m", "1"]
+                + ["-d", str(path), *headers, self.url],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             for n, path in zip(share, self.files, strict=True)
             if n
         ]
-        for proc in procs:
-            proc.wait()
-        elapsed = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        answers = {k: v - before.get(k, 0.0) for k, v in self._answers().items()}
-        ok = answers.pop("ok", 0.0)
-        cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
-        return {
-            "rate": ok / elapsed,
-            "failures": int(sum(answers.values())),
-            "client_cpu": cpu / elapsed,
-            "client": "h2load",
-            **percentiles([]),
-        }
 
     def _answers(self) -> dict[str, float]:
         text = urllib.request.urlopen(self.metrics_url, timeout=30).read().decode()
