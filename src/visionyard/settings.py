@@ -79,6 +79,12 @@ class ServingSettings(_Section):
     inference_workers: int = Field(
         2, gt=0, description="threads per model, each decoding its batch's images and running it"
     )
+    lone_intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime threads of a second session per model for a batch that runs "
+        "alone (no other worker busy, nothing queued); 0 = one per core, 1 = no second session",
+    )
     decode_workers: int | None = Field(
         None, description="deprecated, ignored: the inference workers decode their own images"
     )

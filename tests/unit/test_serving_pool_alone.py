@@ -11,10 +11,12 @@ import pytest
 
 from tests.fixtures.runtime import write_colour_bundle
 from visionyard.runtime.session import InferenceSession
-from visionyard.serving.batching import BatchConfig, Work
+from visionyard.serving.app import pool_config
+from visionyard.serving.batching import BatchConfig, Work, usable_cores
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.sources import Resolved
+from visionyard.settings import Settings
 
 
 class Fixed:
@@ -69,3 +71,9 @@ def test_no_twin_when_it_would_not_be_wider(
 ) -> None:
     config = PoolConfig(intra_op_threads=2, alone_intra_op_threads=2)
     assert _serve_one(tmp_path, config, monkeypatch) == [2]
+
+
+def test_the_setting_sizes_the_twin_and_defaults_to_one_thread_per_core() -> None:
+    assert pool_config(Settings()).alone_intra_op_threads == usable_cores()
+    off = Settings(serving={"lone_intra_op_threads": 1})
+    assert pool_config(off).alone_intra_op_threads == 1

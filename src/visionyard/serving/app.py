@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 import uvicorn
 
-from visionyard.serving.batching import BatchConfig
+from visionyard.serving.batching import BatchConfig, usable_cores
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.grpc_server import create_grpc_server
 from visionyard.serving.metrics import ServingMetrics
@@ -105,7 +105,8 @@ def pool_config(settings: Settings) -> PoolConfig:
         max_in_flight=serving.max_queue_size,
         retry_after_s=serving.retry_after_s,
     )
-    return PoolConfig(batch, limits)
+    lone = serving.lone_intra_op_threads or usable_cores()
+    return PoolConfig(batch, limits, alone_intra_op_threads=lone)
 
 
 def sources_from_settings(settings: Settings) -> dict[str, ModelSource]:
