@@ -26,8 +26,9 @@ noisy machine; the report gives the median of ``--repeat`` rounds:
 
 Clients (bench_serving_load.py) are the lightest at hand, and their CPU use is reported: HTTP
 is a raw keep-alive socket client with prebuilt requests (~0.01 cores); gRPC is ``h2load``
-(nghttp2's C load generator; ``apt-get install nghttp2-client``) when it is installed, else the
-Python gRPC client, which costs the server ~2 % of the machine more. 32 clients keep a queue
+(nghttp2's C load generator; ``apt-get install nghttp2-client``) when it is installed, counted
+on the server over a window inside its run (see ``H2Load.run``), else the Python gRPC client,
+which costs the server ~2 % of the machine more. 32 clients keep a queue
 waiting behind what the server holds in flight (2 workers x batches of 8).
 
     .venv/bin/python bench/bench_serving.py [--seconds 6] [--repeat 5] [--soak 600] [--no-mlflow]
