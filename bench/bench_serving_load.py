@@ -290,11 +290,13 @@ def inprocess_best(bundle: Path, images: list[bytes], seconds: float) -> dict[st
 
 
 def inprocess_idle(bundle: Path, images: list[bytes], count: int) -> dict[str, float]:
-    """Latency of the same pipeline in-process, one image at a time (the floor for idle p50)."""
+    """Latency of the same pipeline in-process, one image at a time (the floor for idle p50),
+    with an ORT thread per core, as the server runs a lone request."""
     from visionyard.contract.preprocess import decode_for_contract, preprocess_image
     from visionyard.runtime.session import InferenceSession
+    from visionyard.serving.batching import usable_cores
 
-    session = InferenceSession.open(bundle, intra_op_threads=1)
+    session = InferenceSession.open(bundle, intra_op_threads=usable_cores())
     contract, latencies = session.contract, []
     for i in range(count):
         began = time.perf_counter()
