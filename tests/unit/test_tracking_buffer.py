@@ -40,7 +40,9 @@ def points(start: int, stop: int) -> list[Point]:
     return [("loss", float(i), 1000 + i, i) for i in range(start, stop)]
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Wait for a background thread; the bound only stops a hung test (a loaded CI machine
+    took over 5 s)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "timed out"
