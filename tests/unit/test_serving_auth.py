@@ -10,8 +10,7 @@ import pytest
 
 from visionyard.serving.auth import bearer, check_admin, check_inference, token_matches
 from visionyard.serving.errors import AdminDisabledError, UnauthorizedError
-from visionyard.serving.logs import JsonFormatter, configure_logging
-from visionyard.serving.rest_middleware import request_id
+from visionyard.serving.logs import JsonFormatter, configure_logging, request_id
 
 
 @pytest.mark.parametrize(

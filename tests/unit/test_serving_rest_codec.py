@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from visionyard.errors import InvalidInputError
-from visionyard.serving.rest_codec import parse_infer
+from visionyard.serving.rest.codec import parse_infer
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])

@@ -22,12 +22,12 @@ import uvicorn
 
 from visionyard.serving.batching import BatchConfig, usable_cores
 from visionyard.serving.dataplane import DataPlane
-from visionyard.serving.grpc_server import create_grpc_server
+from visionyard.serving.grpc.server import create_grpc_server
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits
 from visionyard.serving.pool import ModelPool, PoolConfig
-from visionyard.serving.rest import create_rest_app
-from visionyard.serving.rest_parse import BodyParser
+from visionyard.serving.rest.parse import BodyParser
+from visionyard.serving.rest.routes import create_rest_app
 from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
 from visionyard.settings import Settings
 

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import re
 import sys
 import time
+import uuid
 from typing import IO, Any
 
 ACCESS = logging.getLogger("visionyard.access")
+_REQUEST_ID = re.compile(r"^[\w.\-:]{1,128}$")
+#: New request ids: 16 random hex digits fixed per process + a 16-digit counter (32 in all,
+#: like a UUID's hex): unique without a random-number system call per request.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
+def request_id(given: str | None) -> str:
+    """The client's ``X-Request-ID`` (or gRPC metadata) when it is sane, else a new one."""
+    if given and _REQUEST_ID.match(given):
+        return given
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,10 +1,10 @@
 """The two inference endpoints of the REST adapter, and a plain-ASGI front that serves them.
 
 ``POST /v2/models/{name}[/versions/{v}]/infer`` and ``POST /v1/models/{name}:predict`` are
-implemented once here, as functions from (headers, body) to a :class:`Reply`. The FastAPI routes
-of the same paths (:mod:`visionyard.serving.rest`) call them, which documents them in the OpenAPI
-schema and serves multipart uploads; :class:`HotPath`, an ASGI app in front of FastAPI, calls
-them directly for every other request to these paths.
+implemented once here, as functions from (headers, body) to a :class:`Reply`. The FastAPI
+routes of the same paths (:mod:`visionyard.serving.rest.routes`) call them, which documents them
+in the OpenAPI schema and serves multipart uploads; :class:`HotPath`, an ASGI app in front of
+FastAPI, calls them directly for every other request to these paths.
 
 Why the front: the event loop that runs both protocols shares the interpreter lock with the
 threads that decode images and run the model, so every millisecond it spends per request is
@@ -30,9 +30,9 @@ from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.errors import BodyTooLargeError, ServerBusyError, client_message
 from visionyard.serving.predict import predict_request, to_json
-from visionyard.serving.rest_codec import HEADER_LENGTH, encode_infer
-from visionyard.serving.rest_middleware import request_headers
-from visionyard.serving.rest_parse import BodyParser, check_json_size, json_limit, json_size
+from visionyard.serving.rest.codec import HEADER_LENGTH, encode_infer
+from visionyard.serving.rest.middleware import request_headers
+from visionyard.serving.rest.parse import BodyParser, check_json_size, json_limit, json_size
 from visionyard.settings import ServingSettings
 
 log = logging.getLogger("visionyard.serving")

@@ -19,11 +19,10 @@ from visionyard.errors import VisionyardError
 from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.errors import ServerBusyError, client_message
-from visionyard.serving.grpc_codec import encode_infer, parse_infer
-from visionyard.serving.logs import access
+from visionyard.serving.grpc.codec import encode_infer, parse_infer
+from visionyard.serving.logs import access, request_id
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
-from visionyard.serving.rest_middleware import request_id
 from visionyard.settings import ServingSettings
 
 #: The gRPC adapter's mapping from domain codes to status codes.

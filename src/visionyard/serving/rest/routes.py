@@ -2,7 +2,7 @@
 
 Thin by design: each endpoint converts HTTP to :mod:`visionyard.serving.types`, calls the data
 plane or the pool, and converts back. The two inference endpoints are implemented in
-:mod:`visionyard.serving.rest_hot`, with :data:`~visionyard.serving.rest_hot.HTTP_STATUS`, the
+:mod:`visionyard.serving.rest.hot`, with :data:`~visionyard.serving.rest.hot.HTTP_STATUS`, the
 REST adapter's ONE mapping from domain error codes to HTTP status codes.
 
 With an inference token set, model metadata needs it too (it shows the contract, labels and the
@@ -24,7 +24,7 @@ from visionyard.serving.auth import check_admin, check_inference
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.metrics import CONTENT_TYPE
 from visionyard.serving.predict import read_images
-from visionyard.serving.rest_hot import (
+from visionyard.serving.rest.hot import (
     HotPath,
     Reply,
     authorize,
@@ -33,8 +33,8 @@ from visionyard.serving.rest_hot import (
     infer_reply,
     predict_reply,
 )
-from visionyard.serving.rest_middleware import RequestContextMiddleware
-from visionyard.serving.rest_parse import BodyParser
+from visionyard.serving.rest.middleware import RequestContextMiddleware
+from visionyard.serving.rest.parse import BodyParser
 from visionyard.settings import ServingSettings
 
 

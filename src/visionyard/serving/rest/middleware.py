@@ -8,25 +8,14 @@ reads the body, which the REST error table turns into 413.
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from visionyard.serving.errors import BodyTooLargeError
-from visionyard.serving.logs import access
-
-_REQUEST_ID = re.compile(r"^[\w.\-:]{1,128}$")
-
-
-#: New request ids: 16 random hex digits fixed per process + a 16-digit counter (32 in all,
-#: like a UUID's hex): unique without a random-number system call per request.
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ID_COUNTER = itertools.count(1)
+from visionyard.serving.logs import access, request_id
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
@@ -37,13 +26,6 @@ def request_headers(scope: Scope) -> dict[str, str]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         state["headers"] = headers
     return headers
-
-
-def request_id(given: str | None) -> str:
-    """The client's ``X-Request-ID`` when it is sane, else a new one."""
-    if given and _REQUEST_ID.match(given):
-        return given
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class RequestContextMiddleware:

@@ -31,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from visionyard.errors import BodyTooLargeError, InvalidInputError, VisionyardError
 from visionyard.serving.model import Limits, LoadedModel
-from visionyard.serving.rest_codec import parse_infer
+from visionyard.serving.rest.codec import parse_infer
 from visionyard.serving.types import InferRequest
 
 INLINE_JSON_BYTES = 256 * 1024
