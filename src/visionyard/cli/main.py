@@ -19,6 +19,7 @@ from visionyard.cli import config as config_cmd
 from visionyard.cli import contract as contract_cmd
 from visionyard.cli import data as data_cmd
 from visionyard.cli import models as models_cmd
+from visionyard.cli import monitor as monitor_cmd
 from visionyard.cli import registry_cmds
 from visionyard.cli import runs as runs_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
@@ -42,6 +43,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(contract_cmd.app, name="contract")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(monitor_cmd.app, name="monitor")
 for _name in ("register", "promote", "rollback", "gc"):
     app.command(_name)(getattr(registry_cmds, _name))
 app.command("serve")(serve_cmd)

@@ -152,6 +152,7 @@ def _lineage(view: VersionView) -> Table:
         "bundle digest": tags.get("vy.bundle_digest", "-"),
         "variants": tags.get("vy.variants", "-"),
         "parent": tags.get("vy.parent", "-"),
+        "profile": _profile_line(v.name, v.version, tags),
         "mlflow uri": f"models:/{v.name}/{v.version}",
     }
     for key, value in sorted(tags.items()):
@@ -162,6 +163,13 @@ def _lineage(view: VersionView) -> Table:
     for key, value in rows.items():
         table.add_row(key, escape(value))
     return table
+
+
+def _profile_line(name: str, version: str, tags: dict[str, str]) -> str:
+    digest = tags.get("vy.profile_digest")
+    if not digest:
+        return f"none (visionyard monitor profile {name}/{version} --data DIR)"
+    return f"{tags.get('vy.profile', '-')} (digest {digest[:19]})"
 
 
 def _events_table(title: str, events: list[AliasEvent]) -> Table:

@@ -1,0 +1,196 @@
+"""``visionyard monitor profile | show | compare``: reference profiles and drift.
+
+Heavy imports (mlflow, onnxruntime, scipy) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from visionyard.cli.console import app_context, err, out
+from visionyard.cli.data import progress_bar
+from visionyard.errors import DatasetError
+
+if TYPE_CHECKING:
+    from visionyard.monitor import Comparison, Profile
+    from visionyard.monitor.store import Images
+
+app = typer.Typer(help="Reference profiles and drift of registered versions.", no_args_is_help=True)
+_VERDICT_STYLE = {"drift": "bold red", "ok": "green", "not enough data": "yellow", "skipped": "dim"}
+
+
+@app.command("profile")
+def profile(
+    ctx: typer.Context,
+    reference: str = typer.Argument(..., help="NAME/VERSION (or NAME@ALIAS)."),
+    data: Path = typer.Option(..., "--data", help="Folder of the version's validation images."),
+    split: str = typer.Option("val", "--split", help="Sub-folder to use when it exists."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N images."),
+) -> None:
+    """Build the version's reference profile and store it beside the version."""
+    from visionyard.monitor.store import profile_version
+    from visionyard.tracking.mlflow_model import scratch_dir
+
+    images = _images(data, split, limit)
+    with scratch_dir("vy-monitor-") as workdir, _lazy_bar("profiling") as bar:
+        info, built, digest = profile_version(
+            app_context(ctx).settings, reference, images, workdir, progress=bar
+        )
+    out().print(_summary_table(built, f"profile of {escape(info.name)} v{info.version}"))
+    out().print(f"stored beside {escape(info.name)}/{info.version}: {digest}", highlight=False)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    reference: str = typer.Argument(..., help="NAME/VERSION or NAME@ALIAS."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The stored profile of a version: metadata and a summary of every feature."""
+    from visionyard.monitor.store import load_version_profile
+    from visionyard.tracking.mlflow_model import scratch_dir
+
+    with scratch_dir("vy-monitor-") as workdir:
+        info, stored = load_version_profile(app_context(ctx).settings, reference, workdir)
+    if as_json:
+        body = {**stored.meta, "summary": stored.sample.summary(), "shares": stored.sample.shares()}
+        _emit_json(body)
+        return
+    out().print(_summary_table(stored, f"profile of {escape(info.name)} v{info.version}"))
+
+
+@app.command("compare")
+def compare_cmd(
+    ctx: typer.Context,
+    reference: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
+    data: Path = typer.Option(..., "--data", help="Folder of images to compare."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N images."),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="After correction."),
+    min_samples: int = typer.Option(30, "--min-samples", min=2, help="Per feature and side."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Compare a folder of images with the version's profile (exit 0 either way)."""
+    from visionyard.monitor import CompareOptions
+    from visionyard.monitor.store import compare_version
+    from visionyard.tracking.mlflow_model import scratch_dir
+
+    images = _images(data, None, limit)
+    options = CompareOptions(alpha=alpha, min_samples=min_samples)
+    with scratch_dir("vy-monitor-") as workdir, _lazy_bar("comparing") as bar:
+        found = compare_version(
+            app_context(ctx).settings, reference, images, workdir, options=options, progress=bar
+        )
+    info, result = found.version, found.comparison
+    if as_json:
+        about = {"model": info.name, "version": info.version, "data": str(data)}
+        _emit_json({**about, **result.to_dict(), "unreadable": found.collected.unreadable})
+        return
+    out().print(
+        _comparison_table(result, f"{escape(info.name)} v{info.version} vs {escape(str(data))}")
+    )
+    style = _VERDICT_STYLE[result.verdict]
+    out().print(f"verdict: [{style}]{result.verdict}[/] ({result.window_images} images)")
+    if found.collected.unreadable:
+        err().print(f"note: {len(found.collected.unreadable)} unreadable image(s) skipped")
+
+
+@contextmanager
+def _lazy_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar that appears with the first image, so that an error found before any
+    image is read (no profile, unknown version) is the only line on stderr."""
+    with ExitStack() as stack:
+        bar: list[Callable[[int, int], None]] = []
+
+        def update(done: int, total: int) -> None:
+            if not bar:
+                bar.append(stack.enter_context(progress_bar(description)))
+            bar[0](done, total)
+
+        yield update
+
+
+def _images(data: Path, split: str | None, limit: int | None) -> Images:
+    from visionyard.monitor import image_files
+    from visionyard.monitor.store import Images
+
+    if not data.is_dir():
+        raise DatasetError(f"{data} is not a folder of images")
+    paths = image_files(data, split)
+    if not paths:
+        raise DatasetError(f"no images (jpg, png, webp, ...) below {data}")
+    base = data / split if split and (data / split).is_dir() else data
+    return Images(paths[:limit] if limit else paths, base)
+
+
+def _summary_table(stored: Profile, title: str) -> Table:
+    meta = stored.meta
+    table = Table(title=f"{title}: {stored.images} images, {meta.get('created', '-')}")
+    for column in ("feature", "n", "mean", "std", "p5", "p50", "p95"):
+        table.add_column(column, justify="left" if column == "feature" else "right")
+    for name, row in stored.sample.summary().items():
+        cells = [_number(row.get(k)) for k in ("n", "mean", "std", "p5", "p50", "p95")]
+        table.add_row(escape(name), *cells)
+    for name, shares in stored.sample.shares().items():
+        text = ", ".join(f"{k} {v:.0%}" for k, v in list(shares.items())[:8])
+        table.add_row(
+            escape(name), str(sum(stored.sample.categorical[name].values())), escape(text)
+        )
+    embeddings = stored.sample.embeddings
+    rows = (
+        "none (no embedding output)"
+        if embeddings is None
+        else f"{embeddings.shape[0]} x {embeddings.shape[1]}"
+    )
+    table.caption = f"data {meta.get('data_digest', '-')}; embeddings {rows}"
+    return table
+
+
+def _comparison_table(result: Comparison, title: str) -> Table:
+    table = Table(title=title)
+    for column in (
+        "feature",
+        "test",
+        "statistic",
+        "p-value",
+        "adjusted",
+        "PSI",
+        "n ref",
+        "n new",
+        "verdict",
+    ):
+        table.add_column(column)
+    for r in result.results:
+        style = _VERDICT_STYLE[r.verdict]
+        table.add_row(
+            escape(r.feature), r.test, _number(r.statistic), _p(r.p_value), _p(r.p_adjusted),
+            _number(r.psi), str(r.reference_n), str(r.window_n),
+            f"[{style}]{r.verdict}[/]" + _note(r.note if not r.tested else ""),
+        )  # fmt: skip
+    return table
+
+
+def _note(text: str) -> str:
+    return f" ({escape(text)})" if text else ""
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
