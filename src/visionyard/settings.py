@@ -91,6 +91,37 @@ class ServingSettings(_Section):
     retry_after_s: int = Field(1, ge=0)
 
 
+class CaptureSettings(_Section):
+    dir: Path | None = Field(
+        None, description="keep hard images here (DIR/MODEL/VERSION/YYYYMMDD/); unset = off"
+    )
+    min_confidence: float = Field(
+        0.5, ge=0, le=1, description="keep an image whose top-1 confidence is below this"
+    )
+    max_margin: float = Field(
+        0.1, ge=0, le=1, description="keep an image whose top-1 minus top-2 is below this"
+    )
+    sample_rate: float = Field(0.0, ge=0, le=1, description="share of all images kept at random")
+    max_bytes: int = Field(1024**3, gt=0, description="disk quota of the capture folder")
+    max_per_minute: int = Field(600, gt=0, description="images written per minute, at most")
+    queue_size: int = Field(256, gt=0, description="images waiting for the writer; full = drop")
+
+
+class MonitorSettings(_Section):
+    enabled: bool = Field(True, description="live windows of image and prediction statistics")
+    window_size: int = Field(500, gt=0, description="images per window, at most")
+    window_seconds: float = Field(600.0, gt=0, description="oldest image a window keeps, seconds")
+    min_samples: int = Field(30, gt=1, description="fewer images in a window: not enough data")
+    alpha: float = Field(0.01, gt=0, lt=1, description="drift threshold after correction")
+    compare_every_images: int = Field(
+        100, gt=0, description="compare the window with the reference after this many images"
+    )
+    compare_every_s: float = Field(
+        30.0, gt=0, description="...or after this many seconds (background thread)"
+    )
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+
+
 class Settings(BaseSettings):
     """The whole effective configuration."""
 
@@ -105,6 +136,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @classmethod
     def settings_customise_sources(

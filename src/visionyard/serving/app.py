@@ -25,6 +25,7 @@ from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.grpc.server import create_grpc_server
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits
+from visionyard.serving.monitoring import Monitoring
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.rest.parse import BodyParser
 from visionyard.serving.rest.routes import create_rest_app
@@ -54,7 +55,8 @@ class Server:
             )
         self.metrics = ServingMetrics()
         chosen = sources if sources is not None else sources_from_settings(settings)
-        self.pool = ModelPool(chosen, pool_config(settings), self.metrics)
+        self.monitoring = monitoring(settings, self.metrics)
+        self.pool = ModelPool(chosen, pool_config(settings), self.metrics, self.monitoring)
         self.plane = DataPlane(self.pool, self.metrics)
         self.parser = BodyParser()
         self.rest_app = create_rest_app(self.plane, settings.serving, self.parser)
@@ -77,6 +79,8 @@ class Server:
                 http_task.result()
                 raise RuntimeError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
+        if self.monitoring is not None:
+            self.monitoring.start()
         await self.pool.start()
         self._tasks.append(asyncio.create_task(self.pool.watch(serving.poll_interval_s)))
         host, port = sock.getsockname()[:2]
@@ -91,7 +95,16 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.close)
         self.parser.close()
+
+
+def monitoring(settings: Settings, metrics: ServingMetrics) -> Monitoring | None:
+    """The server's live monitoring (``monitor.enabled``), or None."""
+    if not settings.monitor.enabled:
+        return None
+    return Monitoring(settings.monitor, metrics.monitor)
 
 
 def pool_config(settings: Settings) -> PoolConfig:

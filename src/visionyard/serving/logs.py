@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import json
 import logging
@@ -17,13 +18,23 @@ _REQUEST_ID = re.compile(r"^[\w.\-:]{1,128}$")
 #: like a UUID's hex): unique without a random-number system call per request.
 _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count(1)
+#: The id of the request the current task serves (set by :func:`request_id`; read by the
+#: monitor, which names captured images after it).
+_CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("visionyard_request_id")
 
 
 def request_id(given: str | None) -> str:
-    """The client's ``X-Request-ID`` (or gRPC metadata) when it is sane, else a new one."""
-    if given and _REQUEST_ID.match(given):
-        return given
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    """The client's ``X-Request-ID`` (or gRPC metadata) when it is sane, else a new one; it
+    becomes the current task's :func:`current_request_id`."""
+    rid = given if given and _REQUEST_ID.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    _CURRENT.set(rid)
+    return rid
+
+
+def current_request_id() -> str:
+    """The id of the request this task serves (a new one outside a request)."""
+    rid = _CURRENT.get(None)
+    return rid if rid is not None else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class JsonFormatter(logging.Formatter):

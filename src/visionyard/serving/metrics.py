@@ -56,6 +56,7 @@ class ServingMetrics:
             registry=reg,
         )
         self.swaps = Counter("visionyard_model_swaps", "Version switches", ["model"], registry=reg)
+        self.monitor = MonitorMetrics(reg)
         self._counters: dict[tuple[str, ...], Any] = {}
         self._stages: dict[tuple[str, str], tuple[Any, ...]] = {}
 
@@ -99,3 +100,48 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MonitorMetrics:
+    """Live monitoring: drift per feature against the version's reference profile, the window,
+    confidence quantiles, class shares, and the capture writer's counts. Feature and label
+    values come from the profile and the contract, never from clients (bounded label sets)."""
+
+    def __init__(self, reg: CollectorRegistry) -> None:
+        mv, mvf = ["model", "version"], ["model", "version", "feature"]
+        self.drift_statistic = Gauge(
+            "visionyard_drift_statistic", "Drift test statistic per feature", mvf, registry=reg
+        )
+        self.drift_p_value = Gauge(
+            "visionyard_drift_p_value",
+            "Drift p-value per feature, corrected for testing many features (Benjamini-Hochberg)",
+            mvf,
+            registry=reg,
+        )
+        self.drift_detected = Gauge(
+            "visionyard_drift_detected", "1 when any feature drifts, else 0", mv, registry=reg
+        )
+        self.window_size = Gauge(
+            "visionyard_monitor_window_size", "Images in the live window", mv, registry=reg
+        )
+        self.confidence_quantile = Gauge(
+            "visionyard_confidence_quantile",
+            "Top-1 confidence quantiles over the live window",
+            [*mv, "quantile"],
+            registry=reg,
+        )
+        self.class_share = Gauge(
+            "visionyard_class_share",
+            "Share of each predicted class in the live window",
+            [*mv, "label"],
+            registry=reg,
+        )
+        self.captured = Counter(
+            "visionyard_captured", "Images written by the capture writer", ["model"], registry=reg
+        )
+        self.capture_dropped = Counter(
+            "visionyard_capture_dropped",
+            "Images the capture writer dropped (queue_full, rate_limit, quota, write_error)",
+            ["model", "reason"],
+            registry=reg,
+        )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,10 @@ from visionyard.serving.codec import datatype_of
 from visionyard.serving.errors import ModelUnavailableError, ServerBusyError
 from visionyard.serving.outputs import output_specs
 from visionyard.serving.types import Tensor, TensorSpec
+
+if TYPE_CHECKING:
+    from visionyard.serving.monitoring import Watcher
+    from visionyard.serving.watch import Watch
 
 IMAGE_INPUT = "image"
 PLATFORM = "onnxruntime_onnx"
@@ -65,6 +69,7 @@ class LoadedModel:
         self.outputs = output_specs(session)
         self.accepts_non_finite = session.bundle.metadata.get("accepts_non_finite") is True
         self.in_flight = 0
+        self.monitor: Watcher | None = None  # set by the pool when monitoring is on
         self._closing = False
         self._drained = asyncio.Event()
 
@@ -99,9 +104,16 @@ class LoadedModel:
                 raise InvalidInputError(
                     f"{len(batch.tensor)} images in one request; send 1 to {limits.max_images}"
                 )
-            return Work(len(batch.tensor), lambda: (batch.tensor, batch.metas), finish)
+            watch = self.monitor.watch(None) if self.monitor else None
+            return Work(
+                len(batch.tensor), lambda: (batch.tensor, batch.metas), _watched(finish, watch)
+            )
         items = image_items(tensor, limits)
-        return Work(len(items), lambda: self.decode_images(items, limits), finish)
+        watch = self.monitor.watch(items) if self.monitor else None
+        seen = watch.image if watch else None
+        return Work(
+            len(items), lambda: self.decode_images(items, limits, seen), _watched(finish, watch)
+        )
 
     def tensor_input(self, tensor: Tensor) -> ModelBatch:
         """Validate a preprocessed tensor input (datatype, shape, element count)."""
@@ -122,13 +134,19 @@ class LoadedModel:
         return ModelBatch(array, [identity] * len(array))
 
     def decode_images(
-        self, items: list[bytes], limits: Limits
+        self,
+        items: list[bytes],
+        limits: Limits,
+        seen: Callable[[int, Image.Image], None] | None = None,
     ) -> tuple[np.ndarray, list[ImageMeta]]:
-        """Decode and preprocess encoded images by the contract (blocking: run off the loop)."""
+        """Decode and preprocess encoded images by the contract (blocking: run off the loop);
+        ``seen(index, image)`` is shown each decoded image (monitoring)."""
         contract = self.session.contract
         arrays, metas = [], []
         for index, data in enumerate(items):
             image = _decode(index, data, contract, limits)
+            if seen is not None:
+                seen(index, image)
             array, meta = preprocess_image(image, contract)
             arrays.append(array)
             metas.append(meta)
@@ -142,6 +160,19 @@ class LoadedModel:
                 f"model {self.name!r} takes exactly one input, one of {names}; got {given}"
             )
         return inputs[0]
+
+
+def _watched(finish: Finish, watch: Watch | None) -> Callable[[dict[str, np.ndarray], Any], Any]:
+    """``finish``, then the request's monitoring (which never raises) when it is watched."""
+    if watch is None:
+        return finish
+
+    def done(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> Any:
+        result = finish(raw, metas)
+        watch.finish(raw, metas)
+        return result
+
+    return done
 
 
 def input_specs(session: InferenceSession) -> list[TensorSpec]:

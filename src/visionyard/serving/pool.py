@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from visionyard.errors import BundleError, NotFoundError, VisionyardError
 from visionyard.runtime.session import InferenceSession
@@ -26,6 +27,9 @@ from visionyard.serving.errors import ModelUnavailableError, client_message
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
 from visionyard.serving.sources import ModelSource, Resolved, lookup_version
+
+if TYPE_CHECKING:
+    from visionyard.serving.monitoring import Monitoring
 
 log = logging.getLogger("visionyard.serving")
 
@@ -54,10 +58,15 @@ class ModelEntry:
 
 class ModelPool:
     def __init__(
-        self, sources: Mapping[str, ModelSource], config: PoolConfig, metrics: ServingMetrics
+        self,
+        sources: Mapping[str, ModelSource],
+        config: PoolConfig,
+        metrics: ServingMetrics,
+        monitoring: Monitoring | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.monitoring = monitoring
         self._entries = {name: ModelEntry(name, source) for name, source in sources.items()}
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -132,6 +141,7 @@ class ModelPool:
             old, entry.current, entry.state = entry.current, None, "unloaded"
             self.metrics.unloaded(name)
             if old is not None:
+                self._unwatch(old)
                 await old.retire()
 
     async def watch(self, interval_s: float) -> None:
@@ -164,6 +174,10 @@ class ModelPool:
             return False
         batcher = self._batcher(entry, session, alone)
         model = LoadedModel(entry.name, resolved.version, session, batcher)
+        if self.monitoring is not None:
+            model.monitor = self.monitoring.attach(
+                entry.name, model.version, session, entry.source, resolved
+            )
         model.batcher.start()
         old, entry.current = entry.current, model  # the atomic switch
         entry.state, entry.last_error, entry.failed_version = "ready", None, None
@@ -171,10 +185,16 @@ class ModelPool:
         self.metrics.swaps.labels(entry.name).inc()
         log.info("serving version", extra={"fields": _fields(entry, model.version)})
         if old is not None:
+            self._unwatch(old)
             task = asyncio.create_task(old.retire())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         return True
+
+    def _unwatch(self, model: LoadedModel) -> None:
+        """The version's monitor stops (its gauges go): the version is no longer served."""
+        if self.monitoring is not None:
+            self.monitoring.detach(model.monitor)
 
     def _open(self, resolved: Resolved) -> tuple[InferenceSession, InferenceSession | None]:
         """The version's session, and its wide twin for lone batches (when configured)."""

@@ -12,6 +12,7 @@ and scrapers.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -155,6 +156,11 @@ def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
         await pool.unload(name)
         return JSONResponse(_index_row(pool.entry(name)))
 
+    @app.get("/v2/models/{name}/monitor")
+    async def monitor(request: Request, name: str) -> JSONResponse:
+        admin(request)
+        return JSONResponse(await monitor_report(plane, name))
+
     @app.post("/admin/reload")
     async def reload(request: Request) -> JSONResponse:
         admin(request)
@@ -162,6 +168,15 @@ def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
         return JSONResponse(
             {n: {**_index_row(pool.entry(n)), "swapped": s} for n, s in swapped.items()}
         )
+
+
+async def monitor_report(plane: DataPlane, name: str) -> dict[str, Any]:
+    """The serving version's window against its reference, compared now (off the loop)."""
+    model = plane.pool.current(name)
+    if model.monitor is None:
+        off = "monitoring is off (monitor.enabled = false)"
+        return {"model": name, "version": model.version, "enabled": False, "message": off}
+    return await asyncio.to_thread(model.monitor.monitor.refresh)
 
 
 def _index_row(entry: Any) -> dict[str, Any]:
