@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from visionyard.data.synth import SHAPES, make_classification_set, make_detectio
 from visionyard.errors import DatasetError
 
 app = typer.Typer(help="Datasets: synthetic data, manifests and diffs.", no_args_is_help=True)
+capture_app = typer.Typer(
+    help="Images the server captured (monitor.capture.dir): list them, export a dataset.",
+    no_args_is_help=True,
+)
+app.add_typer(capture_app, name="capture")
 
 
 class SynthKind(StrEnum):
@@ -224,3 +230,59 @@ def _rows_table(
     for row in rows[:limit]:
         table.add_row(*row)
     return table
+
+
+@capture_app.command("list")
+def capture_list(
+    directory: Path = typer.Argument(..., help="The capture folder (monitor.capture.dir)."),
+    model: str | None = typer.Option(None, "--model", help="Only this model."),
+) -> None:
+    """Captured images per model, version and day: count, bytes and reasons."""
+    from visionyard.data.captures import iter_captures, summarize
+
+    rows = summarize(iter_captures(directory, model=model))
+    table = Table(title=f"captures in {directory}")
+    for column in ("model", "version", "day", "images", "bytes", "reasons"):
+        table.add_column(column, justify="right" if column in ("images", "bytes") else "left")
+    for row in rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(row.reasons.items()))
+        table.add_row(row.model, row.version, row.day, str(row.count), str(row.bytes), reasons)
+    out().print(table)
+    if not rows:
+        out().print("no captures yet", highlight=False)
+
+
+@capture_app.command("export")
+def capture_export(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="The capture folder (monitor.capture.dir)."),
+    model: str = typer.Option(..., "--model", help="The served model's name."),
+    output: Path = typer.Option(..., "--out", help="New dataset folder."),
+    version: str | None = typer.Option(None, "--version", help="Only this version."),
+    since: str | None = typer.Option(None, "--since", help="Only from this day (YYYY-MM-DD)."),
+    unlabelled: bool = typer.Option(
+        False, "--unlabelled", help="One unlabelled/ folder (default: one per predicted label)."
+    ),
+) -> None:
+    """Turn captured images into an ImageFolder dataset with a manifest and its digest."""
+    from visionyard.data.captures import export_captures, iter_captures
+
+    day = _day(since)
+    found = iter_captures(directory, model=model, version=version, since=day)
+    layout = "unlabelled" if unlabelled else "predicted"
+    max_pixels = app_context(ctx).settings.images.max_pixels
+    built = export_captures(found, output, layout=layout, max_pixels=max_pixels)
+    console = out()
+    console.print(_counts_table(built))
+    where = f"{len(built)} images exported to {output} ({layout} layout)"
+    console.print(f"{where}; manifest: {output / 'manifest.json'}", highlight=False, soft_wrap=True)
+    console.print(f"digest: sha256:{built.digest}", highlight=False)
+
+
+def _day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise DatasetError(f"--since {text!r}: expected a day as YYYY-MM-DD") from exc
