@@ -1,0 +1,201 @@
+"""Monitoring inside the server: records made from the work a batcher worker already does, the
+window, drift against a reference profile, the gauges, the report's states, capture offers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.fixtures.runtime import COLOURS, write_colour_bundle
+from tests.fixtures.serving import encoded
+from visionyard.monitor import FeatureSample, Profile, Record
+from visionyard.runtime.session import InferenceSession
+from visionyard.serving.batching import BatchConfig, Batcher
+from visionyard.serving.logs import request_id
+from visionyard.serving.metrics import ServingMetrics
+from visionyard.serving.model import IMAGE_INPUT, Limits, LoadedModel
+from visionyard.serving.monitoring import Monitoring, Reference, VersionMonitor
+from visionyard.serving.sources import LocalBundleSource, Resolved
+from visionyard.serving.types import Tensor
+from visionyard.settings import MonitorSettings
+
+MID = encoded((128, 60, 60))  # between red and black: top-1 ~0.51, margin ~0.02
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_colour_bundle(tmp_path_factory.mktemp("mon") / "b").path
+
+
+@pytest.fixture(scope="module")
+def session(bundle: Path) -> InferenceSession:
+    return InferenceSession.open(bundle)
+
+
+@pytest.fixture
+def metrics() -> ServingMetrics:
+    return ServingMetrics()
+
+
+@pytest.fixture
+def monitoring(metrics: ServingMetrics, tmp_path: Path) -> Iterator[Monitoring]:
+    settings = MonitorSettings.model_validate(
+        {"min_samples": 10, "capture": {"dir": tmp_path / "cap", "min_confidence": 0.6}}
+    )
+    yield Monitoring(settings, metrics.monitor)
+
+
+def loaded(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> tuple[LoadedModel, VersionMonitor]:
+    model = LoadedModel("m", "1", session, Batcher(session.run, BatchConfig()))
+    model.monitor = monitoring.attach(
+        "m", "1", session, LocalBundleSource(bundle), Resolved("1", bundle)
+    )
+    return model, model.monitor.monitor
+
+
+def serve(model: LoadedModel, images: list[bytes]) -> Any:
+    """What a batcher worker does with one request: prepare, run, finish."""
+    data = np.empty(len(images), dtype=object)
+    data[:] = images
+    tensor = Tensor(IMAGE_INPUT, "BYTES", (len(images),), data)
+    work = model.work(tensor, Limits(), lambda raw, metas: "answer")
+    rows, context = work.prepare()
+    return work.finish(model.session.run(rows), context)
+
+
+def sample_of(model: LoadedModel, images: list[bytes]) -> FeatureSample:
+    serve(model, images)
+    assert model.monitor is not None
+    return model.monitor.monitor.window.snapshot()[0]
+
+
+def test_a_served_request_adds_image_and_prediction_records(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> None:
+    model, _ = loaded(monitoring, session, bundle)
+    window = sample_of(model, [encoded(COLOURS["red"]), encoded(COLOURS["blue"], fmt="PNG")])
+    assert window.images == 2
+    assert window.continuous["brightness_r"].tolist() == pytest.approx([254, 0], abs=2)
+    assert window.continuous["confidence"].min() > 0.99
+    assert window.categorical["class"] == {"blue": 1, "red": 1}
+    assert window.categorical["encoding"] == {"jpeg": 1, "png": 1}
+
+
+def test_the_answer_is_unchanged_and_a_tensor_request_adds_predictions_only(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+    assert serve(model, [MID]) == "answer"
+    batch = session.preprocess([encoded(COLOURS["green"])])
+    tensor = Tensor("input", "FP32", tuple(batch.tensor.shape), batch.tensor)
+    work = model.work(tensor, Limits(), lambda raw, metas: "tensor answer")
+    rows, context = work.prepare()
+    assert work.finish(session.run(rows), context) == "tensor answer"
+    window = monitor.window.snapshot()[0]
+    assert window.categorical["class"] == {"green": 1, "red": 1}
+    assert window.continuous["brightness_r"].size == 1  # only the encoded image has pixels
+
+
+def test_a_broken_monitor_never_fails_the_request(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+
+    def broken(records: list[Record]) -> None:
+        raise RuntimeError("a bug in monitoring")
+
+    assert model.monitor is not None
+    model.monitor.target.observe = broken
+    assert serve(model, [MID]) == "answer"
+    assert len(monitor.window.window) == 0
+
+
+def test_watch_carries_the_request_id(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> None:
+    model, _ = loaded(monitoring, session, bundle)
+    assert model.monitor is not None
+    request_id("client-id-7")
+    assert model.monitor.watch([MID]).request_id == "client-id-7"
+
+
+def gauge(metrics: ServingMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {"model": "m", "version": "1", **labels})
+
+
+def red_profile(model: LoadedModel) -> Profile:
+    images = [encoded(COLOURS["red"], (20 + i % 9, 20)) for i in range(40)]
+    return Profile({}, sample_of(model, images))
+
+
+def test_drift_is_measured_against_the_reference_and_shown_in_gauges(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path, metrics: ServingMetrics
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+    monitor.reference = Reference("ready", "", red_profile(model))
+    monitor.window.window.clear()
+    sample_of(model, [encoded((100 + i, 20, 20), (20 + i % 9, 20)) for i in range(30)])
+    report = monitor.refresh()
+    assert report["state"] == "drift"
+    assert "brightness_r" in report["drifting"]
+    assert gauge(metrics, "visionyard_drift_detected") == 1
+    p_value = gauge(metrics, "visionyard_drift_p_value", feature="brightness_r")
+    assert p_value is not None and p_value < 0.01
+    assert gauge(metrics, "visionyard_drift_statistic", feature="brightness_r") == 1.0
+    assert gauge(metrics, "visionyard_monitor_window_size") == 30
+    red, black = (gauge(metrics, "visionyard_class_share", label=x) for x in ("red", "black"))
+    assert red is not None and black is not None and red + black == pytest.approx(1.0)
+    assert black > red  # dark reds are mostly taken for black: the class mix moved
+    assert gauge(metrics, "visionyard_confidence_quantile", quantile="0.5") is not None
+    monitoring.detach(model.monitor)  # the version leaves: its series go
+    assert gauge(metrics, "visionyard_drift_detected") is None
+    assert gauge(metrics, "visionyard_monitor_window_size") is None
+
+
+def test_same_traffic_as_the_reference_is_ok(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path, metrics: ServingMetrics
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+    monitor.reference = Reference("ready", "", red_profile(model))
+    report = monitor.refresh()
+    assert report["state"] == "ok"
+    assert gauge(metrics, "visionyard_drift_detected") == 0
+
+
+def test_report_without_profile_names_the_command_and_small_windows_are_not_drift(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path, metrics: ServingMetrics
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+    monitor.load_reference(Resolved("1", bundle))
+    serve(model, [MID])
+    report = monitor.refresh()
+    assert report["state"] == "no reference profile"
+    assert "run visionyard monitor profile m/1 --data DIR" in report["message"]
+    assert report["window"]["images"] == 1
+    monitor.reference = Reference("ready", "", red_profile(model))
+    monitor.window.window.clear()
+    serve(model, [encoded((10, 10, 10))] * 3)
+    report = monitor.refresh()
+    assert report["state"] == "not enough data"
+    assert report["message"] == "not enough data (n=3 < 10)"
+    assert gauge(metrics, "visionyard_drift_detected") is None
+
+
+def test_hard_images_are_offered_to_the_capture_writer(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path, tmp_path: Path
+) -> None:
+    model, _ = loaded(monitoring, session, bundle)
+    monitoring.start()
+    try:
+        serve(model, [MID, encoded(COLOURS["red"])])
+    finally:
+        monitoring.close()
+    kept = sorted(p.name for p in (tmp_path / "cap").rglob("*.*"))
+    assert len(kept) == 2  # the mid colour (image + sidecar); the clear red is not hard
+    assert kept[0].endswith("-0.jpg")
