@@ -3,7 +3,6 @@ window, drift against a reference profile, the gauges, the report's states, capt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,11 @@ def metrics() -> ServingMetrics:
 
 
 @pytest.fixture
-def monitoring(metrics: ServingMetrics, tmp_path: Path) -> Iterator[Monitoring]:
+def monitoring(metrics: ServingMetrics, tmp_path: Path) -> Monitoring:
     settings = MonitorSettings.model_validate(
         {"min_samples": 10, "capture": {"dir": tmp_path / "cap", "min_confidence": 0.6}}
     )
-    yield Monitoring(settings, metrics.monitor)
+    return Monitoring(settings, metrics.monitor)
 
 
 def loaded(
@@ -146,11 +145,14 @@ def test_drift_is_measured_against_the_reference_and_shown_in_gauges(
     assert "brightness_r" in report["drifting"]
     assert gauge(metrics, "visionyard_drift_detected") == 1
     p_value = gauge(metrics, "visionyard_drift_p_value", feature="brightness_r")
-    assert p_value is not None and p_value < 0.01
+    assert p_value is not None
+    assert p_value < 0.01
     assert gauge(metrics, "visionyard_drift_statistic", feature="brightness_r") == 1.0
     assert gauge(metrics, "visionyard_monitor_window_size") == 30
     red, black = (gauge(metrics, "visionyard_class_share", label=x) for x in ("red", "black"))
-    assert red is not None and black is not None and red + black == pytest.approx(1.0)
+    assert red is not None
+    assert black is not None
+    assert red + black == pytest.approx(1.0)
     assert black > red  # dark reds are mostly taken for black: the class mix moved
     assert gauge(metrics, "visionyard_confidence_quantile", quantile="0.5") is not None
     monitoring.detach(model.monitor)  # the version leaves: its series go
