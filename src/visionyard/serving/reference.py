@@ -3,7 +3,9 @@
 - a registry source (``NAME@alias``, ``NAME/3``): the profile stored beside the registered
   version (:mod:`visionyard.monitor.store`), checked against the digest the version records;
 - any other source (a local bundle folder): ``<bundle>/monitor/profile/`` when the bundle
-  carries one (``profile.json`` + ``profile.npz``, the npz checked against the json), else none.
+  carries one (``profile.json`` + ``profile.npz`` written into the bundle with
+  ``write_bundle(..., extra_files=...)``, so its manifest lists and checks them; loading also
+  checks the npz against the json), else none.
 
 Blocking (it may download from the registry): the monitor calls it on its background thread.
 """
