@@ -6,6 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from visionyard.monitor.gpu import register_gpu_collector
 from visionyard.serving.types import Timings
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -57,6 +58,7 @@ class ServingMetrics:
         )
         self.swaps = Counter("visionyard_model_swaps", "Version switches", ["model"], registry=reg)
         self.monitor = MonitorMetrics(reg)
+        self.gpu = register_gpu_collector(reg)  # per-device gauges where NVML is present
         self._counters: dict[tuple[str, ...], Any] = {}
         self._stages: dict[tuple[str, str], tuple[Any, ...]] = {}
 
