@@ -248,7 +248,7 @@ def bench_all(
     started = time.perf_counter()
     models = {v: str(bundles[v]) for v in VARIANTS}
     with contextlib.ExitStack() as stack:
-        urls = stack.enter_context(serve_subprocess(models))
+        urls = stack.enter_context(serve_subprocess(models, env=monitor_env(args.monitor)))
         results["cold_start_s"] = time.perf_counter() - started
         targets: dict[str, Target] = {}
         for v in VARIANTS:
@@ -355,12 +355,23 @@ def _brief(measured: dict[str, dict[str, Any]]) -> str:
     return "  ".join(f"{k} {v['rate']:.1f}" for k, v in measured.items())
 
 
+def monitor_env(switch: str) -> dict[str, str]:
+    """``--monitor on|off`` as the server's ``monitor.enabled`` setting."""
+    return {"VISIONYARD_MONITOR__ENABLED": "true" if switch == "on" else "false"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="per throughput measurement")
     parser.add_argument("--repeat", type=int, default=5, help="side-by-side rounds (median)")
     parser.add_argument("--soak", type=float, default=600.0, help="soak duration (10 min)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip mlflow models serve")
+    parser.add_argument(
+        "--monitor",
+        choices=("on", "off"),
+        default="on",
+        help="the server's live monitoring windows (monitor.enabled; capture stays off)",
+    )
     args = parser.parse_args()
     images = photos()
     with tempfile.TemporaryDirectory(prefix="vy-bench-") as tmp:

@@ -119,6 +119,12 @@ class MonitorSettings(_Section):
     compare_every_s: float = Field(
         30.0, gt=0, description="...or after this many seconds (background thread)"
     )
+    image_every: int = Field(
+        1,
+        gt=0,
+        description="image statistics of one request in N (prediction statistics of all); "
+        "raise it if monitoring costs too much throughput",
+    )
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
 
 

@@ -201,3 +201,15 @@ def test_hard_images_are_offered_to_the_capture_writer(
     kept = sorted(p.name for p in (tmp_path / "cap").rglob("*.*"))
     assert len(kept) == 2  # the mid colour (image + sidecar); the clear red is not hard
     assert kept[0].endswith("-0.jpg")
+
+
+def test_image_every_samples_image_statistics_but_keeps_every_prediction(
+    metrics: ServingMetrics, session: InferenceSession, bundle: Path
+) -> None:
+    sparse = Monitoring(MonitorSettings(image_every=2), metrics.monitor)
+    model, monitor = loaded(sparse, session, bundle)
+    for _ in range(4):
+        serve(model, [MID])
+    window = monitor.window.snapshot()[0]
+    assert window.categorical["class"] == {"red": 4}
+    assert window.continuous["brightness_r"].size == 2

@@ -265,11 +265,11 @@ def capture_export(
     ),
 ) -> None:
     """Turn captured images into an ImageFolder dataset with a manifest and its digest."""
-    from visionyard.data.captures import export_captures, iter_captures
+    from visionyard.data.captures import Layout, export_captures, iter_captures
 
     day = _day(since)
     found = iter_captures(directory, model=model, version=version, since=day)
-    layout = "unlabelled" if unlabelled else "predicted"
+    layout: Layout = "unlabelled" if unlabelled else "predicted"
     max_pixels = app_context(ctx).settings.images.max_pixels
     built = export_captures(found, output, layout=layout, max_pixels=max_pixels)
     console = out()

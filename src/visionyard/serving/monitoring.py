@@ -20,6 +20,7 @@ confidence; a detector's box scores) and ``visionyard_class_share`` (contract la
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -95,6 +96,7 @@ class VersionMonitor:
         self.reference = Reference()
         self.gauges = _Gauges(parent.metrics, name, version)
         self.last: dict[str, Any] | None = None
+        self.requests = itertools.count()
         self._new = 0
         self._refreshed = time.monotonic()
         self._lock = threading.Lock()
@@ -258,8 +260,11 @@ class Watcher:
     target: WatchTarget
 
     def watch(self, items: list[bytes] | None) -> Watch:
-        """A request's watch (event loop: only references are kept)."""
-        return Watch(self.target, current_request_id(), items)
+        """A request's watch (event loop: only references are kept); image statistics for one
+        request in ``monitor.image_every``."""
+        every = self.monitor.settings.image_every
+        pixels = every == 1 or next(self.monitor.requests) % every == 0
+        return Watch(self.target, current_request_id(), items, pixels=pixels)
 
 
 class _Gauges:

@@ -49,10 +49,14 @@ class Watch:
     target: WatchTarget
     request_id: str
     items: Sequence[bytes] | None
+    pixels: bool = True
     _images: dict[int, tuple[Record, SourceInfo]] = field(default_factory=dict)
 
     def image(self, index: int, image: Image.Image) -> None:
-        """Statistics of the request's ``index``-th image, just decoded (worker thread)."""
+        """Statistics of the request's ``index``-th image, just decoded (worker thread);
+        nothing when this request is not sampled for image statistics (``pixels``)."""
+        if not self.pixels:
+            return
         try:
             data = self.items[index] if self.items is not None else None
             info = source_info(data) if data is not None else SourceInfo()
@@ -87,7 +91,7 @@ class Watch:
             if not reasons:
                 continue
             found = self._images.get(index)
-            encoding = found[1].encoding if found else "other"
+            encoding = found[1].encoding if found else source_info(items[index]).encoding
             answer = {**_answer(result), "confidence": confidence, "margin": margin}
             job = CaptureJob(
                 target.model, target.version, self.request_id, index, items[index], encoding,
