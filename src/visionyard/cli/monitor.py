@@ -74,7 +74,7 @@ def compare_cmd(
     reference: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
     data: Path = typer.Option(..., "--data", help="Folder of images to compare."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N images."),
-    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="After correction."),
+    alpha: float = typer.Option(0.005, "--alpha", min=1e-6, max=0.5, help="After correction."),
     min_samples: int = typer.Option(30, "--min-samples", min=2, help="Per feature and side."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

@@ -31,7 +31,7 @@ from scipy import stats
 
 Verdict = Literal["drift", "ok", "not enough data", "skipped"]
 DEFAULT_MIN_SAMPLES = 30
-DEFAULT_ALPHA = 0.01
+DEFAULT_ALPHA = 0.005  # half the 1 % false-alarm budget: BH keeps FWER <= alpha
 _PSI_FLOOR = 1e-4
 _Data = TypeVar("_Data", contravariant=True)
 
