@@ -112,7 +112,7 @@ class MonitorSettings(_Section):
     window_size: int = Field(500, gt=0, description="images per window, at most")
     window_seconds: float = Field(600.0, gt=0, description="oldest image a window keeps, seconds")
     min_samples: int = Field(30, gt=1, description="fewer images in a window: not enough data")
-    alpha: float = Field(0.01, gt=0, lt=1, description="drift threshold after correction")
+    alpha: float = Field(0.005, gt=0, lt=1, description="drift threshold after correction")
     compare_every_images: int = Field(
         100, gt=0, description="compare the window with the reference after this many images"
     )

@@ -12,6 +12,7 @@ import pytest
 from tests.fixtures.runtime import COLOURS, write_colour_bundle
 from tests.fixtures.serving import encoded
 from visionyard.monitor import FeatureSample, Profile, Record
+from visionyard.monitor.detectors import DEFAULT_ALPHA, DEFAULT_MIN_SAMPLES
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.batching import BatchConfig, Batcher
 from visionyard.serving.logs import request_id
@@ -213,3 +214,9 @@ def test_image_every_samples_image_statistics_but_keeps_every_prediction(
     window = monitor.window.snapshot()[0]
     assert window.categorical["class"] == {"red": 4}
     assert window.continuous["brightness_r"].size == 2
+
+
+def test_server_defaults_are_the_monitor_cores() -> None:
+    settings = MonitorSettings()
+    assert settings.alpha == DEFAULT_ALPHA
+    assert settings.min_samples == DEFAULT_MIN_SAMPLES
