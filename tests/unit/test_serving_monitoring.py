@@ -3,6 +3,7 @@ window, drift against a reference profile, the gauges, the report's states, capt
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,23 @@ def test_server_defaults_are_the_monitor_cores() -> None:
     settings = MonitorSettings()
     assert settings.alpha == DEFAULT_ALPHA
     assert settings.min_samples == DEFAULT_MIN_SAMPLES
+
+
+def test_the_background_thread_refreshes_and_removes_a_left_versions_series(
+    metrics: ServingMetrics, session: InferenceSession, bundle: Path
+) -> None:
+    running = Monitoring(MonitorSettings(compare_every_images=2), metrics.monitor)
+    running.start()
+    try:
+        model, monitor = loaded(running, session, bundle)
+        serve(model, [MID, MID])  # two images: a refresh is due
+        for _ in range(300):  # a hang guard: the thread refreshes soon
+            if gauge(metrics, "visionyard_monitor_window_size") == 2:
+                break
+            time.sleep(0.05)
+        assert gauge(metrics, "visionyard_monitor_window_size") == 2
+        assert monitor.reference.state == "none"  # it looked for the bundle's profile
+        running.detach(model.monitor)
+    finally:
+        running.close()
+    assert gauge(metrics, "visionyard_monitor_window_size") is None

@@ -96,6 +96,7 @@ class VersionMonitor:
         self.reference = Reference()
         self.gauges = _Gauges(parent.metrics, name, version)
         self.last: dict[str, Any] | None = None
+        self.detached = False  # the version left: its gauges are (being) removed
         self.requests = itertools.count()
         self._new = 0
         self._refreshed = time.monotonic()
@@ -141,10 +142,16 @@ class VersionMonitor:
             self._new, self._refreshed = 0, time.monotonic()
             sample, span = self.window.snapshot()
             comparison = self._compare(sample)
-            self.gauges.window(sample)
-            self.gauges.drift(comparison)
+            if not self.detached:
+                self.gauges.window(sample)
+                self.gauges.drift(comparison)
             self.last = self._report(sample, span, comparison)
             return self.last
+
+    def retire(self) -> None:
+        """Remove this version's series (after :attr:`detached` is set)."""
+        with self._lock:
+            self.gauges.remove_all()
 
     def _compare(self, sample: FeatureSample) -> Comparison | None:
         profile = self.reference.profile
@@ -189,6 +196,7 @@ class Monitoring:
         self.policy = CapturePolicy(settings.capture)
         self._monitors: dict[int, VersionMonitor] = {}
         self._pending: list[tuple[VersionMonitor, Resolved]] = []
+        self._retired: list[VersionMonitor] = []
         self._event = threading.Event()
         self._stop = False
         self._lock = threading.Lock()
@@ -219,9 +227,16 @@ class Monitoring:
     def detach(self, watcher: Watcher | None) -> None:
         if watcher is None:
             return
+        monitor = watcher.monitor
+        monitor.detached = True
         with self._lock:
-            self._monitors.pop(id(watcher.monitor), None)
-        watcher.monitor.gauges.remove_all()
+            self._monitors.pop(id(monitor), None)
+            if self._thread.is_alive():  # a refresh may be running: remove after it, there
+                self._retired.append(monitor)
+        if self._thread.is_alive():
+            self.wake()
+        else:
+            monitor.retire()
 
     def close(self) -> None:
         self._stop = True
@@ -235,21 +250,26 @@ class Monitoring:
         while not self._stop:
             self._event.wait(min(self.settings.compare_every_s, 5.0))
             self._event.clear()
-            with self._lock:
-                pending, self._pending = self._pending, []
-                monitors = list(self._monitors.values())
-            for monitor, resolved in pending:
-                monitor.load_reference(resolved)
-            now = time.monotonic()
-            for monitor in monitors:
-                if self._stop or not (monitor.due(now) or any(m is monitor for m, _ in pending)):
-                    continue
-                try:
-                    monitor.refresh()
-                except Exception:  # a bug must not stop the thread
-                    log.exception(
-                        "monitor refresh failed", extra={"fields": {"model": monitor.name}}
-                    )
+            self._tick()
+
+    def _tick(self) -> None:
+        """Retire left versions' series, load new versions' profiles, refresh what is due."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            retired, self._retired = self._retired, []
+            monitors = list(self._monitors.values())
+        for monitor in retired:
+            monitor.retire()
+        for monitor, resolved in pending:
+            monitor.load_reference(resolved)
+        now = time.monotonic()
+        for monitor in monitors:
+            if self._stop or not (monitor.due(now) or any(m is monitor for m, _ in pending)):
+                continue
+            try:
+                monitor.refresh()
+            except Exception:  # a bug must not stop the thread
+                log.exception("monitor refresh failed", extra={"fields": {"model": monitor.name}})
 
 
 @dataclass(frozen=True)
