@@ -18,6 +18,7 @@ from visionyard.cli import bundle as bundle_cmd
 from visionyard.cli import config as config_cmd
 from visionyard.cli import contract as contract_cmd
 from visionyard.cli import data as data_cmd
+from visionyard.cli import deploy as deploy_cmd
 from visionyard.cli import models as models_cmd
 from visionyard.cli import monitor as monitor_cmd
 from visionyard.cli import registry_cmds
@@ -42,6 +43,7 @@ app.add_typer(bundle_cmd.app, name="bundle")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(contract_cmd.app, name="contract")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(deploy_cmd.app, name="deploy")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(monitor_cmd.app, name="monitor")
 for _name in ("register", "promote", "rollback", "gc"):
