@@ -3,62 +3,14 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.fixtures.nvml import GIB, FakeNvml, FakeNvmlError
 from visionyard.monitor import gpu
 from visionyard.serving.metrics import ServingMetrics
-
-GIB = 1024**3
-
-
-class FakeNvmlError(Exception):
-    pass
-
-
-class FakeNvml:
-    """The part of pynvml the collector uses; ``broken`` = {(device, call)} that raise."""
-
-    NVMLError = FakeNvmlError
-
-    def __init__(self, devices: int = 2, init_fails: bool = False) -> None:
-        self.count = devices
-        self.init_fails = init_fails
-        self.broken: set[tuple[int, str]] = set()
-
-    def nvmlInit(self) -> None:
-        if self.init_fails:
-            raise FakeNvmlError("Driver Not Loaded")
-
-    def nvmlDeviceGetCount(self) -> int:
-        return self.count
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        return index
-
-    def _check(self, handle: int, call: str) -> None:
-        if (handle, call) in self.broken:
-            raise FakeNvmlError(f"{call} failed on {handle}")
-
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
-        self._check(handle, "util")
-        return SimpleNamespace(gpu=40 + handle, memory=10)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
-        self._check(handle, "memory")
-        return SimpleNamespace(used=(handle + 1) * GIB, total=16 * GIB, free=0)
-
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
-        assert sensor == 0  # NVML_TEMPERATURE_GPU
-        self._check(handle, "temperature")
-        return 60 + handle
-
-    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
-        self._check(handle, "power")
-        return 150_500 + handle * 1000  # milliwatts
 
 
 def scrape(nvml: Any) -> dict[tuple[str, str], float]:
