@@ -92,10 +92,17 @@ def test_variants_are_stored_beside_the_bundle_which_never_changes(
     reports = export(store, colours, tmp_path / "work", "int8,fp16")
     assert [r.status for r in reports] == ["reference", "passed", "passed"]  # type: ignore[attr-defined]
     assert files_of(store.root / "bundle") == registered  # not one byte of the version changed
-    assert {u.rsplit("/", 1)[0] for u in store.uploads} == {
-        "variants/fp32", "variants/int8", "variants/fp16",
-    }  # fmt: skip
-    assert "variants/fp32/model.onnx" not in store.uploads  # the reference pack holds reports
+    folders = {u.rsplit("/", 1)[0] for u in store.uploads}
+    assert (
+        folders
+        == {  # each pack in its own content-addressed folder
+            f"variants/{n}/{store.tags[f'vy.variant_digest.{n}'][:16]}"
+            for n in ("fp32", "int8", "fp16")
+        }
+    )
+    assert not any(
+        u.startswith("variants/fp32/") and u.endswith("model.onnx") for u in store.uploads
+    )
     for name in ("fp32", "int8", "fp16"):
         assert len(store.tags[f"vy.variant_digest.{name}"]) == 64
     assert store.tags["vy.variants"] == "fp32,fp16,int8"
@@ -126,7 +133,7 @@ def test_a_tampered_and_resealed_variant_pack_is_refused(
     store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
 ) -> None:
     export(store, colours, tmp_path / "work")
-    pack = store.root / "variants" / "int8"
+    pack = store.root / "variants" / "int8" / store.tags["vy.variant_digest.int8"][:16]
     (pack / PACK_MODEL).write_bytes((pack / PACK_MODEL).read_bytes() + b"\0")
     body = json.loads((pack / PACK_MANIFEST).read_text())
     from visionyard.bundle.store import file_entry
@@ -202,3 +209,38 @@ def test_a_variant_that_changes_answers_is_refused_even_within_the_accuracy_boun
     assert int8.quality.agreement < 0.95
     assert "within the bound" in int8.reason
     assert f"agreement with fp32 {int8.quality.agreement:.4f} below 0.95" in int8.reason
+
+
+def test_racing_exports_each_store_a_whole_pack_and_the_record_names_one(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export A is paused after uploading its int8 pack; export B runs to the end; then A
+    records its digest. The version must stay loadable (it broke for good with one folder)."""
+    real = store.set_version_tag
+    paused: list[bool] = []
+
+    def pause_once(name: str, version: str, key: str, value: str) -> None:
+        if key == "vy.variant_digest.int8" and not paused:
+            paused.append(True)
+            export(store, colours, tmp_path / "b")  # B, with a calibration drawn the same way
+        real(name, version, key, value)
+
+    monkeypatch.setattr(store, "set_version_tag", pause_once)
+    slower = replace(FAST, calibration=replace(FAST.calibration, count=7))  # A's pack differs
+    export_version(
+        store, "colours", "1", variants="int8", eval_set=colours.split("val"),
+        calibration_set=colours.split("train"), options=slower, workdir=tmp_path / "a",
+    )  # fmt: skip
+    loaded = materialize(store, store.version, tmp_path / "loaded", None)
+    assert "int8" in loaded.variants
+    assert store.tags["vy.variants"] == "fp32,int8"
+
+
+def test_a_killed_export_leaves_the_variants_tag_to_be_completed_by_the_retry(
+    store: FolderStore, colours: ImageFolderDataset, tmp_path: Path
+) -> None:
+    export(store, colours, tmp_path / "work")
+    store.tags["vy.variants"] = "fp32"  # killed after recording int8, before the lineage tags
+    with pytest.raises(ExportError, match="already has variant"):
+        export(store, colours, tmp_path / "retry")
+    assert store.tags["vy.variants"] == "fp32,int8"

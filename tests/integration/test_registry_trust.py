@@ -164,6 +164,7 @@ def test_export_adds_variants_beside_an_unchanged_version(
     code, out, _ = run(capsys, *flags, "bundle", "verify", f"{name}/1")
     assert code == 0
     assert {"bundle", "variants/fp32", "variants/int8"} <= set(out.split())
+    assert "missing" not in out
     code, out, _ = run(capsys, *flags, "models", "show", f"{name}/1")
     assert code == 0
     assert "variant int8" in out

@@ -143,7 +143,7 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundl
     it was composed from (``composed``), so :func:`composed_digests` can tell later, from the
     manifest alone, which bundle and pack digests its file table stands for."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".compose-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".compose-{os.getpid()}-", dir=target.parent))
     try:
         table = {rel: dict(entry) for rel, entry in bundle.files.items()}
         for rel in bundle.files:

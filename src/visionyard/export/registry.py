@@ -3,10 +3,10 @@
 A registered version's files never change. ``visionyard export NAME VERSION`` downloads the
 version and checks it against the digests the registry recorded
 (:func:`visionyard.registry.trust.materialize`), builds and measures the variants
-(:func:`~visionyard.export.variants.measure_variants`), and stores each kept variant as a pack of
-its own under ``variants/<name>/`` (:mod:`visionyard.bundle.packs`), then records the pack's
-digest on the version (signed when ``registry.signing_key`` is set), and last the lineage tags
-``models show`` lists::
+(:func:`~visionyard.export.variants.measure_variants`), and stores each kept variant as a pack
+of its own under ``variants/<name>/<digest>/`` (:mod:`visionyard.bundle.packs`), then records
+the pack's digest on the version (signed when ``registry.signing_key`` is set), and last the
+lineage tags ``models show`` lists::
 
     vy.variant_digest.int8 = "<pack digest>"                        (what every load checks)
     vy.variants            = "fp32,int8"                            (what the version holds now)
@@ -39,7 +39,13 @@ from visionyard.export.variants import (
     parse_variants,
 )
 from visionyard.registry import tags as T
-from visionyard.registry.trust import materialize, record_of, signature_tags
+from visionyard.registry.trust import (
+    materialize,
+    pack_location,
+    record_of,
+    signature_tags,
+    variant_piece,
+)
 from visionyard.runtime.variants import REFERENCE
 from visionyard.settings import Settings
 from visionyard.tracking.registry_client import VersionInfo
@@ -81,7 +87,10 @@ def export_version(
     say(f"downloading and verifying {name} version {version}")
     bundle = materialize(store, info, workdir / "version", signing_key)
     wanted = parse_variants(variants)
-    _refuse_existing(info, wanted, bundle.variants)
+    try:
+        _refuse_existing(info, wanted, bundle.variants)
+    finally:  # a retry after a kill also completes the lineage the killed export left behind
+        _sync_variants_tag(store, name, str(version), bundle.variants)
     built = measure_variants(
         bundle, variants=wanted, eval_set=eval_set, calibration_set=calibration_set,
         options=options, progress=progress,
@@ -91,9 +100,10 @@ def export_version(
     for item in built:
         if item.report.stored and item.report.name not in recorded:
             _store_pack(store, info, item, workdir / "packs", signing_key)
-    held = [*bundle.variants, *(b.report.name for b in built if _holds(b))]
-    for key, value in version_tags([b.report for b in built], held).items():
-        store.set_version_tag(name, str(version), key, value)
+    for key, value in version_tags([b.report for b in built], []).items():
+        if key != TAG_VARIANTS:
+            store.set_version_tag(name, str(version), key, value)
+    _sync_variants_tag(store, name, str(version), bundle.variants)
     return [b.report for b in built]
 
 
@@ -118,6 +128,14 @@ def export_registered(
     )  # fmt: skip
 
 
+def _sync_variants_tag(store: VersionStore, name: str, version: str, own: Iterable[str]) -> None:
+    """``vy.variants`` from what the registry records now (the bundle's own variants and every
+    recorded pack), so racing or interrupted exports cannot leave it wrong."""
+    recorded = record_of(store.get_version(name, version)).variants
+    held = version_tags([], [*own, *recorded])[TAG_VARIANTS]
+    store.set_version_tag(name, version, TAG_VARIANTS, held)
+
+
 def _refuse_existing(info: VersionInfo, wanted: Sequence[str], held: Mapping[str, str]) -> None:
     existing = [n for n in wanted if n != REFERENCE and n in held]
     if existing:
@@ -138,19 +156,15 @@ def _store_pack(
         root / report.name, name=report.name, base_digest=base, model=item.model,
         summary=report.summary(), report=body,
     )  # fmt: skip
-    piece = f"{T.VARIANTS_ARTIFACT}/{report.name}"
-    for path in sorted(pack.path.iterdir()):
-        store.upload_version_artifact(info, path, piece)
     digest = pack.digest()
+    piece = variant_piece(report.name)
+    for path in sorted(pack.path.iterdir()):  # its own folder: racing exports never mix files
+        store.upload_version_artifact(info, path, pack_location(report.name, digest))
     # the signature first: the digest tag is what makes the pack trusted, so it comes last
     tags = signature_tags(key, info.name, info.version, piece, digest)
     tags[T.VARIANT_DIGEST_PREFIX + report.name] = digest
     for tag, value in tags.items():
         store.set_version_tag(info.name, info.version, tag, value)
-
-
-def _holds(item: Built) -> bool:
-    return item.report.stored and item.model is not None
 
 
 def _variant_order(name: str) -> tuple[int, str]:

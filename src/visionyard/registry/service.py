@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from visionyard.bundle.store import load_bundle
-from visionyard.errors import BundleError, VisionyardError
+from visionyard.errors import VisionyardError
 from visionyard.registry.cleanup import GcReport, collect_garbage
 from visionyard.registry.diffing import VersionDiff, diff_versions
 from visionyard.registry.evaluation import gate_runner
@@ -33,7 +33,13 @@ from visionyard.registry.promote import (
     rollback,
 )
 from visionyard.registry.register import RegisterRequest, Registration, register_run
-from visionyard.registry.trust import PieceCheck, cached, materialize, verify_version
+from visionyard.registry.trust import (
+    PieceCheck,
+    cached,
+    materialize,
+    target_lock,
+    verify_version,
+)
 from visionyard.registry.views import (
     AliasView,
     ModelRow,
@@ -152,12 +158,11 @@ class Registry:
         against the digests the registry recorded (:mod:`visionyard.registry.trust`); a cached
         copy is used only while it was made from exactly what the registry records now."""
         version = resolve_version(self.client, parse_reference(reference))
-        target = cache / version.name / version.version
-        if not _usable(target, version):
-            try:
-                materialize(self.client, version, target, self.signing_key)
-            except OSError as exc:
-                raise BundleError(target, f"cannot cache the bundle: {exc}") from exc
+        target, key = cache / version.name / version.version, self.signing_key
+        if not _usable(target, version, key):
+            with target_lock(target):  # a second loader waits, then finds the copy made
+                if not _usable(target, version, key):
+                    materialize(self.client, version, target, key)
         return version.version, target
 
     def open_session(self, reference: str, cache: Path, **options: Any) -> InferenceSession:
@@ -176,10 +181,11 @@ class Registry:
         return self.settings.registry.signing_key
 
 
-def _usable(target: Path, version: VersionInfo) -> bool:
-    """A cached copy stands for what the registry records now, and its files are intact (a
-    damaged copy is fetched again rather than refused: the registry's copy may be fine)."""
-    if not cached(target, version):
+def _usable(target: Path, version: VersionInfo, key: str | None) -> bool:
+    """A cached copy stands for what the registry records now (signatures included), and its
+    files are intact (a damaged copy is fetched again rather than refused: the registry's copy
+    may be fine)."""
+    if not cached(target, version, key):
         return False
     try:
         load_bundle(target)

@@ -10,15 +10,22 @@ refuse with :class:`~visionyard.errors.BundleIntegrityError` (exit 6) when the f
 the ones recorded. With ``registry.signing_key`` set, the recorded digests must also carry a
 valid signature (:mod:`visionyard.bundle.signing`).
 
-Variant packs in the artifact store that the registry does not record (an export killed
-before its tag was written) are ignored, never loaded.
+A pack is stored at a content-addressed place, ``variants/<name>/<first 16 hex of its
+digest>/``, so two exports of one version racing each write their own complete pack and the
+recorded digest always names one of them. Packs in the artifact store that the registry does not
+record (an export killed before its tag was written) are ignored, never loaded. Errors name the
+version and the piece (``shapes/3 variants/int8``), never a scratch folder; a recorded piece
+missing from the store is a tampering error (exit 6), not a registry conflict.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,8 +33,17 @@ from typing import Protocol
 from visionyard.bundle.packs import VariantPack, compose, composed_digests, load_pack
 from visionyard.bundle.signing import check_signature, sign, subject
 from visionyard.bundle.store import Bundle, check_digest, load_bundle
-from visionyard.errors import BundleIntegrityError, VisionyardError
+from visionyard.errors import (
+    BundleError,
+    BundleIntegrityError,
+    NotFoundError,
+    RegistryError,
+    TrackingError,
+    TrackingUnavailableError,
+    VisionyardError,
+)
 from visionyard.registry import tags as T
+from visionyard.tracking.mlflow_model import sweep_scratch
 from visionyard.tracking.registry_client import VersionInfo
 
 
@@ -47,6 +63,21 @@ class Record:
     bundle_signature: str | None = None
     variants: dict[str, str] = field(default_factory=dict)
     signatures: dict[str, str] = field(default_factory=dict)
+
+    def pieces(self) -> list[tuple[str, str, str | None]]:
+        """(piece, digest, signature) for the bundle and every recorded variant."""
+        rows = [(T.BUNDLE_ARTIFACT, self.bundle_digest, self.bundle_signature)]
+        for name, digest in sorted(self.variants.items()):
+            rows.append((variant_piece(name), digest, self.signatures.get(name)))
+        return rows
+
+    def check_signatures(self, key: str | None) -> None:
+        """With a key: every recorded digest must carry the key's signature (no download)."""
+        if key:
+            for piece, digest, signature in self.pieces():
+                text = subject(self.name, self.version, piece, digest)
+                with _named(self, piece):
+                    check_signature(key, text, signature)
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,16 @@ def record_of(version: VersionInfo) -> Record:
     )  # fmt: skip
 
 
+def variant_piece(name: str) -> str:
+    """The logical piece a variant's signature names: ``variants/<name>``."""
+    return f"{T.VARIANTS_ARTIFACT}/{name}"
+
+
+def pack_location(name: str, digest: str) -> str:
+    """Where a pack with ``digest`` is stored among the version's artifacts."""
+    return f"{T.VARIANTS_ARTIFACT}/{name}/{digest[:16]}"
+
+
 def signature_tags(
     key: str | None, name: str, version: str, piece: str, digest: str
 ) -> dict[str, str]:
@@ -96,15 +137,16 @@ def fetch_pieces(
     """Download the version's bundle and recorded variant packs; verify each against the
     registry (and its signature when ``key`` is set)."""
     record = record_of(version)
-    _check_signed(record, key, T.BUNDLE_ARTIFACT, record.bundle_digest, record.bundle_signature)
-    path = client.download_version_artifacts(version, T.BUNDLE_ARTIFACT, dst / "bundle")
-    bundle = load_bundle(path, expected_digest=record.bundle_digest)
+    record.check_signatures(key)
+    with _named(record, T.BUNDLE_ARTIFACT):
+        path = _download(client, version, T.BUNDLE_ARTIFACT, dst / "bundle")
+        bundle = load_bundle(path, expected_digest=record.bundle_digest)
     packs = []
     for name, digest in sorted(record.variants.items()):
-        piece = f"{T.VARIANTS_ARTIFACT}/{name}"
-        _check_signed(record, key, piece, digest, record.signatures.get(name))
-        pack_dir = client.download_version_artifacts(version, piece, dst / "variants")
-        packs.append(load_pack(pack_dir, expected_digest=digest, base_digest=bundle.digest()))
+        with _named(record, variant_piece(name)):
+            pack_dir = _download(client, version, pack_location(name, digest), dst / name)
+            pack = load_pack(pack_dir, expected_digest=digest, base_digest=record.bundle_digest)
+        packs.append(pack)
     return bundle, packs
 
 
@@ -113,20 +155,40 @@ def materialize(
 ) -> Bundle:
     """The verified version (bundle + recorded variants) as one local bundle at ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    sweep_scratch(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".download-{os.getpid()}-", dir=target.parent))
     try:
         bundle, packs = fetch_pieces(client, version, staging, key)
         return compose(bundle, packs, target)
+    except OSError as exc:
+        raise TrackingError(
+            f"cannot cache {version.name}/{version.version} under {target.parent}: "
+            f"{exc.strerror or exc}; free space or fix permissions, then retry"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def cached(target: Path, version: VersionInfo) -> bool:
+@contextmanager
+def target_lock(target: Path) -> Iterator[None]:
+    """One writer at a time for a cached version, across threads and processes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached(target: Path, version: VersionInfo, key: str | None = None) -> bool:
     """True when ``target`` holds a bundle composed from exactly the digests ``version``
     records, recomputed from its manifest (cheap: no file is read but the manifest; the files
-    are checked against the manifest when the bundle is opened). A local copy edited and
-    re-sealed, or a version that gained a variant since, is materialized again."""
+    are checked against the manifest when the bundle is opened), and, with a key, when the
+    record's signatures hold. A local copy edited and re-sealed, or a version that gained a
+    variant since, is materialized again."""
     record = record_of(version)
+    record.check_signatures(key)
     return composed_digests(target) == (record.bundle_digest, record.variants)
 
 
@@ -135,10 +197,7 @@ def verify_version(
 ) -> list[PieceCheck]:
     """Check every recorded piece of the version; one row each, failures included."""
     record = record_of(version)
-    pieces = [(T.BUNDLE_ARTIFACT, record.bundle_digest, record.bundle_signature)]
-    for name, digest in sorted(record.variants.items()):
-        pieces.append((f"{T.VARIANTS_ARTIFACT}/{name}", digest, record.signatures.get(name)))
-    return [_check_piece(client, version, record, dst, key, *piece) for piece in pieces]
+    return [_check_piece(client, version, record, dst, key, *piece) for piece in record.pieces()]
 
 
 def _check_piece(
@@ -147,16 +206,40 @@ def _check_piece(
 ) -> PieceCheck:  # fmt: skip
     found: str | None = None
     try:
-        _check_signed(record, key, piece, digest, signature)
-        path = client.download_version_artifacts(version, piece, dst / piece.replace("/", "-"))
-        if piece == T.BUNDLE_ARTIFACT:
-            found = load_bundle(path).digest()
-        else:
-            found = load_pack(path, base_digest=record.bundle_digest).digest()
-        check_digest(found, digest, piece)
+        with _named(record, piece):
+            _check_signed(record, key, piece, digest, signature)
+            if piece == T.BUNDLE_ARTIFACT:
+                path = _download(client, version, piece, dst / "bundle")
+                found = load_bundle(path).digest()
+            else:
+                name = piece.rsplit("/", 1)[-1]
+                path = _download(client, version, pack_location(name, digest), dst / name)
+                found = load_pack(path, base_digest=record.bundle_digest).digest()
+            check_digest(found, digest, piece)
+    except BundleError as exc:
+        return PieceCheck(piece, digest, found, exc.problem)
     except VisionyardError as exc:
         return PieceCheck(piece, digest, found, str(exc))
     return PieceCheck(piece, digest, found, None)
+
+
+def _download(client: ArtifactReader, version: VersionInfo, path: str, dst: Path) -> Path:
+    """Download a recorded piece; one that is not there was removed from the store."""
+    try:
+        return client.download_version_artifacts(version, path, dst)
+    except TrackingUnavailableError:
+        raise
+    except (NotFoundError, RegistryError, TrackingError) as exc:
+        raise BundleIntegrityError(path, "is recorded but missing from the artifact store") from exc
+
+
+@contextmanager
+def _named(record: Record, piece: str) -> Iterator[None]:
+    """Bundle errors name the version and the piece, not a (deleted) scratch folder."""
+    try:
+        yield
+    except BundleError as exc:
+        raise type(exc)(f"{record.name}/{record.version} {piece}", exc.problem) from exc
 
 
 def _check_signed(

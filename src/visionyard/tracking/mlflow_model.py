@@ -23,7 +23,8 @@ from visionyard.tracking.translate import translate_errors
 
 BUNDLE_DIR = "bundle"
 PYFUNC_LOADER = "visionyard.tracking.pyfunc_model"
-_SCRATCH = re.compile(r"^vy-[a-z]+-(\d+)-")
+#: ``vy-<kind>-<pid>-*`` in the temp folder; ``.download-<pid>-*`` / ``.compose-<pid>-*`` in caches
+_SCRATCH = re.compile(r"^(?:vy-[a-z]+|\.download|\.compose)-(\d+)-")
 
 
 def build_model_dir(
@@ -84,7 +85,8 @@ def scratch_dir(prefix: str = "vy-registry-") -> Iterator[Path]:
 def sweep_scratch(root: Path | None = None) -> list[Path]:
     """Remove scratch folders whose process is gone; returns what was removed."""
     removed = []
-    for path in Path(root or tempfile.gettempdir()).glob("vy-*-*-*"):
+    base = Path(root or tempfile.gettempdir())
+    for path in base.iterdir() if base.is_dir() else ():
         match = _SCRATCH.match(path.name)
         if match and path.is_dir() and not _alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
