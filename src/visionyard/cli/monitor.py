@@ -1,4 +1,4 @@
-"""``visionyard monitor profile | show | compare``: reference profiles and drift.
+"""``visionyard monitor profile | show | compare | report``: reference profiles and drift.
 
 Heavy imports (mlflow, onnxruntime, scipy) happen inside the commands.
 """
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from visionyard.cli.console import app_context, err, out
 from visionyard.cli.data import progress_bar
-from visionyard.errors import DatasetError
+from visionyard.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
     from visionyard.monitor import Comparison, Profile
@@ -101,6 +101,64 @@ def compare_cmd(
     out().print(f"verdict: [{style}]{result.verdict}[/] ({result.window_images} images)")
     if found.collected.unreadable:
         err().print(f"note: {len(found.collected.unreadable)} unreadable image(s) skipped")
+
+
+@app.command("report")
+def report_cmd(
+    ctx: typer.Context,
+    reference: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
+    data: Path | None = typer.Option(None, "--data", help="Folder of live images."),
+    captures: Path | None = typer.Option(
+        None, "--captures", help="Or a capture folder: the model's captured images."
+    ),
+    out_file: Path | None = typer.Option(None, "--out", help="Write the HTML report here."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N images."),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="After correction."),
+    min_samples: int = typer.Option(30, "--min-samples", min=2, help="Per feature and side."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's content as JSON."),
+) -> None:
+    """A self-contained HTML drift report (plots embedded) of live images vs the profile."""
+    from visionyard.monitor import CompareOptions
+    from visionyard.monitor.report import build_report
+    from visionyard.monitor.report_html import report_html
+    from visionyard.monitor.store import compare_version
+    from visionyard.tracking.mlflow_model import scratch_dir
+
+    if out_file is None and not as_json:
+        raise ConfigError("monitor report needs --out report.html, --json or both")
+    images, live = _live_images(reference, data, captures, limit)
+    options = CompareOptions(alpha=alpha, min_samples=min_samples)
+    with scratch_dir("vy-monitor-") as workdir, _lazy_bar("comparing") as bar:
+        found = compare_version(
+            app_context(ctx).settings, reference, images, workdir, options=options, progress=bar
+        )
+    info = found.version
+    about = {"model": info.name, "version": info.version, "live": live}
+    built = build_report(found.profile, found.collected.sample, found.comparison, about)
+    if out_file is not None:
+        out_file.write_text(report_html(built), encoding="utf-8")
+        err().print(f"report written: {escape(str(out_file))} (verdict: {built.verdict})")
+    if as_json:
+        _emit_json(built.to_dict())
+
+
+def _live_images(
+    reference: str, data: Path | None, captures: Path | None, limit: int | None
+) -> tuple[Images, str]:
+    """The live side of a report: a folder of images, or the model's captured images."""
+    from visionyard.data.captures import iter_captures
+    from visionyard.monitor.store import Images
+
+    if (data is None) == (captures is None):
+        raise ConfigError("monitor report needs exactly one of --data DIR or --captures DIR")
+    if data is not None:
+        return _images(data, None, limit), f"folder {data}"
+    assert captures is not None
+    name = reference.split("@", 1)[0].rsplit("/", 1)[0]
+    paths = [c.image for c in iter_captures(captures, model=name)]
+    if not paths:
+        raise DatasetError(f"no captured images of model {name} in {captures}")
+    return Images(paths[:limit] if limit else paths, captures), f"captures {captures}/{name}"
 
 
 @contextmanager
