@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -71,6 +72,7 @@ def test_a_resealed_bundle_is_refused_by_every_load(
     code, out, err = run(capsys, *flags, "bundle", "verify", f"{name}/1")
     assert code == 6
     assert "recorded at registration" in out
+    assert f"{name}/1: bundle failed verification" in err
     assert err.count("\n") == 1
     assert "Traceback" not in err
 
@@ -248,3 +250,38 @@ def test_a_version_stores_its_onnx_file_once_and_stock_mlflow_still_loads_it(
     assert {"MLmodel", "bundle"} <= top
     assert "model.onnx" in {Path(a.path).name for a in inside}
     assert [i.name for i in model.graph.input] == ["input"]  # the colour model, loaded
+
+
+def test_loaders_racing_on_an_empty_cache_all_get_the_version(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    name = registered(tracking_settings, tmp_path, capsys)
+    registry = Registry(tracking_settings)
+    for attempt in range(3):
+        cache = tmp_path / f"cache-{attempt}"
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(registry.fetch_bundle, [f"{name}/1"] * 4, [cache] * 4))
+        assert answers == [("1", cache / name / "1")] * 4
+        load_bundle(cache / name / "1")
+
+
+def test_a_warm_cache_still_checks_signatures_and_a_missing_piece_is_tampering(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    s, flags = tracking_settings, store_flags(tracking_settings)
+    name = registered(s, tmp_path, capsys)  # registered without a key: unsigned
+    cache = tmp_path / "cache"
+    Registry(s).fetch_bundle(f"{name}/1", cache)  # warm
+    keyed = s.model_copy(update={"registry": s.registry.model_copy(update={"signing_key": "k"})})
+    with pytest.raises(BundleIntegrityError, match=f"{name}/1 bundle: has no signature"):
+        Registry(keyed).fetch_bundle(f"{name}/1", cache)
+    client = RegistryClient.from_settings(s)
+    client._repo(client.artifact_uri(client.get_version(name, "1"))).delete_artifacts("bundle")
+    code, out, err = run(capsys, *flags, "bundle", "verify", f"{name}/1")
+    assert code == 6
+    assert "recorded but missing" in " ".join(out.split())
+    code, _, err = run(capsys, *flags, "promote", name, "1", "--to", "production", "--gate",
+                       write_gate(tmp_path / "g.yaml", colour_dataset(tmp_path / "e")))  # fmt: skip
+    assert code == 6
+    assert f"{name}/1 bundle" in err
+    assert "recorded but missing" in err
