@@ -37,10 +37,12 @@ from visionyard.tracking.store import TrackingConfig, mlflow_globals
 Capture = pytest.CaptureFixture[str]
 
 
-def registered(settings: Settings, tmp: Path, capsys: Capture, versions: int = 1) -> str:
+def registered(
+    settings: Settings, tmp: Path, capsys: Capture, versions: int = 1, sharpness: float = 10.0
+) -> str:
     name = f"trust-{uuid.uuid4().hex[:8]}"
     for number in range(versions):
-        run_id = log_colour_run(settings, tmp, sharpness=10.0 + number)
+        run_id = log_colour_run(settings, tmp, sharpness=sharpness + number)
         code, _, err = run(capsys, *store_flags(settings), "register", run_id, "--name", name)
         assert code == 0, err
     return name
@@ -285,3 +287,33 @@ def test_a_warm_cache_still_checks_signatures_and_a_missing_piece_is_tampering(
     assert code == 6
     assert f"{name}/1 bundle" in err
     assert "recorded but missing" in err
+
+
+def test_pyfunc_refuses_a_bundle_of_another_model_swapped_in_and_an_unconfigured_registry(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = tracking_settings
+    first, second = registered(s, tmp_path, capsys), registered(s, tmp_path, capsys, sharpness=20)
+    client = RegistryClient.from_settings(s)
+    source = client.download_version_artifacts(client.get_version(first, "1"), "bundle", tmp_path)
+    target = client.get_version(second, "1")
+    for rel in sorted(p for p in source.rglob("*") if p.is_file()):
+        client.upload_version_artifact(
+            target, rel, "/".join(["bundle", *rel.relative_to(source).parent.parts]).rstrip("/")
+        )
+    with mlflow_globals(TrackingConfig.from_settings(s)):
+        import mlflow
+
+        with pytest.raises(BundleIntegrityError, match=f"no registered version of '{second}'"):
+            mlflow.pyfunc.load_model(f"models:/{second}/1")
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{first}/1", dst_path=str(tmp_path / "m")
+        )
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    from visionyard.errors import TrackingError
+
+    with pytest.raises(TrackingError, match="none is configured"):
+        mlflow.pyfunc.load_model(local)
+    assert not (tmp_path / "mlflow.db").exists()

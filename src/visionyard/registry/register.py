@@ -63,7 +63,7 @@ def register_run(client: RegistryClient, request: RegisterRequest) -> Registrati
             )
         semver, why = _semver(existing, fingerprint(bundle.contract), request.semver)
         tags = version_tags(run, bundle, request, semver, why)
-        model_dir = _model_dir(bundle, tmp / "model")
+        model_dir = _model_dir(bundle, tmp / "model", {"model": request.name, "run_id": run.run_id})
         version = client.create_version(request.name, run, model_dir, tags)
     signed = signature_tags(request.signing_key, request.name, version.version, "bundle", digest)
     for key, value in signed.items():
@@ -152,10 +152,11 @@ def _is_semver(text: str | None) -> bool:
         return False
 
 
-def _model_dir(bundle: Bundle, target: Path) -> Path:
+def _model_dir(bundle: Bundle, target: Path, owner: dict[str, str]) -> Path:
     pre = bundle.contract.preprocessing
     size = (pre.input_size.height, pre.input_size.width)
     shape = [-1, 3, *size] if pre.layout == "NCHW" else [-1, *size, 3]
     return build_model_dir(
-        bundle.path, bundle.model_path(), target, shape, bundle.contract.input_name, pre.dtype
-    )
+        bundle.path, bundle.model_path(), target, shape, bundle.contract.input_name, pre.dtype,
+        owner,
+    )  # fmt: skip

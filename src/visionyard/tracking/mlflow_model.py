@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from visionyard.tracking.translate import translate_errors
 
 BUNDLE_DIR = "bundle"
 PYFUNC_LOADER = "visionyard.tracking.pyfunc_model"
+OWNER_KEY = "visionyard_owner"
 #: ``vy-<kind>-<pid>-*`` in the temp folder; ``.download-<pid>-*`` / ``.compose-<pid>-*`` in caches
 _SCRATCH = re.compile(r"^(?:vy-[a-z]+|\.download|\.compose)-(\d+)-")
 
@@ -34,9 +35,12 @@ def build_model_dir(
     input_shape: list[int],
     input_name: str,
     dtype: str = "float32",
+    owner: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a stock MLflow ONNX model of ``model_onnx`` into ``target``, with the bundle copied
-    beside it under ``bundle/``. The signature is the model's input tensor."""
+    beside it under ``bundle/``. The signature is the model's input tensor; ``owner`` (the
+    registered model's name and the source run) goes into the pyfunc flavor, so the loader
+    accepts only a version of that model from that run recording the bundle's digest."""
     with translate_errors("local", "write the MLflow ONNX model"), quiet_mlflow():
         import mlflow.onnx
         import numpy as np
@@ -54,11 +58,13 @@ def build_model_dir(
         )
         shutil.copytree(bundle_dir, target / BUNDLE_DIR)
         (target / "model.onnx").unlink()
-        _point_flavors_at_bundle(target, model_onnx.relative_to(bundle_dir).as_posix())
+        _point_flavors_at_bundle(target, model_onnx.relative_to(bundle_dir).as_posix(), owner)
     return target
 
 
-def _point_flavors_at_bundle(target: Path, model_rel: str) -> None:
+def _point_flavors_at_bundle(
+    target: Path, model_rel: str, owner: Mapping[str, str] | None
+) -> None:
     from mlflow.models import Model
 
     model = Model.load(str(target / "MLmodel"))
@@ -66,6 +72,8 @@ def _point_flavors_at_bundle(target: Path, model_rel: str) -> None:
     pyfunc = model.flavors["python_function"]
     pyfunc["loader_module"] = PYFUNC_LOADER
     pyfunc["data"] = BUNDLE_DIR
+    if owner:
+        pyfunc[OWNER_KEY] = dict(owner)
     model.save(str(target / "MLmodel"))
 
 
