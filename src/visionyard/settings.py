@@ -126,6 +126,7 @@ class MonitorSettings(_Section):
         "raise it if monitoring costs too much throughput",
     )
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    ui: bool = Field(False, description="serve the read-only web page /ui (behind the token)")
 
 
 class Settings(BaseSettings):

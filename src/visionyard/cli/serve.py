@@ -20,6 +20,9 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Interface to bind."),
     http_port: int | None = typer.Option(None, "--http-port", help="REST port (0: any free)."),
     grpc_port: int | None = typer.Option(None, "--grpc-port", help="gRPC port (0: any free)."),
+    ui: bool | None = typer.Option(
+        None, "--ui/--no-ui", help="Serve the read-only web page /ui (monitor.ui)."
+    ),
 ) -> None:
     """Serve models (registry references or bundle paths); stop with Ctrl-C."""
     import asyncio
@@ -37,6 +40,7 @@ def serve(
         "serving.http_port": http_port,
         "serving.grpc_port": grpc_port,
         "serving.models": models or None,
+        "monitor.ui": ui,
     }
     settings = load_settings(config or root.loaded.config_file, flags).settings
     if not settings.serving.models:
@@ -58,6 +62,8 @@ async def _serve(settings: Any) -> None:
         loop.add_signal_handler(sig, stop.set)
     addresses = await server.start()
     print(f"serving http={addresses.http_url} grpc={addresses.grpc_target}", flush=True)
+    if settings.monitor.ui:
+        err().print(f"web page: {addresses.http_url}/ui")
     err().print(f"models: {', '.join(server.pool.names)}; Ctrl-C to stop")
     await stop.wait()
     await server.stop()

@@ -59,7 +59,7 @@ class Server:
         self.pool = ModelPool(chosen, pool_config(settings), self.metrics, self.monitoring)
         self.plane = DataPlane(self.pool, self.metrics)
         self.parser = BodyParser()
-        self.rest_app = create_rest_app(self.plane, settings.serving, self.parser)
+        self.rest_app = create_rest_app(self.plane, settings.serving, self.parser, settings.monitor)
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []

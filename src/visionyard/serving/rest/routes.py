@@ -36,21 +36,29 @@ from visionyard.serving.rest.hot import (
 )
 from visionyard.serving.rest.middleware import RequestContextMiddleware
 from visionyard.serving.rest.parse import BodyParser
-from visionyard.settings import ServingSettings
+from visionyard.settings import MonitorSettings, ServingSettings
 
 
 def create_rest_app(
-    plane: DataPlane, settings: ServingSettings, parser: BodyParser | None = None
+    plane: DataPlane,
+    settings: ServingSettings,
+    parser: BodyParser | None = None,
+    monitor: MonitorSettings | None = None,
 ) -> ASGIApp:
     """The REST adapter as one ASGI app: request context -> hot path -> FastAPI.
 
-    ``parser`` parses big JSON bodies in a helper process: its owner closes it."""
+    ``parser`` parses big JSON bodies in a helper process: its owner closes it. With
+    ``monitor.ui`` the read-only page ``/ui`` is served (:mod:`visionyard.serving.rest.ui`)."""
     parser = parser or BodyParser()
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
     app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
     _health_routes(app, plane, settings)
     _infer_routes(app, plane, settings, parser)
     _admin_routes(app, plane, settings)
+    if monitor is not None and monitor.ui:
+        from visionyard.serving.rest.ui import mount_ui
+
+        mount_ui(app, plane, settings, monitor)
     hot = HotPath(app, plane, settings, parser)
     return RequestContextMiddleware(hot, max_body_bytes=settings.max_body_bytes)
 
