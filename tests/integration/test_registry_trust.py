@@ -317,3 +317,25 @@ def test_pyfunc_refuses_a_bundle_of_another_model_swapped_in_and_an_unconfigured
     with pytest.raises(TrackingError, match="none is configured"):
         mlflow.pyfunc.load_model(local)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_promote_checks_the_version_and_old_versions_can_be_signed_after_a_check(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, flags = tracking_settings, store_flags(tracking_settings)
+    name = registered(s, tmp_path, capsys, versions=2)
+    tamper_and_reseal(s, name, "2", tmp_path)
+    code, _, err = run(capsys, *flags, "promote", name, "2", "--to", "production")
+    assert code == 6
+    assert f"{name}/2" in err
+    assert "recorded at registration" in err
+    assert RegistryClient.from_settings(s).get_model(name).aliases == {}
+    monkeypatch.setenv("VISIONYARD_REGISTRY__SIGNING_KEY", "k3y")
+    code, _, err = run(capsys, *flags, "promote", name, "1", "--to", "production")
+    assert code == 6
+    assert "visionyard bundle sign" in err  # registered before the key: unsigned, says the fix
+    assert run(capsys, *flags, "bundle", "sign", f"{name}/2")[0] == 6  # tampered: never signed
+    code, out, _ = run(capsys, *flags, "bundle", "sign", f"{name}/1")
+    assert code == 0
+    assert "vy.bundle_signature" in out
+    assert run(capsys, *flags, "promote", name, "1", "--to", "production")[0] == 0

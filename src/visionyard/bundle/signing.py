@@ -30,7 +30,9 @@ def check_signature(key: str, text: str, signature: str | None) -> None:
     where = text.partition("@")[0]
     if not signature:
         raise BundleIntegrityError(
-            where, "has no signature but registry.signing_key is set; refusing an unsigned piece"
+            where,
+            "has no signature but registry.signing_key is set; refusing an unsigned piece "
+            "(check and sign it with `visionyard bundle sign NAME/VERSION`)",
         )
     if not hmac.compare_digest(sign(key, text), signature):
         raise BundleIntegrityError(

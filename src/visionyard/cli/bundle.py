@@ -43,7 +43,7 @@ def _verify_version(ctx: typer.Context, reference: str) -> None:
     for column in ("piece", "recorded digest", "found digest", "result"):
         table.add_column(column)
     for row in rows:
-        result = "[green]ok[/]" if row.ok else f"[red]{escape(_short(row.problem))}[/]"
+        result = "[green]ok[/]" if row.ok else f"[red]{escape(row.problem or '')}[/]"
         table.add_row(row.piece, row.recorded[:16], (row.found or "-")[:16], result)
     out().print(table)
     bad = [row.piece for row in rows if not row.ok]
@@ -53,10 +53,15 @@ def _verify_version(ctx: typer.Context, reference: str) -> None:
         )
 
 
-def _short(problem: str | None) -> str:
-    """The problem without the local scratch path (it names a deleted folder)."""
-    text = problem or ""
-    return text.split(": ", 1)[1] if text.startswith("bundle ") and ": " in text else text
+@app.command("sign")
+def sign(
+    ctx: typer.Context,
+    reference: str = typer.Argument(..., help="A registered NAME/VERSION."),
+) -> None:
+    """Check every piece of a registered version against the registry, then sign what the
+    registry recorded with registry.signing_key (versions registered before a key was set)."""
+    tags = registry(ctx).sign(reference)
+    out().print(f"[green]signed[/] {escape(reference)}: {', '.join(tags)}", highlight=False)
 
 
 @app.command("show")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from visionyard.bundle.store import load_bundle
-from visionyard.errors import VisionyardError
+from visionyard.errors import BundleIntegrityError, ConfigError, VisionyardError
 from visionyard.registry.cleanup import GcReport, collect_garbage
 from visionyard.registry.diffing import VersionDiff, diff_versions
 from visionyard.registry.evaluation import gate_runner
@@ -37,6 +37,7 @@ from visionyard.registry.trust import (
     PieceCheck,
     cached,
     materialize,
+    signature_tags,
     target_lock,
     verify_version,
 )
@@ -53,6 +54,7 @@ from visionyard.registry.views import (
 from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
 from visionyard.tracking.environment import os_user
+from visionyard.tracking.mlflow_model import scratch_dir
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
 Progress = Callable[[int, int], None]
@@ -105,9 +107,13 @@ class Registry:
         on_report: ReportHook | None = None,
     ) -> MoveOutcome:
         """Move ``alias`` to ``version``; ``on_report(report, ref)`` sees the gate report (also
-        a failed one) before the move or the :class:`GateFailedError`."""
+        a failed one) before the move or the :class:`GateFailedError`. Without a gate (which
+        loads both versions through the registry check) the version's pieces are verified
+        first, unless forced: an alias never moves to a version no server would load."""
         check_alias(alias, self.aliases)
         runner = None
+        if not gate and not force:
+            self.check(f"{name}/{version}")
         if gate:
             policy = load_policy(gate)
             runner = gate_runner(self.client, name, policy, progress, self.signing_key)
@@ -171,10 +177,46 @@ class Registry:
         _, path = self.fetch_bundle(reference, cache)
         return InferenceSession.open(path, **options)
 
-    def verify(self, reference: str, workdir: Path) -> tuple[VersionInfo, Sequence[PieceCheck]]:
+    def verify(
+        self, reference: str, workdir: Path, *, check_signatures: bool = True
+    ) -> tuple[VersionInfo, Sequence[PieceCheck]]:
         """Check every recorded piece of a version against the registry (``bundle verify``)."""
         version = resolve_version(self.client, parse_reference(reference))
-        return version, verify_version(self.client, version, workdir, self.signing_key)
+        key = self.signing_key if check_signatures else None
+        return version, verify_version(self.client, version, workdir, key)
+
+    def check(self, reference: str) -> VersionInfo:
+        """:meth:`verify`, raising :class:`BundleIntegrityError` when a piece fails."""
+        with scratch_dir("vy-verify-") as tmp:
+            version, rows = self.verify(reference, tmp)
+        bad = [f"{row.piece} ({row.problem})" for row in rows if not row.ok]
+        if bad:
+            raise BundleIntegrityError(
+                f"{version.name}/{version.version}", f"failed verification: {'; '.join(bad)}"
+            )
+        return version
+
+    def sign(self, reference: str) -> Sequence[str]:
+        """Sign what the registry recorded for a version, after checking every piece against
+        it (for versions registered before a signing key was set, or whose signing was
+        interrupted); returns the tags written."""
+        key = self.signing_key
+        if not key:
+            raise ConfigError("set registry.signing_key (VISIONYARD_REGISTRY__SIGNING_KEY) first")
+        with scratch_dir("vy-verify-") as tmp:
+            version, rows = self.verify(reference, tmp, check_signatures=False)
+        bad = [row.piece for row in rows if not row.ok]
+        if bad:
+            raise BundleIntegrityError(
+                f"{version.name}/{version.version}", f"{', '.join(bad)} failed verification; "
+                "refusing to sign it",
+            )  # fmt: skip
+        tags: dict[str, str] = {}
+        for row in rows:
+            tags.update(signature_tags(key, version.name, version.version, row.piece, row.recorded))
+        for tag, value in tags.items():
+            self.client.set_version_tag(version.name, version.version, tag, value)
+        return sorted(tags)
 
     @property
     def signing_key(self) -> str | None:
