@@ -91,7 +91,7 @@ def test_a_pack_round_trips_and_refuses_tampering(bundle: Bundle, tmp_path: Path
     pack = load_pack(path, base_digest=bundle.digest())
     assert load_pack(path, expected_digest=pack.digest()).name == "int8"
     (path / PACK_MODEL).write_bytes(b"int9")
-    with pytest.raises(BundleIntegrityError, match="does not match pack.json"):
+    with pytest.raises(BundleIntegrityError, match="int8: model.onnx (has|does not match)"):
         load_pack(path)
     body = json.loads((path / PACK_MANIFEST).read_text())
     body["files"][PACK_MODEL] = file_entry(path / PACK_MODEL)
@@ -107,7 +107,7 @@ def test_a_pack_of_another_bundle_or_with_odd_names_is_refused(
     with pytest.raises(BundleIntegrityError, match="another bundle"):
         load_pack(path, base_digest="f" * 64)
     (path / "extra.txt").write_text("x")
-    with pytest.raises(BundleIntegrityError, match="do not match"):
+    with pytest.raises(BundleIntegrityError, match="unexpected file.*extra.txt"):
         load_pack(path)
     with pytest.raises(BundleError, match="not allowed"):
         write_pack(tmp_path / "x", name="../up", base_digest="b", model=None, summary={},

@@ -35,7 +35,8 @@ from visionyard.bundle.store import (
     MANIFEST,
     Bundle,
     check_digest,
-    file_entry,
+    check_files,
+    read_json,
     seal,
     sha256_bytes,
 )
@@ -116,13 +117,7 @@ def load_pack(
 ) -> VariantPack:
     """Load and verify a pack: its files, and (when given) the recorded digest and its base."""
     body = _read_body(directory)
-    files: dict[str, Any] = body["files"]
-    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
-    if present - {PACK_MANIFEST} != set(files):
-        raise BundleIntegrityError(directory, "its files do not match pack.json: tampered")
-    for rel, expected in files.items():
-        if file_entry(directory / rel) != expected:
-            raise BundleIntegrityError(directory, f"{rel} does not match pack.json: tampered")
+    check_files(directory, body["files"], PACK_MANIFEST)
     pack = VariantPack(directory, body)
     if expected_digest is not None:
         check_digest(pack.digest(), expected_digest, directory)
@@ -225,12 +220,7 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _read_body(directory: Path) -> dict[str, Any]:
-    try:
-        body = json.loads((directory / PACK_MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise BundleIntegrityError(directory, f"{PACK_MANIFEST} is unreadable: {exc}") from exc
+    body = read_json(directory, PACK_MANIFEST)
     if not isinstance(body, dict) or body.get("pack_version") != PACK_VERSION:
         raise BundleError(directory, f"{PACK_MANIFEST} is not a variant pack this version reads")
     files = body.get("files")

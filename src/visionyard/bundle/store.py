@@ -121,9 +121,7 @@ def load_bundle(directory: Path | str, *, expected_digest: str | None = None) ->
     root = Path(directory)
     manifest = _read_manifest(root)
     files: dict[str, dict[str, Any]] = manifest["files"]
-    _check_file_set(root, files)
-    for rel, expected in sorted(files.items()):
-        _check_file(root, rel, expected)
+    check_files(root, files)
     try:
         contract = parse_contract(json.loads((root / CONTRACT).read_text(encoding="utf-8")))
     except (ContractError, json.JSONDecodeError) as exc:
@@ -202,23 +200,35 @@ def seal(
     os.replace(tmp, root / MANIFEST)
 
 
-def _listed_files(root: Path) -> list[str]:
+def _listed_files(root: Path, manifest: str = MANIFEST) -> list[str]:
     return sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(root).as_posix() != manifest
     )
+
+
+def read_json(root: Path, name: str) -> Any:
+    """A folder's JSON manifest; missing or unreadable is :class:`BundleIntegrityError`."""
+    try:
+        return json.loads((root / name).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleIntegrityError(root, f"{name} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise BundleIntegrityError(root, f"{name} is unreadable: {exc}") from exc
+
+
+def check_files(root: Path, files: Mapping[str, Any], manifest: str = MANIFEST) -> None:
+    """Every file listed in ``manifest`` is present with its size and sha256, and no other."""
+    _check_file_set(root, files, manifest)
+    for rel, expected in sorted(files.items()):
+        _check_file(root, rel, expected)
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     if not root.is_dir():
         raise BundleError(root, "is not a directory")
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleIntegrityError(root, f"{MANIFEST} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise BundleIntegrityError(root, f"{MANIFEST} is unreadable: {exc}") from exc
+    manifest = read_json(root, MANIFEST)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise BundleIntegrityError(root, f"{MANIFEST} has no file table")
     if manifest.get("bundle_version") != BUNDLE_VERSION:
@@ -229,8 +239,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_file_set(root: Path, files: Mapping[str, Any]) -> None:
-    present = set(_listed_files(root))
+def _check_file_set(root: Path, files: Mapping[str, Any], manifest: str) -> None:
+    present = set(_listed_files(root, manifest))
     missing = sorted(set(files) - present)
     extra = sorted(present - set(files))
     if missing:
