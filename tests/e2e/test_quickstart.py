@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -36,8 +37,17 @@ def test_quickstart_tells_the_whole_story(tmp_path: Path) -> None:
         "server now answers with version 1",
         "REST  POST /v1/models/shapes:predict │ version 1: star",
         "gRPC  ModelInfer (BYTES image)       │ version 2: star",
+        "stored beside shapes/1: sha256:",
+        "sending 120 validation images darkened by 50%",
+        "drift verdict: drift",
     ):
         assert expected in out, expected
+    captures = tmp_path / ".visionyard" / "quickstart" / "captures"
+    captured = re.search(r"captured images: (\d+) in (\S+)", out)
+    assert captured is not None
+    assert Path(captured[2]) == captures
+    sidecars = list(captures.glob("shapes/1/*/*.json"))
+    assert int(captured[1]) == len(sidecars) > 0  # half-dark shapes: some are hard
     assert "Traceback" not in proc.stderr
 
     # The story left a real MLflow store behind: read it with a plain client.

@@ -1,6 +1,9 @@
 """The quickstart's serving chapter: serve ``shapes@production`` in this process, send real
 images over REST (plain urllib) and gRPC (the OIP v2 stubs), then move the alias with the CLI
-and watch the server follow it without a restart.
+and watch the server follow it without a restart. Last, monitoring: version 1 gets a reference
+profile of its validation images, the server receives a batch of those images darkened by half,
+and the quickstart prints the drift verdict of ``GET /v2/models/shapes/monitor`` and where the
+hard images the server captured went.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ if TYPE_CHECKING:
     from visionyard.cli.quickstart import Story
 
 SWAP_TIMEOUT_S = 60.0
+SHIFTED_IMAGES = 120
+DARKEN = 0.5
 
 
 def serve_story(story: Story) -> None:
     from visionyard.serving.app import running_server
 
     token = secrets.token_hex(16)
+    captures = story.workdir / "captures"
+    monitor = story.settings.monitor
     settings = story.settings.model_copy(
         update={
             "serving": story.settings.serving.model_copy(
@@ -33,9 +40,14 @@ def serve_story(story: Story) -> None:
                     "admin_token": token,
                     "poll_interval_s": 1.0,
                 }
-            )
+            ),
+            "monitor": monitor.model_copy(
+                update={"capture": monitor.capture.model_copy(update={"dir": captures})}
+            ),
         }
     )
+    val = Path(story.facts["data_v1"]) / "val"
+    story.cli("monitor", "profile", "shapes/1", "--data", str(val))
     image = _sample_image(story)
     with running_server(settings) as server:
         story.console.print(f"serving http={server.http_url} grpc={server.grpc_target}")
@@ -45,6 +57,7 @@ def serve_story(story: Story) -> None:
         _show_requests(story, server.http_url, server.grpc_target, image)
         story.cli("rollback", "shapes", "--reason", "quickstart: roll back while serving")
         _wait_for_version(story, server.http_url, "1")
+        _show_drift(story, server.http_url, token, val, captures)
 
 
 def _sample_image(story: Story) -> Path:
@@ -118,3 +131,72 @@ def _wait_for_version(story: Story, http_url: str, version: str) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"the server did not switch to version {version} in {SWAP_TIMEOUT_S} s")
+
+
+def _show_drift(story: Story, http_url: str, token: str, val: Path, captures: Path) -> None:
+    """Send darkened validation images, then show the monitor's verdict and the captures."""
+    from visionyard.monitor import image_files
+
+    paths = image_files(val)[:SHIFTED_IMAGES]
+    story.console.print(
+        f"sending {len(paths)} validation images darkened by {DARKEN:.0%} (a camera gone dark)"
+    )
+    for path in paths:
+        _rest_predict(http_url, _darkened(path))
+    body = _monitor(http_url, token)
+    drifting = ", ".join(body.get("drifting", [])[:6]) or "none"
+    saved = _captured(captures)
+    story.table(
+        "monitoring: GET /v2/models/shapes/monitor",
+        {
+            "verdict": str(body.get("verdict")),
+            "window": f"{body['window']['images']} images vs a reference of "
+            f"{body['reference']['images']} (visionyard monitor profile shapes/1)",
+            "drifting features": drifting,
+            "captured hard images": f"{saved} in {captures}",
+            "list or export them": f"visionyard data capture list {captures}",
+            "a report with plots": f"visionyard monitor report shapes@production "
+            f"--captures {captures} --out report.html",
+        },
+    )
+    story.console.print(f"drift verdict: {body.get('verdict')}", highlight=False)
+    story.console.print(f"captured images: {saved} in {captures}", highlight=False)
+
+
+def _darkened(path: Path) -> bytes:
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        dark = Image.eval(image.convert("RGB"), lambda v: int(v * DARKEN))
+    buffer = io.BytesIO()
+    dark.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _monitor(http_url: str, token: str) -> dict[str, Any]:
+    """The monitor endpoint's answer once the reference profile has loaded (bounded wait)."""
+    request = urllib.request.Request(
+        f"{http_url}/v2/models/shapes/monitor", headers={"Authorization": f"Bearer {token}"}
+    )
+    body: dict[str, Any] = {}
+    for _ in range(100):
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
+            body = json.loads(response.read())
+        if body.get("reference", {}).get("state") != "loading":
+            break
+        time.sleep(0.2)
+    return body
+
+
+def _captured(folder: Path) -> int:
+    """Captures written so far (the writer runs on its own thread: wait until it settles)."""
+    seen = -1
+    for _ in range(25):
+        count = len(list(folder.rglob("*.json"))) if folder.is_dir() else 0
+        if count == seen:
+            return count
+        seen = count
+        time.sleep(0.2)
+    return seen
