@@ -136,7 +136,7 @@ def test_bundle_model_is_the_best_checkpoint(
     images = sorted(synth_classification.glob("val/*/*.png"))
     x = preprocess_batch(images, bundle.contract).tensor
     session = ort.InferenceSession(str(bundle.model_path()), providers=["CPUExecutionProvider"])
-    (onnx_logits,) = session.run(None, {"input": x})
+    (onnx_logits,) = session.run([bundle.contract.decoding.output], {"input": x})
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)

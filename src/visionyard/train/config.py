@@ -20,6 +20,10 @@ from visionyard.contract.schema import IMAGENET_MEAN, IMAGENET_STD, VisionContra
 from visionyard.errors import ConfigError
 from visionyard.settings import Settings
 
+#: The ONNX output (the contract's ``embedding_output``) holding a trained model's pooled
+#: penultimate features (:func:`visionyard.train.models.with_embedding`).
+EMBEDDING_OUTPUT = "embedding"
+
 #: The registry's names (visionyard.train.models.ARCHITECTURES); a test keeps them equal.
 ARCH_NAMES = ("small_cnn", "resnet18", "mobilenet_v2")
 Amp = Literal["none", "bf16", "fp16"]
@@ -120,13 +124,15 @@ class TrainConfig(_Model):
         return self.model_copy(update=update)
 
     def contract(self, labels: Sequence[str]) -> VisionContract:
-        """The vision contract these transforms define (what the bundle will carry)."""
+        """The vision contract these transforms define (what the bundle will carry), with the
+        embedding output every architecture here exports."""
         return VisionContract.classification(
             labels,
             input_size=self.input_size,
             resize=self.resize,
             mean=self.mean,
             std=self.std,
+            embedding_output=EMBEDDING_OUTPUT,
         )
 
     def params(self) -> dict[str, Any]:

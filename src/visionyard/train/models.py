@@ -4,7 +4,9 @@ torchvision does not import beside the torch installed here, and nothing may dow
 so the three reference architectures are written out: a small CNN (fast on CPU), a
 ResNet-18-style network and a MobileNetV2-style network. Every architecture takes a width
 multiplier so tests can build tiny versions. All start from random weights; the global torch
-RNG (seeded by the trainer) decides the initialisation.
+RNG (seeded by the trainer) decides the initialisation. :func:`with_embedding` makes a model
+also return its pooled penultimate features, exported as the ONNX output ``embedding`` so the
+monitor's embedding (MMD) detector runs for trained models.
 """
 
 from __future__ import annotations
@@ -62,10 +64,35 @@ class Classifier(nn.Module):
         self.head = nn.Linear(channels, num_classes)
         _init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled penultimate features ``(N, channels)``: what the head sees."""
         y: torch.Tensor = self.pool(self.features(x)).flatten(1)
-        logits: torch.Tensor = self.head(self.dropout(y))
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.dropout(self.embed(x)))
         return logits
+
+
+class WithEmbedding(nn.Module):
+    """A :class:`Classifier` returning ``(logits, embedding)``, as the ONNX export holds them
+    (``embedding`` is the contract's ``embedding_output``). Shares the classifier's weights."""
+
+    def __init__(self, classifier: Classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.classifier.embed(x)
+        logits: torch.Tensor = self.classifier.head(self.classifier.dropout(embedding))
+        return logits, embedding
+
+
+def with_embedding(model: nn.Module) -> nn.Module:
+    """``model`` returning ``(logits, embedding)``; every architecture here is a Classifier."""
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"{type(model).__name__} has no embedding (not a Classifier)")
+    return WithEmbedding(model)
 
 
 # --- small CNN -----------------------------------------------------------------------------

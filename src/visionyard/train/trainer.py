@@ -37,7 +37,7 @@ from visionyard.train.config import TrainConfig
 from visionyard.train.data import ImageSet, Split, eval_tensor, read_training_data, split_dataset
 from visionyard.train.loop import FitResult, Loop, LoopData, amp_dtype
 from visionyard.train.metrics import ClassificationMetrics
-from visionyard.train.models import build_model
+from visionyard.train.models import build_model, with_embedding
 from visionyard.train.progress import TrainingProgress
 from visionyard.train.report import confusion_matrix_png, per_class_json, per_class_markdown
 
@@ -195,8 +195,9 @@ def _finish(
     run.log_artifact(checkpoint, "checkpoint")
     reports = _write_reports(run_dir / "reports", fit.best.val, fit.best.epoch)
     run.log_artifact(reports, "reports")
-    onnx_model = export_torch(model, data.contract, opset=config.opset)
-    parity = _parity(run, config, data, model, onnx_model, reports)
+    exported = with_embedding(model)  # logits and the contract's embedding output
+    onnx_model = export_torch(exported, data.contract, opset=config.opset)
+    parity = _parity(run, config, data, exported, onnx_model, reports)
     best = _best_metrics(fit, parity)
     bundle = write_bundle(
         run_dir / "bundle",
