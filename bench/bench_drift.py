@@ -140,7 +140,7 @@ def measure(data: Prepared, plan: Plan, table: Table) -> list[tuple[str, int, fl
         for size in SIZES:
             count = plan.null_windows if shift == NONE else plan.windows
             share = share_flagged(data, sampler, shift, size, count)
-            limit = 2 * size if shift != NONE else 4 * size
+            limit = size  # after `size` shifted requests the window holds only shifted images
             found = [first_flag(data, sampler, shift, size, limit) for _ in range(plan.streams)]
             note = "resampled" if sampler.resampled(shift, size) else ""
             if shift == NONE:

@@ -14,6 +14,7 @@ client sends), its header read with ``source_info``, decoded with ``decode_for_c
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 from collections.abc import Callable, Sequence
@@ -80,7 +81,10 @@ def png(image: Image.Image) -> bytes:
 
 
 def records(session: InferenceSession, encoded: Sequence[bytes], batch: int = 64) -> list[Record]:
-    """Monitoring records of encoded images, as the server computes them."""
+    """Monitoring records of encoded images, as the server computes them, WITHOUT the
+    embedding row: the MMD permutation test (thousands of permutations per comparison with
+    the default options) does not fit thousands of comparisons into this benchmark's budget,
+    so the figures are those of the per-feature KS and chi-square detectors."""
     out: list[Record] = []
     for start in range(0, len(encoded), batch):
         chunk = encoded[start : start + batch]
@@ -90,7 +94,10 @@ def records(session: InferenceSession, encoded: Sequence[bytes], batch: int = 64
         outputs = session.run(pre.tensor)
         results = session.decode(outputs, pre.metas)
         preds = prediction_records(outputs, results, session.contract, pre.metas)
-        out += [a.merge(b) for a, b in zip(firsts, preds, strict=True)]
+        out += [
+            Record({**a.numbers, **b.numbers}, {**a.labels, **b.labels})
+            for a, b in zip(firsts, preds, strict=True)
+        ]
     return out
 
 
@@ -176,6 +183,7 @@ def prepare(
     session = InferenceSession.open(bundle, intra_op_threads=1)
     val = image_files(train_root, "val")
     reference = build_profile(session, val, root=train_root / "val").sample
+    reference = dataclasses.replace(reference, embeddings=None)  # see records()
     pool = load_folder(pool_root)
     classes = [c for c in sorted(pool) if c != unseen]
     rng = np.random.default_rng(0)
