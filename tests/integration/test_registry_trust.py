@@ -163,8 +163,10 @@ def test_export_adds_variants_beside_an_unchanged_version(
     code, _, err = run(capsys, *flags, "export", name, "1", "--variants", "fp32,int8",
                        "--data", data)  # fmt: skip
     assert code == 0, err
-    stored = client.download_version_artifacts(client.get_version(name, "1"), "bundle", tmp_path)
+    info = client.get_version(name, "1")
+    stored = client.download_version_artifacts(info, "bundle", tmp_path)
     assert load_bundle(stored).digest() == digest  # the registered bundle did not change
+    assert "vy.profile_digest" in info.tags  # export also profiled the version on its eval set
     code, out, _ = run(capsys, *flags, "bundle", "verify", f"{name}/1")
     assert code == 0
     assert {"bundle", "variants/fp32", "variants/int8"} <= set(out.split())
@@ -339,3 +341,17 @@ def test_promote_checks_the_version_and_old_versions_can_be_signed_after_a_check
     assert code == 0
     assert "vy.bundle_signature" in out
     assert run(capsys, *flags, "promote", name, "1", "--to", "production")[0] == 0
+
+
+def test_register_can_store_the_reference_profile_at_once(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    run_id = log_colour_run(tracking_settings, tmp_path)
+    name = f"profiled-{uuid.uuid4().hex[:8]}"
+    data = colour_dataset(tmp_path / "eval", per_class=4)
+    code, out, err = run(capsys, *store_flags(tracking_settings), "register", run_id,
+                         "--name", name, "--profile-data", data)  # fmt: skip
+    assert code == 0, err
+    assert f"stored beside {name}/1" in out
+    tags = RegistryClient.from_settings(tracking_settings).get_version(name, "1").tags
+    assert tags["vy.profile_digest"].startswith("sha256:")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from visionyard.cli.console import app_context, err, out
+from visionyard.cli.console import app_context, err, out, registry
 from visionyard.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
@@ -48,8 +48,12 @@ def export(
     ),
     force: bool = typer.Option(False, "--force", help="Store variants that exceed --max-drop."),
     threads: int = typer.Option(1, "--threads", min=0, help="ONNX Runtime threads for timing."),
+    profile: bool = typer.Option(
+        True, "--profile/--no-profile", help="Profile a version that has no reference profile."
+    ),
 ) -> None:
-    """Build variants, measure each against FP32 on the evaluation set, keep those that pass."""
+    """Build variants, measure each against FP32 on the evaluation set, keep those that pass;
+    a registered version without a reference profile also gets one, on the evaluation split."""
     from visionyard.export.variants import CalibrationOptions, TimingOptions, VariantOptions
     from visionyard.export.workflow import resolve_sets
 
@@ -72,7 +76,17 @@ def export(
         reports = _run(ctx, target, job, status.update)
     where = str(target) if isinstance(target, Path) else "{} version {}".format(*target)
     out().print(variants_table(reports, title=f"variants of {where}"))
+    if profile and not isinstance(target, Path) and not _has_profile(ctx, *target):
+        from visionyard.cli.monitor import profile_now
+
+        profile_now(ctx, "{}/{}".format(*target), data, eval_split or "val")
     _refuse_rejected(reports, options)
+
+
+def _has_profile(ctx: typer.Context, name: str, version: str) -> bool:
+    from visionyard.monitor.store import TAG_DIGEST
+
+    return TAG_DIGEST in registry(ctx).client.get_version(name, version).tags
 
 
 def _target(name: str | None, version: str | None, bundle: Path | None) -> Path | tuple[str, str]:

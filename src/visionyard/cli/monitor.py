@@ -37,6 +37,15 @@ def profile(
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N images."),
 ) -> None:
     """Build the version's reference profile and store it beside the version."""
+    profile_now(ctx, reference, data, split, limit)
+
+
+def profile_now(
+    ctx: typer.Context, reference: str, data: Path, split: str | None = "val",
+    limit: int | None = None,
+) -> None:  # fmt: skip
+    """Profile ``reference`` on ``data`` and store it (``monitor profile``, and ``register
+    --profile-data`` / ``export`` for a version without a profile yet)."""
     from visionyard.monitor.store import profile_version
     from visionyard.tracking.mlflow_model import scratch_dir
 

@@ -30,6 +30,9 @@ def register(
     semver: str | None = typer.Option(None, "--semver", help="Explicit MAJOR.MINOR.PATCH."),
     parent: str | None = typer.Option(None, "--parent", help="Version this one derives from."),
     force: bool = typer.Option(False, "--force", help="Register a bundle already registered."),
+    profile_data: Path | None = typer.Option(
+        None, "--profile-data", help="Validation images: store the version's reference profile."
+    ),
 ) -> None:
     """Turn a run's bundle into a new version of a registered model (stock MLflow ONNX model)."""
     done = registry(ctx).register(run_id, name, semver=semver, force=force, parent=parent)
@@ -42,6 +45,10 @@ def register(
     if done.duplicates:
         err().print(f"note: same bundle as version(s) {', '.join(done.duplicates)} (--force)")
     out().print(f"load it with mlflow: models:/{escape(name)}/{version.version}", highlight=False)
+    if profile_data is not None:
+        from visionyard.cli.monitor import profile_now
+
+        profile_now(ctx, f"{name}/{version.version}", profile_data)
 
 
 def promote(
