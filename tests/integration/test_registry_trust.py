@@ -117,7 +117,9 @@ def test_the_server_keeps_the_good_version_when_a_resealed_one_is_promoted(
     ):
         red = encoded(COLOURS["red"])
         assert http.post("/v1/models/m:predict", content=red).json()["model_version"] == "1"
-        assert run(capsys, *flags, "promote", name, "2", "--to", "production")[0] == 0
+        # forced past promote's own check: the server must still refuse it
+        forced = ("--force", "--reason", "test: the server must refuse it on its own")
+        assert run(capsys, *flags, "promote", name, "2", "--to", "production", *forced)[0] == 0
         http.post("/v2/repository/models/m/load", headers=auth)
         answer = http.post("/v1/models/m:predict", content=red).json()
         assert answer["model_version"] == "1"  # the re-sealed v2 was refused

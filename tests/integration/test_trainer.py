@@ -29,7 +29,7 @@ from visionyard.settings import Settings
 from visionyard.train import load_checkpoint, train
 from visionyard.train.data import eval_tensor, load_images, split_dataset
 from visionyard.train.loop import Loop
-from visionyard.train.models import build_model
+from visionyard.train.models import build_model, with_embedding
 
 pytestmark = pytest.mark.slow
 
@@ -222,6 +222,9 @@ def test_out_of_memory_is_tagged_warned_and_survived(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(trainer_module, "build_model", lambda *args: OomAbove(build_model(*args)))
+    monkeypatch.setattr(  # the export wraps the classifier inside the OOM injector
+        trainer_module, "with_embedding", lambda model: OomAbove(with_embedding(model.inner))
+    )
     exported: list[torch.nn.Module] = []
 
     def export_inner(module: torch.nn.Module, *args: Any, **kwargs: Any) -> bytes:
