@@ -62,9 +62,7 @@ def build_model_dir(
     return target
 
 
-def _point_flavors_at_bundle(
-    target: Path, model_rel: str, owner: Mapping[str, str] | None
-) -> None:
+def _point_flavors_at_bundle(target: Path, model_rel: str, owner: Mapping[str, str] | None) -> None:
     from mlflow.models import Model
 
     model = Model.load(str(target / "MLmodel"))
