@@ -132,14 +132,20 @@ def _copy(capture: Capture, out: Path, layout: Layout) -> dict[str, Any]:
 
 
 def _read(sidecar: Path, day: str) -> Capture | None:
+    found = read_sidecar(sidecar)
+    return Capture(found[0], found[1], day) if found and found[0].is_file() else None
+
+
+def read_sidecar(sidecar: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(the image beside it, the sidecar's fields); None for an unreadable or foreign file.
+    The image is always in the sidecar's own folder, whatever the sidecar says."""
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("file"), str):
         return None
-    image = sidecar.with_name(Path(meta["file"]).name)
-    return Capture(image, meta, day) if image.is_file() else None
+    return sidecar.with_name(Path(meta["file"]).name), meta
 
 
 def safe_name(text: str) -> str:

@@ -20,7 +20,6 @@ hidden files and sidecars are 404).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from visionyard.data.captures import read_sidecar
 from visionyard.errors import VisionyardError
 from visionyard.serving.auth import bearer, token_matches
 from visionyard.serving.dataplane import DataPlane
@@ -238,13 +238,10 @@ def _mtime(path: Path) -> float:
 
 
 def _capture(root: Path, sidecar: Path) -> dict[str, Any] | None:
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    found = read_sidecar(sidecar)
+    if found is None:
         return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str):
-        return None
-    image = sidecar.with_name(Path(meta["file"]).name)
+    image, meta = found
     if capture_file(root, image.relative_to(root).as_posix()) is None:
         return None
     return {**meta, "src": "/ui/captures/" + image.relative_to(root).as_posix()}
