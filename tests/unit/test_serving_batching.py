@@ -260,11 +260,19 @@ def test_close_finishes_what_is_queued() -> None:
     assert asyncio.run(main()) == [0.0, 2.0, 4.0, 6.0]
 
 
+def _held_until(event: threading.Event) -> None:
+    """Block until the test releases ``event``. The bound is long: a short one (it was 5 s)
+    expired on a loaded CI machine, and the held request then finished early and the test
+    read a wrong order rather than a stall."""
+    if not event.wait(120):
+        raise AssertionError("the test never released this request")
+
+
 def _recorder(label: str, calls: list[str], gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
     def run(tensor: np.ndarray) -> Outputs:
         calls.append(label)
         if gate is not None:
-            gate.wait(5)
+            _held_until(gate)
         return {"y": tensor * 2}
 
     return run
@@ -289,8 +297,11 @@ def test_a_batch_runs_narrow_while_another_worker_holds_one() -> None:
     by then, runs wide."""
     decoding = threading.Event()
 
+    preparing = threading.Event()
+
     def slow_prepare() -> tuple[np.ndarray, None]:
-        decoding.wait(5)
+        preparing.set()
+        _held_until(decoding)
         return np.ones((1, 1)), None
 
     async def main() -> list[str]:
@@ -299,7 +310,7 @@ def test_a_batch_runs_narrow_while_another_worker_holds_one() -> None:
         batcher = Batcher(_recorder("narrow", calls), config, run_alone=_recorder("wide", calls))
         batcher.start()
         held = asyncio.create_task(batcher.submit(Work(1, slow_prepare, lambda out, _: out)))
-        while batcher.depth:  # until worker A has taken it
+        while not preparing.is_set():  # worker A holds it (depth alone is 0 before the task runs)
             await asyncio.sleep(0.001)
         await batcher.submit(Work.of(np.ones((1, 1))))
         decoding.set()
@@ -313,8 +324,11 @@ def test_a_batch_runs_narrow_while_another_worker_holds_one() -> None:
 def test_a_batch_runs_narrow_when_requests_wait_behind_it() -> None:
     decoding = threading.Event()
 
+    preparing = threading.Event()
+
     def slow_prepare() -> tuple[np.ndarray, None]:
-        decoding.wait(5)
+        preparing.set()
+        _held_until(decoding)
         return np.ones((1, 1)), None
 
     async def main() -> list[str]:
@@ -323,7 +337,7 @@ def test_a_batch_runs_narrow_when_requests_wait_behind_it() -> None:
         batcher = Batcher(_recorder("narrow", calls), config, run_alone=_recorder("wide", calls))
         batcher.start()
         first = asyncio.create_task(batcher.submit(Work(1, slow_prepare, lambda out, _: out)))
-        while batcher.depth:
+        while not preparing.is_set():
             await asyncio.sleep(0.001)
         second = asyncio.create_task(batcher.submit(Work.of(np.ones((1, 1)))))
         while not batcher.depth:  # the second request waits behind the first
