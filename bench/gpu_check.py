@@ -7,7 +7,8 @@ Prints every ``visionyard_gpu_*`` sample of the server's metrics registry, as a 
 ``/metrics`` would show them, and exits non-zero unless each of the five gauges exists for every
 device NVML reports, with plausible values (memory used <= total, utilisation in 0-1,
 temperature 0-130 C, power >= 0 W). It also allocates memory on the GPU when torch with CUDA is
-importable and checks that ``memory_used_bytes`` grows.
+importable and checks that ``memory_used_bytes`` grows, and that ``utilization_ratio`` rises
+while matrix products run.
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ def memory_grows(metrics: ServingMetrics) -> str:
     return f"ok (+{grew / 1024**2:.0f} MiB after allocating 512 MiB)"
 
 
+def utilisation_follows_load(metrics: ServingMetrics) -> str:
+    """Keep the GPU busy with matrix products for ~3 s and read the gauge while it runs."""
+    try:
+        import torch
+    except ImportError:
+        return "skipped (torch not installed)"
+    if not torch.cuda.is_available():
+        return "skipped (torch has no CUDA)"
+    idle = samples(metrics)[("visionyard_gpu_utilization_ratio", "0")]
+    a = torch.randn(8192, 8192, device="cuda:0", dtype=torch.bfloat16)
+    busiest = 0.0
+    deadline = time.perf_counter() + 3.0
+    while time.perf_counter() < deadline:
+        for _ in range(20):
+            a = (a @ a).clamp_(-1, 1)
+        torch.cuda.synchronize()
+        busiest = max(busiest, samples(metrics)[("visionyard_gpu_utilization_ratio", "0")])
+    if busiest < 0.5:
+        peak = f"{busiest:.2f} under load (idle {idle:.2f})"
+        raise SystemExit(f"FAIL: utilization_ratio peaked at {peak}")
+    return f"ok (idle {idle:.2f}, under matrix products {busiest:.2f})"
+
+
 def main() -> int:
     if load_nvml() is None:
         print("FAIL: nvidia-ml-py is not installed (pip install -e '.[gpu]')")
@@ -86,6 +110,7 @@ def main() -> int:
     for line in wrong:
         print(f"FAIL: {line}")
     print(f"memory gauge follows an allocation: {memory_grows(metrics)}")
+    print(f"utilisation gauge follows load: {utilisation_follows_load(metrics)}")
     print(f"{len(devices)} device(s), {len(found)} samples: {'FAIL' if wrong else 'ok'}")
     return 1 if wrong else 0
 
