@@ -9,17 +9,19 @@ decoding run on the model's batcher threads (:mod:`visionyard.serving.batching`)
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from visionyard import __version__
+from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
 from visionyard.serving.outputs import build_outputs, check_outputs
 from visionyard.serving.pool import ModelPool
+from visionyard.serving.routing import Headers, Route, route_fields
 from visionyard.serving.types import (
     InferRequest,
     InferResponse,
@@ -28,6 +30,9 @@ from visionyard.serving.types import (
     Tensor,
     Timings,
 )
+
+if TYPE_CHECKING:
+    from visionyard.serving.routed import Router
 
 SERVER_NAME = "visionyard"
 UNKNOWN = "_unknown"  # the model label of requests naming a model that is not served
@@ -38,6 +43,9 @@ class DataPlane:
     def __init__(self, pool: ModelPool, metrics: ServingMetrics) -> None:
         self.pool = pool
         self.metrics = metrics
+        #: models in a rollout (set by :mod:`visionyard.serving.rollouts`); empty otherwise
+        self.routes: dict[str, Route] = {}
+        self.router: Router | None = None
 
     def live(self) -> bool:
         return True
@@ -74,6 +82,8 @@ class DataPlane:
             **state,
             "image_input": IMAGE_INPUT,
         }
+        if name in self.routes:
+            parameters["rollout"] = route_fields(self.routes[name])
         return ModelMetadata(
             name, [model.version], PLATFORM, model.inputs, model.outputs, parameters
         )
@@ -90,15 +100,37 @@ class DataPlane:
         current = self.pool.entry(name).current
         return name, version if current is not None and version == current.version else ""
 
-    async def infer(self, request: InferRequest, protocol: str) -> InferResponse:
+    async def infer(
+        self, request: InferRequest, protocol: str, headers: Headers | None = None
+    ) -> InferResponse:
+        """Serve one request; ``headers`` (REST headers or gRPC metadata, lower-case names)
+        are read only by a sticky canary (:mod:`visionyard.serving.routing`)."""
+        if self.routes and not request.model_version and self.router is not None:
+            route = self.routes.get(request.model_name)
+            if route is not None:
+                return await self.router.infer(route, request, protocol, headers)
         started = time.perf_counter()
         try:
             model = self.pool.acquire(request.model_name, request.model_version)
         except VisionyardError as exc:
             self.refused(request.model_name, request.model_version, protocol, exc)
             raise
+        response, _ = await self.serve(model, request, protocol, started)
+        return response
+
+    async def serve(
+        self,
+        model: LoadedModel,
+        request: InferRequest,
+        protocol: str,
+        started: float,
+        *,
+        decoded: bool = False,
+    ) -> tuple[InferResponse, list[ImageResult] | None]:
+        """Run an admitted request on ``model`` and release it; with ``decoded``, also the
+        contract's decoding of its images (what a shadow compares with)."""
         try:
-            response, timings = await self._infer(model, request)
+            response, timings, results = await self._infer(model, request, decoded)
         except VisionyardError as exc:
             self.metrics.observe(model.name, model.version, protocol, exc.code)
             raise
@@ -106,20 +138,24 @@ class DataPlane:
             self.pool.release(model)
         self.metrics.observe(model.name, model.version, protocol, "ok")
         self.metrics.observe_timings(model.name, protocol, timings, time.perf_counter() - started)
-        return response
+        return response, results
 
     async def _infer(
-        self, model: LoadedModel, request: InferRequest
-    ) -> tuple[InferResponse, Timings]:
+        self, model: LoadedModel, request: InferRequest, decoded: bool
+    ) -> tuple[InferResponse, Timings, list[ImageResult] | None]:
         check_outputs(model.outputs, request.outputs)
 
         def finish(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> list[Tensor]:
             return build_outputs(model.session, model.outputs, raw, metas, request.outputs)
 
+        def both(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> Any:
+            return finish(raw, metas), model.session.decode(raw, metas)
+
         tensor = model.pick_input(request.inputs)
-        work = model.work(tensor, self.pool.config.limits, finish)
+        work = model.work(tensor, self.pool.config.limits, both if decoded else finish)
         result = await model.batcher.submit(work)
         timings = Timings(result.preprocess_s, result.queue_s, result.inference_s)
         timings.batch_size = result.batch_size
-        response = InferResponse(model.name, model.version, result.value, request.id)
-        return response, timings
+        outputs, results = result.value if decoded else (result.value, None)
+        response = InferResponse(model.name, model.version, outputs, request.id)
+        return response, timings, results

@@ -58,6 +58,7 @@ class ServingMetrics:
         )
         self.swaps = Counter("visionyard_model_swaps", "Version switches", ["model"], registry=reg)
         self.monitor = MonitorMetrics(reg)
+        self.rollout = RolloutMetrics(reg)
         self.gpu = register_gpu_collector(reg)  # per-device gauges where NVML is present
         self._counters: dict[tuple[str, ...], Any] = {}
         self._stages: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -147,3 +148,93 @@ class MonitorMetrics:
             ["model", "reason"],
             registry=reg,
         )
+
+
+class RolloutMetrics:
+    """Rollouts (canary and shadow): requests, errors and latency per version and role
+    (production, canary, shadow) while a rollout runs, the shadow's agreement and shed requests,
+    the step and share followed, and the decisions taken here. Versions come from the registry's
+    rollout, never from clients."""
+
+    def __init__(self, reg: CollectorRegistry) -> None:
+        mvr = ["model", "version", "role"]
+        self.requests = Counter(
+            "visionyard_rollout_requests",
+            "Requests during a rollout by version, role and outcome (ok, error, client_error)",
+            [*mvr, "status"],
+            registry=reg,
+        )
+        self.latency = Histogram(
+            "visionyard_rollout_request_seconds",
+            "Latency during a rollout by version and role (a shadow's: its own inference)",
+            mvr,
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.shadow_compared = Counter(
+            "visionyard_shadow_compared",
+            "Images answered by production and the shadow candidate, by result (agree, disagree)",
+            ["model", "version", "result"],
+            registry=reg,
+        )
+        self.shadow_agreement = Gauge(
+            "visionyard_shadow_agreement",
+            "Share of images of the current step on which the shadow agrees with production",
+            ["model", "version"],
+            registry=reg,
+        )
+        self.shadow_confidence_delta = Gauge(
+            "visionyard_shadow_confidence_delta",
+            "Mean top-1 confidence of the shadow minus production's over the current step",
+            ["model", "version"],
+            registry=reg,
+        )
+        self.shadow_shed = Counter(
+            "visionyard_shadow_shed",
+            "Shadow requests not run (busy: production needs the capacity, queue_full, "
+            "candidate_busy, unavailable)",
+            ["model", "reason"],
+            registry=reg,
+        )
+        self.step = Gauge(
+            "visionyard_rollout_step",
+            "Index of the rollout step followed (present while a rollout runs)",
+            ["model", "version", "mode"],
+            registry=reg,
+        )
+        self.share = Gauge(
+            "visionyard_rollout_share_percent",
+            "Share of requests routed (canary) or mirrored (shadow) to the candidate",
+            ["model", "version", "mode"],
+            registry=reg,
+        )
+        self.decisions = Counter(
+            "visionyard_rollout_decisions",
+            "Rollout decisions recorded by this server (advance, promote, rollback)",
+            ["model", "action"],
+            registry=reg,
+        )
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def observe(self, model: str, version: str, role: str, status: str, seconds: float) -> None:
+        key = (model, version, role, status)
+        child = self._children.get(key)
+        if child is None:
+            child = (self.requests.labels(*key), self.latency.labels(model, version, role))
+            self._children[key] = child
+        child[0].inc()
+        if status == "ok":
+            child[1].observe(seconds)
+
+    def following(self, model: str, version: str, mode: str, step: int, share: float) -> None:
+        self.ended(model)
+        self.step.labels(model, version, mode).set(step)
+        self.share.labels(model, version, mode).set(share)
+
+    def ended(self, model: str) -> None:
+        """Remove the model's rollout gauges (no rollout is followed any more)."""
+        for gauge in (self.step, self.share, self.shadow_agreement, self.shadow_confidence_delta):
+            for metric in gauge.collect():
+                for sample in metric.samples:
+                    if sample.labels.get("model") == model:
+                        gauge.remove(*sample.labels.values())

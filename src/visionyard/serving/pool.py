@@ -94,9 +94,13 @@ class ModelPool:
     def acquire(self, name: str, version: str | None = None) -> LoadedModel:
         """Admit a request to the current version (synchronously: no swap in between)."""
         model = self.current(name, version)
-        model.acquire(self.config.limits)
-        self.metrics.queue_depth.labels(name).inc()
+        self.admit(model)
         return model
+
+    def admit(self, model: LoadedModel) -> None:
+        """Admit a request to ``model`` (any loaded version: a rollout's candidate too)."""
+        model.acquire(self.config.limits)
+        self.metrics.queue_depth.labels(model.name).inc()
 
     def release(self, model: LoadedModel) -> None:
         model.release()
@@ -165,23 +169,68 @@ class ModelPool:
             return False
         return force or version != entry.failed_version
 
+    async def open_version(self, name: str, source: ModelSource) -> LoadedModel | None:
+        """Load ``source``'s version of ``name`` BESIDE the serving one (a rollout's candidate):
+        resolved, verified, warmed and monitored like every load, but not served by default;
+        None (logged and counted) when it fails. :meth:`adopt` or :meth:`retire` it later."""
+        entry = self.entry(name)
+        try:
+            resolved = await asyncio.to_thread(source.resolve)
+        except VisionyardError as exc:
+            self._failed(entry, None, exc)
+            return None
+        return await self._load(entry, source, resolved, remember=False)
+
+    async def adopt(self, name: str, model: LoadedModel, version: str | None) -> bool:
+        """Serve ``model`` (loaded by :meth:`open_version`) as ``name``'s current version when
+        the source points at it (``version``, looked up by the caller): a promoted candidate
+        is switched to without loading it again."""
+        entry = self.entry(name)
+        async with entry.lock:
+            if entry.state == "unloaded" or version != model.version:
+                return False
+            if entry.current is not None and entry.current.version == model.version:
+                return False
+            self._install(entry, model)
+            return True
+
+    async def retire(self, model: LoadedModel) -> None:
+        """Stop a version loaded by :meth:`open_version` (after its requests finish)."""
+        self._unwatch(model)
+        await model.retire()
+
     async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
+        model = await self._load(entry, entry.source, resolved)
+        if model is None:
+            return False
+        self._install(entry, model)
+        return True
+
+    async def _load(
+        self, entry: ModelEntry, source: ModelSource, resolved: Resolved, *, remember: bool = True
+    ) -> LoadedModel | None:
         log.info("loading version", extra={"fields": _fields(entry, resolved.version)})
         try:
             session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving
-            self._failed(entry, resolved.version, _domain(exc), remember=resolved.version)
-            return False
+            skip = resolved.version if remember else None
+            self._failed(entry, resolved.version, _domain(exc), remember=skip)
+            return None
         batcher = self._batcher(entry, session, alone)
         model = LoadedModel(entry.name, resolved.version, session, batcher)
         if self.monitoring is not None:
             model.monitor = self.monitoring.attach(
-                entry.name, model.version, session, entry.source, resolved
+                entry.name, model.version, session, source, resolved
             )
         model.batcher.start()
+        return model
+
+    def _install(self, entry: ModelEntry, model: LoadedModel) -> None:
+        """Make ``model`` the entry's current version; retire the old one."""
         old, entry.current = entry.current, model  # the atomic switch
         entry.state, entry.last_error, entry.failed_version = "ready", None, None
-        self.metrics.loaded(entry.name, model.version, session.variant, entry.source.reference)
+        variant = model.session.variant
+        self.metrics.loaded(entry.name, model.version, variant, entry.source.reference)
         self.metrics.swaps.labels(entry.name).inc()
         log.info("serving version", extra={"fields": _fields(entry, model.version)})
         if old is not None:
@@ -189,7 +238,6 @@ class ModelPool:
             task = asyncio.create_task(old.retire())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
-        return True
 
     def _unwatch(self, model: LoadedModel) -> None:
         """The version's monitor stops (its gauges go): the version is no longer served."""
