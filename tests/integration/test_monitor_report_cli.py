@@ -89,8 +89,55 @@ def test_report_refuses_without_profile_live_side_or_output(
     assert not page.exists()
     code, _, err = run(capsys, *flags, "monitor", "report", f"{name}/1", "--out", page)
     assert code == 3
-    assert "exactly one of --data DIR or --captures DIR" in err
+    assert "exactly one of --data, --captures or --window" in err
     code, _, err = run(capsys, *flags, "monitor", "report", f"{name}/1", "--data", data)
     assert code == 3
     assert "--out report.html, --json or both" in err
+    assert "Traceback" not in err
+
+
+def test_report_on_a_saved_window(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    """A window saved from a server (the same file ``GET .../monitor/window`` returns) is
+    compared with the version's profile; one of another model, or a file that is not a
+    window, is refused with one line."""
+    from visionyard.monitor import collect_sample, image_files
+    from visionyard.monitor.saved_window import window_bytes
+    from visionyard.registry.service import Registry
+
+    flags = store_flags(tracking_settings)
+    name = f"report-{uuid.uuid4().hex[:8]}"
+    run_id = log_colour_run(tracking_settings, tmp_path)
+    assert run(capsys, *flags, "register", run_id, "--name", name)[0] == 0
+    data = colour_dataset(tmp_path / "colours", per_class=20)
+    assert run(capsys, *flags, "monitor", "profile", f"{name}/1", "--data", data)[0] == 0
+    dark = darkened(data, tmp_path / "dark")
+    session = Registry(tracking_settings).open_session(f"{name}/1", tmp_path / "bundles")
+    sample = collect_sample(session, image_files(dark), root=dark).sample
+    saved = tmp_path / "window.npz"
+    saved.write_bytes(window_bytes(sample, {"model": name, "version": "1"}))
+
+    code, out, err = run(capsys, *flags, "monitor", "report", f"{name}/1",
+                         "--window", saved, "--json")  # fmt: skip
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["verdict"] == "drift"
+    assert "brightness_r" in body["drifting"]
+    assert body["live_images"] == sample.images == 100
+    assert body["live"].startswith("window window.npz (version 1, saved ")
+
+    other = tmp_path / "other.npz"
+    other.write_bytes(window_bytes(sample, {"model": "someone-else", "version": "3"}))
+    code, _, err = run(capsys, *flags, "monitor", "report", f"{name}/1",
+                       "--window", other, "--json")  # fmt: skip
+    assert code == 3
+    assert f"a window of model someone-else, not {name}" in err
+    assert err.count("\n") == 1
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = run(capsys, *flags, "monitor", "report", f"{name}/1",
+                       "--window", junk, "--json")  # fmt: skip
+    assert code != 0
+    assert "is not a saved window" in err
     assert "Traceback" not in err

@@ -101,6 +101,22 @@ def test_monitor_endpoint_is_an_admin_route(running: RunningServer) -> None:
     assert missing.status_code == 404
 
 
+def test_the_live_window_can_be_saved_and_read_back(running: RunningServer) -> None:
+    from visionyard.monitor.saved_window import read_window
+
+    url = f"{running.http_url}/v2/models/m/monitor/window"
+    assert httpx.get(url, timeout=30).status_code == 401
+    answer = httpx.get(url, headers=AUTH, timeout=30)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/octet-stream"
+    assert 'filename="m-1-window.npz"' in answer.headers["content-disposition"]
+    saved = read_window(answer.content, "the answer")
+    assert (saved.model, saved.version, saved.sample.images) == ("m", "1", DARK)
+    assert len(saved.sample.continuous["brightness_r"]) == DARK
+    assert sum(saved.sample.categorical["class"].values()) == DARK
+    assert saved.meta["span"][0] <= saved.meta["span"][1]
+
+
 def test_metrics_carry_the_drift_gauges(running: RunningServer) -> None:
     report(running)  # compares now: the gauges hold this comparison
     text = httpx.get(f"{running.http_url}/metrics", timeout=30).text

@@ -21,8 +21,10 @@ from visionyard.cli.data import progress_bar
 from visionyard.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
-    from visionyard.monitor import Comparison, Profile
+    from visionyard.monitor import CompareOptions, Comparison, Profile
+    from visionyard.monitor.report import Report
     from visionyard.monitor.store import Images
+    from visionyard.settings import Settings
 
 app = typer.Typer(help="Reference profiles and drift of registered versions.", no_args_is_help=True)
 _VERDICT_STYLE = {"drift": "bold red", "ok": "green", "not enough data": "yellow", "skipped": "dim"}
@@ -120,6 +122,11 @@ def report_cmd(
     captures: Path | None = typer.Option(
         None, "--captures", help="Or a capture folder: the model's captured images."
     ),
+    window: Path | None = typer.Option(
+        None,
+        "--window",
+        help="Or a window saved from a server (GET .../monitor/window).",
+    ),
     out_file: Path | None = typer.Option(None, "--out", help="Write the HTML report here."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N images."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="After correction."),
@@ -135,20 +142,54 @@ def report_cmd(
 
     if out_file is None and not as_json:
         raise ConfigError("monitor report needs --out report.html, --json or both")
-    images, live = _live_images(reference, data, captures, limit)
+    if sum(x is not None for x in (data, captures, window)) != 1:
+        raise ConfigError("monitor report needs exactly one of --data, --captures or --window")
     options = CompareOptions(alpha=alpha, min_samples=min_samples)
-    with scratch_dir("vy-monitor-") as workdir, _lazy_bar("comparing") as bar:
-        found = compare_version(
-            app_context(ctx).settings, reference, images, workdir, options=options, progress=bar
-        )
-    info = found.version
-    about = {"model": info.name, "version": info.version, "live": live}
-    built = build_report(found.profile, found.collected.sample, found.comparison, about)
+    settings = app_context(ctx).settings
+    if window is not None:
+        built = _window_report(settings, reference, window, options)
+    else:
+        images, live = _live_images(reference, data, captures, limit)
+        with scratch_dir("vy-monitor-") as workdir, _lazy_bar("comparing") as bar:
+            found = compare_version(
+                settings, reference, images, workdir, options=options, progress=bar
+            )
+        info = found.version
+        about = {"model": info.name, "version": info.version, "live": live}
+        built = build_report(found.profile, found.collected.sample, found.comparison, about)
     if out_file is not None:
         out_file.write_text(report_html(built), encoding="utf-8")
         err().print(f"report written: {escape(str(out_file))} (verdict: {built.verdict})")
     if as_json:
         _emit_json(built.to_dict())
+
+
+def _window_report(
+    settings: Settings, reference: str, path: Path, options: CompareOptions
+) -> Report:
+    """A saved window (:mod:`visionyard.monitor.saved_window`) against the version's profile."""
+    from visionyard.monitor import compare
+    from visionyard.monitor.report import build_report
+    from visionyard.monitor.saved_window import read_window
+    from visionyard.monitor.store import load_version_profile
+    from visionyard.tracking.mlflow_model import scratch_dir
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    saved = read_window(data, str(path))
+    with scratch_dir("vy-monitor-") as workdir:
+        info, profile = load_version_profile(settings, reference, workdir)
+    if saved.model and saved.model != info.name:
+        raise ConfigError(
+            f"{path} is a window of model {saved.model}, not {info.name}: "
+            f"report it against {saved.model}@ALIAS"
+        )
+    live = f"window {path.name} (version {saved.version}, saved {saved.meta.get('saved', '-')})"
+    about = {"model": info.name, "version": info.version, "live": live}
+    comparison = compare(profile.sample, saved.sample, options)
+    return build_report(profile, saved.sample, comparison, about)
 
 
 def _live_images(
@@ -158,8 +199,6 @@ def _live_images(
     from visionyard.data.captures import iter_captures
     from visionyard.monitor.store import Images
 
-    if (data is None) == (captures is None):
-        raise ConfigError("monitor report needs exactly one of --data DIR or --captures DIR")
     if data is not None:
         return _images(data, None, limit), f"folder {data}"
     assert captures is not None

@@ -39,6 +39,7 @@ from visionyard.monitor import (
     SlidingWindow,
     compare,
 )
+from visionyard.monitor.saved_window import window_bytes
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.capture import CapturePolicy, CaptureWriter
 from visionyard.serving.logs import current_request_id
@@ -147,6 +148,12 @@ class VersionMonitor:
                 self.gauges.drift(comparison)
             self.last = self._report(sample, span, comparison)
             return self.last
+
+    def saved(self) -> bytes:
+        """The window as one file (:mod:`visionyard.monitor.saved_window`)."""
+        sample, span = self.window.snapshot()
+        about = {"model": self.name, "version": self.version, "span": list(span) if span else None}
+        return window_bytes(sample, about)
 
     def retire(self) -> None:
         """Remove this version's series (after :attr:`detached` is set)."""

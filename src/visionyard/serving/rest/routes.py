@@ -169,6 +169,18 @@ def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
         admin(request)
         return JSONResponse(await monitor_report(plane, name))
 
+    @app.get("/v2/models/{name}/monitor/window")
+    async def monitor_window(request: Request, name: str) -> Response:
+        admin(request)
+        model = plane.pool.current(name)
+        if model.monitor is None:
+            off = "monitoring is off (monitor.enabled = false): there is no window to save"
+            return JSONResponse({"error": off}, status_code=409)
+        data = await asyncio.to_thread(model.monitor.monitor.saved)
+        filename = f"{name}-{model.version}-window.npz"
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
     @app.post("/admin/reload")
     async def reload(request: Request) -> JSONResponse:
         admin(request)
