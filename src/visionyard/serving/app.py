@@ -29,6 +29,7 @@ from visionyard.serving.monitoring import Monitoring
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.rest.parse import BodyParser
 from visionyard.serving.rest.routes import create_rest_app
+from visionyard.serving.rollout_wiring import RolloutWiring, follow_rollouts
 from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
 from visionyard.settings import Settings
 
@@ -44,9 +45,17 @@ class Addresses:
 
 
 class Server:
-    """REST + gRPC over one model pool; ``await start()``, then ``await stop()``."""
+    """REST + gRPC over one model pool; ``await start()``, then ``await stop()``.
 
-    def __init__(self, settings: Settings, sources: Mapping[str, ModelSource] | None = None):
+    ``rollouts`` replaces the registry's rollout core (tests); by default a server follows the
+    rollouts of the models it serves by their production alias (:mod:`.rollouts`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sources: Mapping[str, ModelSource] | None = None,
+        rollouts: RolloutWiring | None = None,
+    ):
         self.settings = settings
         if settings.serving.decode_workers is not None:
             log.warning(
@@ -58,6 +67,7 @@ class Server:
         self.monitoring = monitoring(settings, self.metrics)
         self.pool = ModelPool(chosen, pool_config(settings), self.metrics, self.monitoring)
         self.plane = DataPlane(self.pool, self.metrics)
+        self.rollouts = follow_rollouts(settings, chosen, self.plane, self.monitoring, rollouts)
         self.parser = BodyParser()
         self.rest_app = create_rest_app(self.plane, settings.serving, self.parser, settings.monitor)
         self._grpc: grpc.aio.Server | None = None
@@ -83,6 +93,8 @@ class Server:
             self.monitoring.start()
         await self.pool.start()
         self._tasks.append(asyncio.create_task(self.pool.watch(serving.poll_interval_s)))
+        if self.rollouts is not None:
+            self._tasks.append(asyncio.create_task(self.rollouts.run()))
         host, port = sock.getsockname()[:2]
         return Addresses(f"http://{host}:{port}", f"{serving.host}:{grpc_port}")
 
@@ -94,6 +106,8 @@ class Server:
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.rollouts is not None:
+            await self.rollouts.close()
         await self.pool.close()
         if self.monitoring is not None:
             await asyncio.to_thread(self.monitoring.close)
@@ -212,12 +226,16 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(
-    settings: Settings, sources: Mapping[str, ModelSource] | None = None, *, timeout: float = 120
+    settings: Settings,
+    sources: Mapping[str, ModelSource] | None = None,
+    *,
+    timeout: float = 120,
+    rollouts: RolloutWiring | None = None,
 ) -> Iterator[RunningServer]:
     """Start a server in this process on a background thread; stop it on exit."""
     thread = _LoopThread()
     try:
-        server = thread.call(_make(settings, sources), timeout)
+        server = thread.call(_make(settings, sources, rollouts), timeout)
         addresses = thread.call(server.start(), timeout)
         try:
             yield RunningServer(server, addresses, thread)
@@ -227,5 +245,7 @@ def running_server(
         thread.close()
 
 
-async def _make(settings: Settings, sources: Mapping[str, ModelSource] | None) -> Server:
-    return Server(settings, sources)
+async def _make(
+    settings: Settings, sources: Mapping[str, ModelSource] | None, rollouts: RolloutWiring | None
+) -> Server:
+    return Server(settings, sources, rollouts)

@@ -131,7 +131,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except VisionyardError as exc:
             self.plane.refused(request.model_name, request.model_version, "grpc", exc)
             raise
-        response = await self.plane.infer(parsed, "grpc")
+        response = await self.plane.infer(parsed, "grpc", metadata)
         return encode_infer(response, raw)
 
 

@@ -118,7 +118,7 @@ async def infer_reply(
     except VisionyardError as exc:
         plane.refused(name, version, "rest", exc)
         raise
-    response = await plane.infer(parsed, "rest")
+    response = await plane.infer(parsed, "rest", headers)
     state["version"] = response.model_version
     content, header_length = encode_infer(response, parsed)
     if header_length is None:
@@ -128,15 +128,20 @@ async def infer_reply(
 
 
 async def predict_reply(
-    plane: DataPlane, state: dict[str, Any], name: str, images: list[bytes]
+    plane: DataPlane,
+    state: dict[str, Any],
+    name: str,
+    images: list[bytes],
+    headers: Mapping[str, str] | None = None,
 ) -> Reply:
-    """``:predict`` (after :func:`authorize`): encoded images in, the contract's decoding out."""
+    """``:predict`` (after :func:`authorize`): encoded images in, the contract's decoding out;
+    ``headers`` are read only by a sticky canary."""
     try:
         parsed = predict_request(name, images, plane.pool.current(name).session.contract)
     except VisionyardError as exc:
         plane.refused(name, None, "rest", exc)
         raise
-    response = await plane.infer(parsed, "rest")
+    response = await plane.infer(parsed, "rest", headers)
     state["version"] = response.model_version
     return Reply(200, _json(to_json(response)))
 
@@ -179,7 +184,7 @@ class HotPath:
             if body is None:
                 return  # the client went away
             if predict:
-                reply = await predict_reply(self.plane, state, name, [body])
+                reply = await predict_reply(self.plane, state, name, [body], headers)
             else:
                 request = (name, version, headers)
                 reply = await infer_reply(self.plane, self.parser, state, request, body)

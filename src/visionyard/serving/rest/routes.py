@@ -138,7 +138,7 @@ def _infer_routes(
         state = request.scope.setdefault("state", {})
         authorize(plane, settings, state, name, request.headers)
         images = await read_images(request)
-        return _response(await predict_reply(plane, state, name, images))
+        return _response(await predict_reply(plane, state, name, images, request.headers))
 
 
 def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> None:

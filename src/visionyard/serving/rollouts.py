@@ -1,0 +1,269 @@
+"""The server follows the registry's rollouts and takes part in their decisions.
+
+A rollout is registry state (:mod:`visionyard.monitor.rollout`), not server memory. For each
+model served by its production alias (``NAME=REG@production``), :class:`RolloutFollower`:
+
+- every poll interval reads the registered model's rollout (one registry call). While one runs,
+  it loads the candidate version beside production (verified, warmed and monitored like every
+  load, :meth:`~visionyard.serving.pool.ModelPool.open_version`) and installs a
+  :class:`~visionyard.serving.routing.Route` in the data plane; a new step installs a new route
+  with fresh figures. When the rollout ends the route goes and the candidate is unloaded, or,
+  when it was promoted, adopted as the production version without loading it again.
+- every decision interval gives the core the live figures of each running step
+  (:class:`~visionyard.serving.rollout_stats.StepStats`) and lets it decide and record
+  (exactly once across replicas). On a rollback (or abort) the route is removed at once, before
+  the registry is read again, so traffic returns to production within one decision interval of
+  the breach; the decision is logged and counted.
+
+The core is reached through :class:`RolloutPort` (tests give a fake; the server gives
+:class:`~visionyard.serving.rollout_port.RegistryRollouts`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from visionyard.serving.metrics import RolloutMetrics
+from visionyard.serving.model import LoadedModel
+from visionyard.serving.pool import ModelPool
+from visionyard.serving.rollout_stats import StepStats
+from visionyard.serving.routing import Route, route_fields
+from visionyard.serving.shadow import ShadowConfig
+from visionyard.serving.sources import ModelSource, lookup_version
+
+log = logging.getLogger("visionyard.serving")
+ENDING = ("rollback", "rolled_back", "abort", "aborted")
+
+
+class RolloutView(Protocol):
+    """What the server reads of a rollout (:class:`visionyard.monitor.rollout.state.Rollout`)."""
+
+    @property
+    def rollout_id(self) -> str: ...
+    @property
+    def candidate(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def share(self) -> float: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def sticky_header(self) -> str | None: ...
+
+
+class RolloutPort(Protocol):
+    """The rollout core, as the server uses it (blocking calls: run off the event loop)."""
+
+    def read(self, registered: str) -> RolloutView | None:
+        """The registered model's rollout (any status), or None."""
+        ...
+
+    def step(self, registered: str, route: Route) -> Any | None:
+        """Decide on the route's step figures (``route.stats``) and record the decision exactly
+        once; the decision
+        (with ``action`` and ``rule``), or None when there was nothing to decide."""
+        ...
+
+
+#: Makes the source of a registered version (registered name, version) for the candidate.
+CandidateSource = Callable[[str, str], ModelSource]
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    poll_interval_s: float = 5.0
+    decide_interval_s: float = 1.0
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
+
+
+class RolloutFollower:
+    """Follows rollouts of ``followed`` (served name -> registered name); see the module doc."""
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        routes: dict[str, Route],
+        followed: dict[str, str],
+        port: RolloutPort,
+        sources: CandidateSource,
+        metrics: RolloutMetrics,
+    ) -> None:
+        self.pool, self.routes, self.followed = pool, routes, followed
+        self.port, self.sources, self.metrics = port, sources, metrics
+        self._lock = asyncio.Lock()
+        self._ended: set[str] = set()  # rollouts decided here to end: never routed again
+        self._failed: set[tuple[str, str]] = set()  # (rollout id, candidate) that failed to load
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def poll_all(self) -> None:
+        for name in self.followed:
+            await self.poll(name)
+
+    async def poll(self, name: str) -> None:
+        """Read ``name``'s rollout and follow it (route, candidate) now."""
+        async with self._lock:
+            try:
+                rollout = await asyncio.to_thread(self.port.read, self.followed[name])
+            except Exception as exc:  # an unreachable registry: keep routing as we were
+                log.warning("cannot read the rollout", extra={"fields": _error(name, exc)})
+                return
+            await self._follow(name, rollout)
+
+    async def decide_all(self) -> None:
+        for name, route in list(self.routes.items()):
+            await self.decide(name, route)
+
+    async def decide(self, name: str, route: Route) -> Any | None:
+        """Let the core decide on ``route``'s step; follow a decision at once."""
+        try:
+            decision = await asyncio.to_thread(self.port.step, self.followed[name], route)
+        except Exception as exc:  # the registry or a policy: keep serving, try again later
+            log.warning("rollout decision failed", extra={"fields": _error(name, exc)})
+            return None
+        if decision is None:  # no rollout running any more, or another replica's decision won
+            await self.poll(name)
+            return None
+        action = str(getattr(decision, "action", "hold"))
+        if action == "hold":
+            return decision
+        self.metrics.decisions.labels(name, action).inc()
+        fields = {**route_fields(route), "action": action, "rule": getattr(decision, "rule", None),
+                  "detail": getattr(decision, "detail", None),
+                  "figures": route.stats.summary(route.mode)}  # fmt: skip
+        log.info(f"rollout decision: {action}", extra={"fields": fields})
+        if action in ENDING:
+            self._ended.add(route.rollout_id)
+            if self._unroute(name, f"decision: {action}") is route:  # back on production now
+                self._retire(route.candidate)
+        await self.poll(name)
+        return decision
+
+    async def watch(self, config: RolloutConfig) -> None:
+        """Poll every ``poll_interval_s`` and decide every ``decide_interval_s``, forever."""
+        last_poll = time.monotonic()
+        while True:
+            await asyncio.sleep(min(config.decide_interval_s, config.poll_interval_s))
+            if time.monotonic() - last_poll >= config.poll_interval_s:
+                last_poll = time.monotonic()
+                await self.poll_all()
+            await self.decide_all()
+
+    async def close(self) -> None:
+        for name in list(self.routes):
+            route = self._unroute(name, "server stopping")
+            if route is not None:
+                self._retire(route.candidate)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def _retire(self, candidate: LoadedModel) -> None:
+        """Unload a candidate in the background (its requests in flight finish first)."""
+        task = asyncio.create_task(self.pool.retire(candidate))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _follow(self, name: str, rollout: RolloutView | None) -> None:
+        route = self.routes.get(name)
+        if rollout is None or rollout.status != "running" or rollout.rollout_id in self._ended:
+            if route is not None:
+                await self._end(name, route, rollout)
+            return
+        if route is not None and _same_candidate(route, rollout):
+            if _moved(route, rollout):
+                self._install(name, _next_route(route, rollout))
+            return
+        candidate = await self._candidate(name, rollout)
+        if candidate is None:
+            return
+        self._install(name, _new_route(name, rollout, candidate))
+        if route is not None:
+            self._retire(route.candidate)
+
+    async def _candidate(self, name: str, rollout: RolloutView) -> LoadedModel | None:
+        key = (rollout.rollout_id, rollout.candidate)
+        current = self.pool.entry(name).current
+        if key in self._failed or current is None or current.version == rollout.candidate:
+            return None
+        source = self.sources(self.followed[name], rollout.candidate)
+        candidate = await self.pool.open_version(name, source)
+        if candidate is None:
+            self._failed.add(key)
+            fields = {"model": name, "rollout_id": rollout.rollout_id,
+                      "candidate": rollout.candidate}  # fmt: skip
+            log.error("rollout candidate failed to load; production serves all traffic",
+                      extra={"fields": fields})  # fmt: skip
+        return candidate
+
+    def _install(self, name: str, route: Route) -> None:
+        self.routes[name] = route
+        self.metrics.following(name, route.candidate.version, route.mode, route.step, route.share)
+        log.info("rollout route", extra={"fields": route_fields(route)})
+
+    def _unroute(self, name: str, why: str) -> Route | None:
+        route = self.routes.pop(name, None)
+        if route is not None:
+            self.metrics.ended(name)
+            fields = {**route_fields(route), "why": why, "figures": route.stats.summary(route.mode)}
+            log.info("rollout route removed", extra={"fields": fields})
+        return route
+
+    async def _end(self, name: str, route: Route, rollout: RolloutView | None) -> None:
+        """The rollout ended: a promoted candidate becomes production; else it is unloaded."""
+        status = rollout.status if rollout is not None else "gone"
+        adopted = False
+        if status == "promoted":
+            entry = self.pool.entry(name)
+            version = await asyncio.to_thread(_lookup, entry.source)
+            adopted = await self.pool.adopt(name, route.candidate, version)
+        self._unroute(name, f"rollout {status}")
+        if not adopted:
+            self._retire(route.candidate)
+
+
+def _lookup(source: ModelSource) -> str | None:
+    try:
+        return lookup_version(source)
+    except Exception:  # the pool's next poll will catch up
+        return None
+
+
+def _same_candidate(route: Route, rollout: RolloutView) -> bool:
+    return route.rollout_id == rollout.rollout_id and route.candidate.version == rollout.candidate
+
+
+def _moved(route: Route, rollout: RolloutView) -> bool:
+    now = (rollout.mode, rollout.step, float(rollout.share), _header(rollout))
+    return now != (route.mode, route.step, route.share, route.sticky_header)
+
+
+def _header(rollout: RolloutView) -> str | None:
+    return rollout.sticky_header.lower() if rollout.sticky_header else None
+
+
+def _new_route(name: str, rollout: RolloutView, candidate: LoadedModel) -> Route:
+    stats = StepStats(rollout.rollout_id, rollout.step)
+    return Route(
+        name, rollout.rollout_id, rollout.mode, float(rollout.share), rollout.step, candidate,
+        stats, _header(rollout),
+    )  # fmt: skip
+
+
+def _next_route(route: Route, rollout: RolloutView) -> Route:
+    """The route at the rollout's new step (fresh figures) or new share/header (same step)."""
+    same_step = route.step == rollout.step and route.mode == rollout.mode
+    stats = route.stats if same_step else StepStats(rollout.rollout_id, rollout.step)
+    return Route(
+        route.model, route.rollout_id, rollout.mode, float(rollout.share), rollout.step,
+        route.candidate, stats, _header(rollout), route.draw,
+    )  # fmt: skip
+
+
+def _error(name: str, exc: Exception) -> dict[str, str]:
+    return {"model": name, "error": f"{type(exc).__name__}: {exc}"}

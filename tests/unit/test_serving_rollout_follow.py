@@ -1,0 +1,169 @@
+"""The server follows a rollout read from a (fake) core: candidate loaded and routed, steps,
+rollback at once, promotion adopts the loaded candidate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.runtime import write_colour_bundle
+from visionyard.serving.metrics import ServingMetrics
+from visionyard.serving.pool import ModelPool, PoolConfig
+from visionyard.serving.rollout_stats import PRODUCTION
+from visionyard.serving.rollouts import RolloutFollower
+from visionyard.serving.routing import Route
+from visionyard.serving.sources import LocalBundleSource, ModelSource, Resolved
+
+
+@dataclass(frozen=True)
+class FakeRollout:
+    rollout_id: str = "r1"
+    candidate: str = "2"
+    mode: str = "canary"
+    step: int = 0
+    share: float = 10.0
+    status: str = "running"
+    sticky_header: str | None = "X-User"
+
+
+@dataclass(frozen=True)
+class FakeDecision:
+    action: str
+    rule: str | None = None
+
+
+class FakePort:
+    def __init__(self) -> None:
+        self.rollout: FakeRollout | None = None
+        self.decision: FakeDecision | None = None
+        self.seen: list[int] = []
+
+    def read(self, registered: str) -> FakeRollout | None:
+        assert registered == "reg"
+        return self.rollout
+
+    def step(self, registered: str, route: Route) -> FakeDecision | None:
+        self.seen.append(route.stats.roles[PRODUCTION].requests)
+        return self.decision
+
+
+class Alias:
+    """A production alias the test moves (with a cheap lookup, like the registry's)."""
+
+    def __init__(self, version: str, path: Path) -> None:
+        self.target = Resolved(version, path)
+
+    @property
+    def reference(self) -> str:
+        return "reg@production"
+
+    def resolve(self) -> Resolved:
+        return self.target
+
+    def lookup(self) -> str:
+        return self.target.version
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, Path]:
+    return {v: write_colour_bundle(tmp_path / v).path for v in ("1", "2", "3")}
+
+
+def _follower(paths: dict[str, Path], port: FakePort) -> tuple[RolloutFollower, ModelPool, Alias]:
+    metrics = ServingMetrics()
+    alias = Alias("1", paths["1"])
+    pool = ModelPool({"m": alias}, PoolConfig(), metrics)
+
+    def sources(registered: str, version: str) -> ModelSource:
+        return LocalBundleSource(paths[version], version)
+
+    routes: dict[str, Route] = {}
+    follower = RolloutFollower(pool, routes, {"m": "reg"}, port, sources, metrics.rollout)
+    return follower, pool, alias
+
+
+def test_a_rollout_is_followed_step_by_step_and_rolled_back_at_once(
+    paths: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = FakePort()
+    follower, pool, _ = _follower(paths, port)
+
+    async def scenario() -> None:
+        await pool.start()
+        await follower.poll("m")
+        assert follower.routes == {}  # no rollout: nothing routed, nothing loaded
+        port.rollout = FakeRollout()
+        await follower.poll("m")
+        first = follower.routes["m"]
+        assert (first.candidate.version, first.share, first.sticky_header) == ("2", 10.0, "x-user")
+        port.rollout = replace(port.rollout, step=1, share=50.0)
+        await follower.poll("m")
+        second = follower.routes["m"]
+        assert second.candidate is first.candidate  # not loaded again
+        assert second.stats is not first.stats  # a new step starts from zero
+        assert second.share == 50.0
+        port.decision = FakeDecision("rollback", "max_error_rate")
+        with caplog.at_level(logging.INFO, "visionyard.serving"):
+            await follower.decide("m", second)  # the registry still reads "running" (stale)
+        assert "m" not in follower.routes  # traffic is back on production at once
+        await asyncio.sleep(0.05)
+        assert second.candidate._closing  # the candidate is unloaded
+        await follower.poll("m")
+        assert "m" not in follower.routes  # a stale read does not bring it back
+        await pool.close()
+
+    asyncio.run(scenario())
+    decisions = [r for r in caplog.records if r.getMessage() == "rollout decision: rollback"]
+    assert len(decisions) == 1
+    fields = decisions[0].fields  # type: ignore[attr-defined]
+    assert fields["rule"] == "max_error_rate"
+    assert fields["candidate"] == "2"
+
+
+def test_a_promoted_candidate_becomes_production_without_a_second_load(
+    paths: dict[str, Path],
+) -> None:
+    port = FakePort()
+    follower, pool, alias = _follower(paths, port)
+
+    async def scenario() -> None:
+        await pool.start()
+        port.rollout = FakeRollout(mode="shadow", share=100.0, candidate="3")
+        await follower.poll("m")
+        candidate = follower.routes["m"].candidate
+        alias.target = Resolved("3", paths["3"])  # the core moved the alias
+        port.rollout = replace(port.rollout, status="promoted")
+        await follower.poll("m")
+        assert "m" not in follower.routes
+        assert pool.current("m") is candidate
+        assert await pool.refresh("m") is False  # the pool's poll finds it serving already
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_candidate_that_fails_to_load_leaves_production_serving(
+    paths: dict[str, Path], tmp_path: Path
+) -> None:
+    port = FakePort()
+    follower, pool, _ = _follower(paths, port)
+    (paths["2"] / "model.onnx").write_bytes(b"tampered")
+
+    async def scenario() -> Any:
+        await pool.start()
+        port.rollout = FakeRollout()
+        await follower.poll("m")
+        await follower.poll("m")  # not tried again for the same rollout
+        assert follower.routes == {}
+        assert pool.current("m").version == "1"
+        text = pool.metrics.render().decode()
+        await pool.close()
+        return text
+
+    text = asyncio.run(scenario())
+    assert 'visionyard_model_load_failures_total{model="m"} 1.0' in text
