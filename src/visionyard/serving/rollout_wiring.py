@@ -64,9 +64,14 @@ class ServerRollouts:
 
 
 def followed_models(sources: Mapping[str, ModelSource], alias: str) -> dict[str, str]:
-    """Served name -> registered name, for the models served by ``REG@alias``."""
+    """Served name -> registered name, for the models served from the registry by
+    ``REG@alias`` (other sources, e.g. tests' stand-ins, follow nothing unless named)."""
+    from visionyard.serving.registry_source import RegistrySource
+
     found = {}
     for name, source in sources.items():
+        if not isinstance(source, RegistrySource):
+            continue
         registered, sep, points_at = source.reference.rpartition("@")
         if sep and registered and points_at == alias:
             found[name] = registered
