@@ -12,7 +12,13 @@ from collections.abc import Callable
 
 import pytest
 
-from visionyard.errors import BundleIntegrityError, GateFailedError, NotFoundError, RegistryError
+from visionyard.errors import (
+    BundleIntegrityError,
+    ConfigError,
+    GateFailedError,
+    NotFoundError,
+    RegistryError,
+)
 from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigures
 from visionyard.monitor.rollout.events import EVENT_PREFIX, all_events, chain
 from visionyard.monitor.rollout.lifecycle import (
@@ -311,8 +317,10 @@ def test_plan_steps() -> None:
     assert plan_steps("canary", 10, None) == (10, 25, 50, 100)
     assert plan_steps("canary", 5, (5, 50, 100)) == (5, 50, 100)
     assert plan_steps("shadow", 20, (5, 50)) == (20,)
-    with pytest.raises(RegistryError):
+    with pytest.raises(ConfigError):
         plan_steps("canary", 0, None)
+    with pytest.raises(ConfigError, match="increase"):
+        plan_steps("canary", 10, (50, 25))
 
 
 def test_a_late_append_with_a_smaller_key_still_converges_to_one_decision() -> None:

@@ -22,6 +22,7 @@ from visionyard.cli import deploy as deploy_cmd
 from visionyard.cli import models as models_cmd
 from visionyard.cli import monitor as monitor_cmd
 from visionyard.cli import registry_cmds
+from visionyard.cli import rollout as rollout_cmd
 from visionyard.cli import runs as runs_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
 from visionyard.cli.export import export as export_cmd
@@ -46,6 +47,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(deploy_cmd.app, name="deploy")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(monitor_cmd.app, name="monitor")
+app.add_typer(rollout_cmd.app, name="rollout")
 for _name in ("register", "promote", "rollback", "gc"):
     app.command(_name)(getattr(registry_cmds, _name))
 app.command("serve")(serve_cmd)

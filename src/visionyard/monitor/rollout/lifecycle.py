@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from visionyard.errors import RegistryError
+from visionyard.errors import ConfigError, RegistryError
 from visionyard.monitor.rollout.decide import Action, Decision
 from visionyard.monitor.rollout.events import head_of, new_event
 from visionyard.monitor.rollout.policy import Policy, check_steps
@@ -49,11 +49,14 @@ def plan_steps(mode: Mode, share: int, steps: tuple[int, ...] | None) -> tuple[i
     from visionyard.monitor.rollout.policy import DEFAULT_STEPS
 
     if not 1 <= share <= 100:
-        raise RegistryError(f"the {mode} share must be between 1 and 100 % (got {share})")
+        raise ConfigError(f"the {mode} share must be between 1 and 100 % (got {share})")
     if mode == "shadow":
         return (share,)
     later = steps if steps is not None else DEFAULT_STEPS
-    return check_steps((share, *(s for s in later if s > share)))
+    try:
+        return check_steps((share, *(s for s in check_steps(later) if s > share)))
+    except ValueError as exc:
+        raise ConfigError(f"canary steps: {exc}; e.g. --steps 5,25,50,100") from exc
 
 
 def start_rollout(

@@ -150,7 +150,7 @@ def read_rollout(registry: ModelReader | HasClient, name: str) -> Rollout | None
     """
     from visionyard.monitor.rollout.events import head_of
 
-    client = registry.client if hasattr(registry, "client") else registry
+    client = registry if hasattr(registry, "get_model") else registry.client
     tags: dict[str, str] = client.get_model(name).tags
     head = head_of(name, tags)
     if head is not None:
