@@ -89,6 +89,15 @@ class ServingSettings(_Section):
         None, description="deprecated, ignored: the inference workers decode their own images"
     )
     retry_after_s: int = Field(1, ge=0)
+    rollout_decide_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often a rollout's live figures are judged (and a breach "
+        "rolled back); the rollout itself is re-read every poll_interval_s",
+    )
+    shadow_queue_size: int = Field(
+        64, gt=0, description="shadow requests waiting for the candidate; full = shed"
+    )
 
 
 class CaptureSettings(_Section):

@@ -14,7 +14,8 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from tests.fixtures.runtime import COLOURS, flat_png, write_colour_bundle
+from tests.fixtures.runtime import COLOURS, colour_classifier_onnx, flat_png, write_colour_bundle
+from tests.registry_support import RED_AS_GREEN
 from visionyard.contract.postprocess import Detection, ImageResult, Prediction
 from visionyard.errors import InferenceError
 from visionyard.runtime.session import InferenceSession
@@ -269,3 +270,40 @@ def test_shadows_are_shed_when_the_queue_is_full_or_production_is_busy(
 def _request(h: Harness) -> Any:
     contract = h.pool.current("m").session.contract
     return predict_request("m", [flat_png(COLOURS["red"])], contract)
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def offer(self, job: Any) -> bool:
+        self.jobs.append(job)
+        return True
+
+
+def test_a_disagreeing_shadow_is_measured_and_its_images_captured(tmp_path: Path) -> None:
+    production = write_colour_bundle(tmp_path / "p").path
+    red_as_green = colour_classifier_onnx(RED_AS_GREEN)
+    candidate = write_colour_bundle(tmp_path / "c", model=red_as_green).path
+
+    async def scenario() -> tuple[Route, FakeWriter]:
+        h = await _harness((production, candidate), _same, busy_in_flight=100)
+        writer = FakeWriter()
+        h.shadow.writer = cast(Any, writer)
+        route = h.route(SHADOW, 100.0)
+        await h.infer(4)
+        for _ in range(100):
+            if route.stats.shadow.compared >= 4:
+                break
+            await asyncio.sleep(0.02)
+        await _close(h)
+        return route, writer
+
+    route, writer = asyncio.run(scenario())
+    assert route.stats.shadow.compared == 4
+    assert route.stats.shadow.agreement == 0.0
+    assert len(writer.jobs) == 4
+    job = writer.jobs[0]
+    assert job.reasons == ("shadow_disagreement",)
+    assert (job.version, job.answer["production_predicted"]) == ("2", "red")
+    assert job.answer["predicted"] not in (None, "red")  # red moved onto green: read as black

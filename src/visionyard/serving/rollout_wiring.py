@@ -59,8 +59,8 @@ class ServerRollouts:
         await self.follower.watch(self.config)
 
     async def close(self) -> None:
-        await self.follower.close()
         await self.shadow.close()
+        await self.follower.close()
 
 
 def followed_models(sources: Mapping[str, ModelSource], alias: str) -> dict[str, str]:
@@ -104,8 +104,8 @@ def follow_rollouts(
 def default_config(settings: Settings) -> RolloutConfig:
     """Poll as often as the pool; shed shadows once production's workers are all busy."""
     serving = settings.serving
-    shadow = ShadowConfig(busy_in_flight=serving.inference_workers)
-    return RolloutConfig(poll_interval_s=serving.poll_interval_s, shadow=shadow)
+    shadow = ShadowConfig(serving.shadow_queue_size, busy_in_flight=serving.inference_workers)
+    return RolloutConfig(serving.poll_interval_s, serving.rollout_decide_interval_s, shadow)
 
 
 def registry_port(settings: Settings) -> RolloutPort | None:

@@ -102,6 +102,7 @@ class RolloutFollower:
         self._ended: set[str] = set()  # rollouts decided here to end: never routed again
         self._failed: set[tuple[str, str]] = set()  # (rollout id, candidate) that failed to load
         self._retiring: set[asyncio.Task[None]] = set()
+        self._warned: set[str] = set()
 
     async def poll_all(self) -> None:
         for name in self.followed:
@@ -113,9 +114,16 @@ class RolloutFollower:
             try:
                 rollout = await asyncio.to_thread(self.port.read, self.followed[name])
             except Exception as exc:  # an unreachable registry: keep routing as we were
-                log.warning("cannot read the rollout", extra={"fields": _error(name, exc)})
+                self._warn(name, "cannot read the rollout; routing stays as it was", exc)
                 return
+            self._warned.discard(name)
             await self._follow(name, rollout)
+
+    def _warn(self, name: str, message: str, exc: Exception) -> None:
+        """Log a failure once per streak (polls repeat every few seconds)."""
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning(message, extra={"fields": _error(name, exc)})
 
     async def decide_all(self) -> None:
         for name, route in list(self.routes.items()):
@@ -123,11 +131,13 @@ class RolloutFollower:
 
     async def decide(self, name: str, route: Route) -> Any | None:
         """Let the core decide on ``route``'s step; follow a decision at once."""
+        began = time.monotonic()
         try:
             decision = await asyncio.to_thread(self.port.step, self.followed[name], route)
         except Exception as exc:  # the registry or a policy: keep serving, try again later
-            log.warning("rollout decision failed", extra={"fields": _error(name, exc)})
+            self._warn(name, "rollout decision failed; trying again", exc)
             return None
+        self._warned.discard(name)
         if decision is None:  # no rollout running any more, or another replica's decision won
             await self.poll(name)
             return None
@@ -137,6 +147,7 @@ class RolloutFollower:
         self.metrics.decisions.labels(name, action).inc()
         fields = {**route_fields(route), "action": action, "rule": getattr(decision, "rule", None),
                   "detail": getattr(decision, "detail", None),
+                  "decision_s": round(time.monotonic() - began, 3),
                   "figures": route.stats.summary(route.mode)}  # fmt: skip
         log.info(f"rollout decision: {action}", extra={"fields": fields})
         if action in ENDING:
