@@ -136,7 +136,10 @@ def test_a_canary_of_half_answers_from_both_versions(
                   .json()["model_version"] for _ in range(15)}  # fmt: skip
         sticky_grpc = set(_grpc_versions(running, 15, key="alice"))
         metrics = http.get("/metrics").text
+        figures = _rollout_shown(http)["figures"]
     assert set(versions) == {"1", "2"}
+    assert figures["production"]["requests"] + figures["candidate"]["requests"] == 230
+    assert figures["candidate"]["errors"] == 0
     assert 60 < versions["2"] < 140  # binomial(200, 0.5): +- 5.6 sigma
     assert len(sticky) == 1
     assert sticky_grpc == sticky  # the same key lands on the same side over both protocols

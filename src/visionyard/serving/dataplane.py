@@ -82,8 +82,10 @@ class DataPlane:
             **state,
             "image_input": IMAGE_INPUT,
         }
-        if name in self.routes:
-            parameters["rollout"] = route_fields(self.routes[name])
+        route = self.routes.get(name)
+        if route is not None:
+            figures = route.stats.summary(route.mode)
+            parameters["rollout"] = {**route_fields(route), "figures": figures}
         return ModelMetadata(
             name, [model.version], PLATFORM, model.inputs, model.outputs, parameters
         )
