@@ -351,3 +351,21 @@ def test_a_late_append_with_a_smaller_key_still_converges_to_one_decision() -> N
     assert Rollout.from_json(service.client.tags[ROLLOUT_TAG]) == state
     assert service.client.aliases["production"] == "1"
     assert decisions(service) == ["start", "rollback"]
+
+
+def test_every_recorded_decision_is_one_structured_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = FakeService()
+    start(service)
+    with caplog.at_level("INFO", logger="visionyard.rollout"):
+        step(service, BAD)
+    lines = [r for r in caplog.records if r.name == "visionyard.rollout"]
+    assert len(lines) == 1
+    fields = lines[0].fields  # type: ignore[attr-defined]
+    assert (fields["kind"], fields["outcome"], fields["rule"]) == (
+        "rollback",
+        "recorded",
+        "max_error_rate",
+    )
+    assert fields["figures"]["candidate_error_rate"] == 0.5

@@ -32,6 +32,7 @@ event's reason names the rollout event), so a retry never records a second move.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -58,6 +59,7 @@ from visionyard.monitor.rollout.state import (
 if TYPE_CHECKING:
     from visionyard.registry.service import Registry
 
+log = logging.getLogger("visionyard.rollout")
 DEFAULT_SETTLE_S = 0.2
 DEFAULT_GRACE_S = 10.0
 CONVERGE_ROUNDS = 25
@@ -151,6 +153,7 @@ def record_event(
         time.sleep(settle_s)
     won_chain = chain(all_events(model, service.client.get_model(model).tags))
     won = any(e.key == event.key for e in won_chain)
+    _log(event, "recorded" if won else "superseded")
     if won:
         converge(service, model, mine=event.key)
     return won, won_chain[-1]
@@ -182,6 +185,8 @@ def converge(service: Registry, name: str, mine: str | None = None) -> Rollout |
             return head.state  # a newer transition than ours: its writer completes it
         complete(service, head)
         service.client.set_model_tag(name, ROLLOUT_TAG, head.state.to_json())
+        if mine is None:
+            _log(head, "completed")
     raise RegistryError(f"the rollout of {name!r} kept changing; run the command again")
 
 
@@ -254,6 +259,18 @@ def _projected(name: str, tags: dict[str, str]) -> str | None:
 
 def _projection_only(service: Registry, name: str) -> Rollout | None:
     return projection(name, service.client.get_model(name).tags)
+
+
+def _log(event: RolloutEvent, what: str) -> None:
+    """One structured log line per transition (the server's JSON logs carry ``fields``)."""
+    state = event.state
+    fields = {
+        "model": state.model, "rollout_id": state.rollout_id, "event": event.key,
+        "kind": event.kind, "status": state.status, "step": state.step, "share": state.share,
+        "candidate": state.candidate, "baseline": state.baseline, "rule": state.rule,
+        "detail": state.reason, "figures": state.figures, "actor": event.actor,
+    }  # fmt: skip
+    log.info("rollout %s %s", event.kind, what, extra={"fields": {"outcome": what, **fields}})
 
 
 def _actor() -> str:
