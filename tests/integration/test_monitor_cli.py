@@ -48,6 +48,7 @@ def test_profile_show_and_compare_through_the_cli(
     assert "brightness_r" in out
     assert "100 images" in out
     assert "stored beside" in out
+    assert "note: the profile holds 100 images, fewer than a server window" in " ".join(err.split())
     tags = RegistryClient.from_settings(s).get_version(name, "1").tags
     assert tags[TAG_DIGEST].startswith("sha256:")
 

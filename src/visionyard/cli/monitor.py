@@ -52,12 +52,19 @@ def profile_now(
     from visionyard.tracking.mlflow_model import scratch_dir
 
     images = _images(data, split, limit)
+    settings = app_context(ctx).settings
     with scratch_dir("vy-monitor-") as workdir, _lazy_bar("profiling") as bar:
-        info, built, digest = profile_version(
-            app_context(ctx).settings, reference, images, workdir, progress=bar
-        )
+        info, built, digest = profile_version(settings, reference, images, workdir, progress=bar)
     out().print(_summary_table(built, f"profile of {escape(info.name)} v{info.version}"))
     out().print(f"stored beside {escape(info.name)}/{info.version}: {digest}", highlight=False)
+    window = settings.monitor.window_size
+    if built.images < window:
+        err().print(
+            f"note: the profile holds {built.images} images, fewer than a server window "
+            f"(monitor.window_size = {window}); a full window can flag what is only chance in "
+            "so small a reference: profile more images if you have them",
+            highlight=False,
+        )
 
 
 @app.command("show")
