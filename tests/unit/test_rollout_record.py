@@ -369,3 +369,13 @@ def test_every_recorded_decision_is_one_structured_log_line(
         "max_error_rate",
     )
     assert fields["figures"]["candidate_error_rate"] == 0.5
+
+
+def test_a_poll_with_nothing_pending_is_one_read() -> None:
+    service = FakeService()
+    start(service)
+    reads = []
+    service.client.before = lambda op, key: reads.append(op)
+    held = step(service, RolloutFigures(candidate=RoleFigures(3, 0, 0.01)), grace_s=0)
+    assert held is not None
+    assert reads == ["read"]

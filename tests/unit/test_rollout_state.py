@@ -48,7 +48,7 @@ def test_share_is_the_step_while_running_else_zero() -> None:
     "text", ["{", "[]", '{"schema": 99}', json.dumps({**rollout().to_dict(), "step": 7})]
 )
 def test_a_garbled_projection_is_a_registry_error_naming_the_fix(text: str) -> None:
-    with pytest.raises(RegistryError, match="rollout abort m"):
+    with pytest.raises(RegistryError, match="delete_registered_model_tag"):
         read_rollout(Reader({ROLLOUT_TAG: text}), "m")
 
 

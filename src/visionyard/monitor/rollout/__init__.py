@@ -24,7 +24,20 @@ Changes to the shared spec (issue 12), as implemented:
   ``now``) and returns :class:`Recorded` (outcome applied | held | stale | superseded). A
   promotion whose gate fails is recorded as a rollback with rule ``gate``.
 - ``step_rollout(service, name, figures, now, *, settle_s=0.2, grace_s=10.0)`` returns the
-  decision it made (a hold too) or None (no running rollout, or another replica won).
+  decision it made (a hold too) or None (no running rollout, or another replica won); one
+  ``get_model`` when it holds. ``now`` also stamps ``step_started_at``/``decided_at``.
+- Every recorded, superseded or completed transition logs one line on ``visionyard.rollout``
+  with ``extra={"fields": {...}}`` (model, rollout_id, event, kind, step, share, rule, detail,
+  figures, actor, outcome).
+
+Where things are (this package's ``__init__`` stays free of mlflow)::
+
+    from visionyard.monitor.rollout.state import Rollout, read_rollout, ROLLOUT_TAG
+    from visionyard.monitor.rollout.decide import RolloutFigures, RoleFigures, Decision, decide
+    from visionyard.monitor.rollout.record import step_rollout, apply_decision, Recorded
+    from visionyard.monitor.rollout.lifecycle import StartRequest, start_rollout,
+        promote_rollout, abort_rollout
+    from visionyard.monitor.rollout.policy import Policy, load_policy
 """
 
 from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigures, decide

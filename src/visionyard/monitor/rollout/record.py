@@ -102,7 +102,7 @@ def step_rollout(
     decision = decide(rollout, figures, now)
     if not decision.records:
         return decision
-    done = apply_decision(service, name, rollout.rollout_id, decision, settle_s=settle_s)
+    done = apply_decision(service, name, rollout.rollout_id, decision, settle_s=settle_s, now=now)
     return done.decision if done.applied else None
 
 
@@ -162,11 +162,14 @@ def record_event(
 def reconcile_rollout(
     service: Registry, name: str, *, grace_s: float = DEFAULT_GRACE_S
 ) -> Rollout | None:
-    """The current rollout, after completing an interrupted transition older than ``grace_s``."""
-    head = _head(service, name)
+    """The current rollout, after completing an interrupted transition older than ``grace_s``.
+    One ``get_model`` while nothing is pending (the server calls this every poll)."""
+    tags = service.client.get_model(name).tags
+    head = head_of(name, tags)
     if head is None:
-        return _projection_only(service, name)
-    if time.time() * 1000 - head.time_ms >= grace_s * 1000:
+        return projection(name, tags)
+    pending = _projected(name, tags) != head.key
+    if pending and time.time() * 1000 - head.time_ms >= grace_s * 1000:
         converge(service, name)
     return head.state
 
@@ -255,10 +258,6 @@ def _projected(name: str, tags: dict[str, str]) -> str | None:
     except RolloutStateError:
         return None
     return found.basis if found else None
-
-
-def _projection_only(service: Registry, name: str) -> Rollout | None:
-    return projection(name, service.client.get_model(name).tags)
 
 
 def _log(event: RolloutEvent, what: str) -> None:

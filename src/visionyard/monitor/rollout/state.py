@@ -37,8 +37,8 @@ class RolloutStateError(RegistryError):
 
     def __init__(self, model: str, key: str, problem: str) -> None:
         super().__init__(
-            f"rollout state {key!r} of {model!r} is unreadable ({problem}); run "
-            f"`visionyard rollout abort {model}` to start over, or restore the tag"
+            f"rollout state {key!r} of {model!r} is unreadable ({problem}); restore or delete "
+            "that registered-model tag (MLflow UI, or MlflowClient.delete_registered_model_tag)"
         )
         self.model = model
         self.key = key
