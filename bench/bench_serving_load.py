@@ -278,15 +278,18 @@ def inprocess_best(bundle: Path, images: list[bytes], seconds: float) -> dict[st
 
     Threads each decode ``batch`` images and run them together, with ``intra`` ORT threads
     (2 x 1 x batch 8 is the layout the issue measured; the server's batcher forms batches of
-    4 to 8 under this load).
+    4 to 8 under this load). ``layouts`` holds every layout's rate: 2 x 1 x batch 4 is the
+    pipeline with 8 images in flight, the ceiling for 8 clients.
     """
     best: dict[str, Any] = {"rate": 0.0}
+    layouts: dict[str, float] = {}
     for workers, intra, batch in ((2, 1, 1), (2, 1, 4), (2, 1, 8), (1, 2, 1), (3, 1, 1)):
         rate = _inprocess(bundle, images, seconds / 2, (workers, intra, batch))
+        layouts[f"{workers}x{intra}x{batch}"] = rate
         if rate > best["rate"]:
             config = f"{workers} threads x {intra} ORT thread(s), batch {batch}"
             best = {"rate": rate, "config": config}
-    return best
+    return {**best, "layouts": layouts}
 
 
 def inprocess_idle(bundle: Path, images: list[bytes], count: int) -> dict[str, float]:

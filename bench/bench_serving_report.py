@@ -88,6 +88,17 @@ def _report_light(results: dict[str, Any]) -> None:
         f"{FEW} clients: visionyard {median(rounds, 'few-predict-fp32'):.1f} images/s = "
         f"{few:.2f}x the in-process best (target >= 0.95)"
     )
+    layouts = [r["inprocess-fp32"].get("layouts", {}) for r in rounds]
+    if all("2x1x4" in layout for layout in layouts):
+        ceiling = statistics.median(
+            layout["2x1x4"] / r["inprocess-fp32"]["rate"]
+            for layout, r in zip(layouts, rounds, strict=True)
+        )
+        print(
+            f"  ceiling: the in-process pipeline itself with {FEW} images in flight (2 threads x "
+            f"batch 4) runs at {ceiling:.2f}x its best layout; visionyard at {FEW} clients = "
+            f"{few / ceiling:.2f}x that"
+        )
     if "rss_mb" in results:
         print(f"server RSS after the rounds (both models loaded): {results['rss_mb']:.1f} MB")
 
