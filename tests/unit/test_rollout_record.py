@@ -379,3 +379,21 @@ def test_a_poll_with_nothing_pending_is_one_read() -> None:
     held = step(service, RolloutFigures(candidate=RoleFigures(3, 0, 0.01)), grace_s=0)
     assert held is not None
     assert reads == ["read"]
+
+
+def test_a_manual_command_after_a_killed_promotion_completes_it_first() -> None:
+    service = FakeService()
+    start(service, steps=(100,))
+
+    def die(op: str, key: str) -> None:
+        if op == "tag" and key.startswith(EVENT_PREFIX):
+            raise Died
+
+    service.client.after = die
+    with pytest.raises(Died):
+        step(service)
+    service.client.after = None
+    with pytest.raises(RegistryError, match="its last one is promoted"):
+        abort_rollout(service, "m", settle_s=0)  # type: ignore[arg-type]
+    assert service.client.aliases["production"] == "2"
+    assert production_events(service) == [("1", "2", "promote")]

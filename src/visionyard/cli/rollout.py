@@ -73,10 +73,11 @@ def status(
     """The model's rollout: state, step and share, candidate vs baseline, the last decision."""
     from visionyard.errors import RegistryError
     from visionyard.monitor.rollout.events import all_events, chain
+    from visionyard.monitor.rollout.lifecycle import HUMAN_GRACE_S
     from visionyard.monitor.rollout.record import reconcile_rollout
 
     service = registry(ctx)
-    rollout = reconcile_rollout(service, name)
+    rollout = reconcile_rollout(service, name, grace_s=HUMAN_GRACE_S)
     if rollout is None:
         raise RegistryError(f"{name!r} has no rollout; start one with `visionyard rollout start`")
     events = chain(all_events(name, service.client.get_model(name).tags))

@@ -2,6 +2,10 @@
 
 A start is a transition like any other (:mod:`~visionyard.monitor.rollout.record`): two starts
 racing on one model record one rollout, and the loser is told which rollout won.
+
+A person's command (and ``rollout status``) completes an interrupted transition at once
+(:data:`HUMAN_GRACE_S`): it runs after the interrupted one, typically as its retry, and must
+not act on a decision whose move is still pending.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from visionyard.monitor.rollout.decide import Action, Decision
 from visionyard.monitor.rollout.events import head_of, new_event
 from visionyard.monitor.rollout.policy import Policy, check_steps
 from visionyard.monitor.rollout.record import (
-    DEFAULT_GRACE_S,
     DEFAULT_SETTLE_S,
     Recorded,
     apply_decision,
@@ -28,6 +31,8 @@ from visionyard.registry.promote import check_alias, incompatibilities
 
 if TYPE_CHECKING:
     from visionyard.registry.service import Registry
+
+HUMAN_GRACE_S = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def start_rollout(
     unknown version, without a production alias, or for a version production cannot take."""
     name, client = request.name, service.client
     check_alias(PRODUCTION_ALIAS, service.aliases)
-    current = reconcile_rollout(service, name, grace_s=DEFAULT_GRACE_S)
+    current = reconcile_rollout(service, name, grace_s=HUMAN_GRACE_S)
     candidate = client.get_version(name, request.version)
     if current is not None and current.running:
         raise RegistryError(
@@ -113,7 +118,7 @@ def abort_rollout(
 def _manual(
     service: Registry, name: str, action: Action, actor: str | None, settle_s: float
 ) -> Recorded:
-    rollout = reconcile_rollout(service, name)
+    rollout = reconcile_rollout(service, name, grace_s=HUMAN_GRACE_S)
     if rollout is None or not rollout.running:
         what = "no rollout yet" if rollout is None else f"its last one is {rollout.status}"
         raise RegistryError(f"{name!r} has no running rollout ({what})")
