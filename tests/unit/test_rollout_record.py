@@ -397,3 +397,20 @@ def test_a_manual_command_after_a_killed_promotion_completes_it_first() -> None:
         abort_rollout(service, "m", settle_s=0)  # type: ignore[arg-type]
     assert service.client.aliases["production"] == "2"
     assert production_events(service) == [("1", "2", "promote")]
+
+
+def test_a_recorded_decision_whose_completion_fails_is_not_reported_stale() -> None:
+    service = FakeService()
+    start(service, steps=(100,))
+
+    def refuse(op: str, key: str) -> None:
+        if op == "tag" and key == ROLLOUT_TAG:
+            raise RegistryError("the store refused the projection")
+
+    service.client.before = refuse
+    with pytest.raises(RegistryError, match="store refused"):
+        step(service)
+    service.client.before = None
+    assert read_rollout(service.client, "m").status == "promoted"  # type: ignore[union-attr]
+    assert step(service, grace_s=0) is None  # the next poll completes it
+    assert Rollout.from_json(service.client.tags[ROLLOUT_TAG]).status == "promoted"

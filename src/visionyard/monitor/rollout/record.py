@@ -68,6 +68,17 @@ GateFailure = Literal["rollback", "raise"]
 _FINAL: dict[str, Status] = {"promote": "promoted", "rollback": "rolled_back", "abort": "aborted"}
 
 
+class RolloutChangedError(RegistryError):
+    """The compare step failed: another transition landed since the decider read (nothing
+    was written)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"the rollout of {model!r} changed while this command ran; nothing was recorded: "
+            "run the command again"
+        )
+
+
 @dataclass(frozen=True)
 class Recorded:
     """What :func:`apply_decision` did: ``decision`` is what was (or would have been) recorded
@@ -140,14 +151,11 @@ def apply_decision(
 def record_event(
     service: Registry, model: str, event: RolloutEvent, settle_s: float = DEFAULT_SETTLE_S
 ) -> tuple[bool, RolloutEvent]:
-    """Steps 2-5 for a planned ``event``: (won, head now). Raises :class:`RegistryError` when
-    the head moved since ``event`` was planned (nothing written)."""
+    """Steps 2-5 for a planned ``event``: (won, head now). Raises :class:`RolloutChangedError`
+    when the head moved since ``event`` was planned (nothing written)."""
     head = _head(service, model)
     if (head.key if head else None) != event.prev:
-        raise RegistryError(
-            f"the rollout of {model!r} changed while this command ran; nothing was recorded: "
-            "run the command again"
-        )
+        raise RolloutChangedError(model)
     service.client.set_model_tag(model, *event.to_tag())
     if settle_s > 0:
         time.sleep(settle_s)
@@ -209,7 +217,7 @@ def _record(
 ) -> Recorded:
     try:
         won, head = record_event(service, model, event, settle_s)
-    except RegistryError:
+    except RolloutChangedError:
         return Recorded("stale", decision, _state(service, model))
     if won:
         return Recorded("applied", decision, event.state, event)
