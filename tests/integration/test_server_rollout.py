@@ -181,3 +181,33 @@ def test_a_failing_shadow_costs_the_clients_nothing_and_is_rolled_back(
         in metrics
     )
     assert 'visionyard_rollout_decisions_total{action="rollback",model="m"} 1.0' in metrics
+
+
+def test_a_good_canary_is_promoted_and_served_without_a_second_load(
+    tracking_settings: Settings, tmp_path: Path
+) -> None:
+    name = _models(tracking_settings, tmp_path, colour_classifier_onnx(sharpness=12.0))
+    policy = Policy(min_requests=10, min_step_seconds=0)
+    registry = Registry(tracking_settings)
+    start_rollout(registry, StartRequest(name, "2", "canary", (50, 100), policy))
+    wiring = RolloutWiring(config=FAST)
+    with (
+        running_server(_server_settings(tracking_settings, name), rollouts=wiring) as running,
+        httpx.Client(base_url=running.http_url, timeout=30) as http,
+    ):
+        _wait(lambda: _rollout_shown(http))
+        candidate = running.server.plane.routes["m"].candidate
+        codes: Counter[int] = Counter()
+        began = time.monotonic()
+        while _rollout_shown(http) and time.monotonic() - began < 30:
+            codes[http.post("/v1/models/m:predict", content=RED).status_code] += 1
+        after = {http.post("/v1/models/m:predict", content=RED).json()["model_version"]
+                 for _ in range(10)}  # fmt: skip
+        serving = running.server.pool.current("m")
+    assert set(codes) == {200}
+    assert after == {"2"}
+    state = read_rollout(registry, name)
+    assert state is not None
+    assert state.status == "promoted"
+    assert registry.client.get_model(name).aliases["production"] == "2"
+    assert serving is candidate  # the loaded candidate was adopted, not loaded again

@@ -125,9 +125,12 @@ def test_a_rollout_is_followed_step_by_step_and_rolled_back_at_once(
     assert fields["candidate"] == "2"
 
 
+@pytest.mark.parametrize("first", ["follower", "pool"])
 def test_a_promoted_candidate_becomes_production_without_a_second_load(
-    paths: dict[str, Path],
+    paths: dict[str, Path], first: str
 ) -> None:
+    """Whoever sees the promotion first (the follower's read or the pool's own poll of the
+    alias) switches to the loaded candidate; nothing is loaded twice, nothing unloaded."""
     port = FakePort()
     follower, pool, alias = _follower(paths, port)
 
@@ -138,10 +141,15 @@ def test_a_promoted_candidate_becomes_production_without_a_second_load(
         candidate = follower.routes["m"].candidate
         alias.target = Resolved("3", paths["3"])  # the core moved the alias
         port.rollout = replace(port.rollout, status="promoted")
+        if first == "pool":
+            assert await pool.refresh("m") is True
         await follower.poll("m")
         assert "m" not in follower.routes
         assert pool.current("m") is candidate
         assert await pool.refresh("m") is False  # the pool's poll finds it serving already
+        await asyncio.sleep(0.05)
+        assert not candidate._closing
+        assert pool.metrics.swaps.labels("m")._value.get() == 2  # version 1, then 3
         await pool.close()
 
     asyncio.run(scenario())

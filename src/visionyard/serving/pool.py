@@ -69,6 +69,7 @@ class ModelPool:
         self.monitoring = monitoring
         self._entries = {name: ModelEntry(name, source) for name, source in sources.items()}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._preloaded: dict[str, LoadedModel] = {}
 
     @property
     def names(self) -> list[str]:
@@ -120,6 +121,8 @@ class ModelPool:
         async with entry.lock:
             if entry.state == "unloaded" and not force:
                 return False  # an admin unloaded it: only an admin load brings it back
+            if await self._adopt_preloaded(entry):
+                return True
             resolved = await self._resolve(entry, force)
             if resolved is None or not self._wanted(entry, resolved, force):
                 return False
@@ -181,23 +184,44 @@ class ModelPool:
             return None
         return await self._load(entry, source, resolved, remember=False)
 
-    async def adopt(self, name: str, model: LoadedModel, version: str | None) -> bool:
-        """Serve ``model`` (loaded by :meth:`open_version`) as ``name``'s current version when
-        the source points at it (``version``, looked up by the caller): a promoted candidate
-        is switched to without loading it again."""
+    def preload(self, name: str, model: LoadedModel) -> None:
+        """Keep ``model`` (loaded by :meth:`open_version`: a rollout's candidate) ready: when
+        ``name``'s source points at its version (a promotion), it is switched to as it is."""
+        self.entry(name)
+        self._preloaded[name] = model
+
+    async def adopt(self, name: str, model: LoadedModel) -> bool:
+        """Switch to the preloaded ``model`` now if the source points at it; True when it is
+        the serving version (now or already)."""
         entry = self.entry(name)
         async with entry.lock:
-            if entry.state == "unloaded" or version != model.version:
-                return False
-            if entry.current is not None and entry.current.version == model.version:
-                return False
-            self._install(entry, model)
-            return True
+            return entry.current is model or await self._adopt_preloaded(entry)
 
     async def retire(self, model: LoadedModel) -> None:
-        """Stop a version loaded by :meth:`open_version` (after its requests finish)."""
+        """Stop a version loaded by :meth:`open_version` (after its requests finish), unless
+        it became the serving version."""
+        if self._preloaded.get(model.name) is model:
+            del self._preloaded[model.name]
+        entry = self._entries.get(model.name)
+        if entry is not None and entry.current is model:
+            return
         self._unwatch(model)
         await model.retire()
+
+    async def _adopt_preloaded(self, entry: ModelEntry) -> bool:
+        """Switch to the preloaded version when the source points at it (one lookup)."""
+        model = self._preloaded.get(entry.name)
+        if model is None or entry.state == "unloaded":
+            return False
+        try:
+            version = await asyncio.to_thread(lookup_version, entry.source)
+        except VisionyardError:
+            return False  # _resolve reports the failure
+        if version != model.version or self._preloaded.get(entry.name) is not model:
+            return False
+        del self._preloaded[entry.name]
+        self._install(entry, model)
+        return True
 
     async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
         model = await self._load(entry, entry.source, resolved)

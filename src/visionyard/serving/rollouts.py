@@ -34,7 +34,7 @@ from visionyard.serving.pool import ModelPool
 from visionyard.serving.rollout_stats import StepStats
 from visionyard.serving.routing import Route, route_fields
 from visionyard.serving.shadow import ShadowConfig
-from visionyard.serving.sources import ModelSource, lookup_version
+from visionyard.serving.sources import ModelSource
 
 log = logging.getLogger("visionyard.serving")
 ENDING = ("rollback", "rolled_back", "abort", "aborted")
@@ -214,6 +214,7 @@ class RolloutFollower:
 
     def _install(self, name: str, route: Route) -> None:
         self.routes[name] = route
+        self.pool.preload(name, route.candidate)
         self.metrics.following(name, route.candidate.version, route.mode, route.step, route.share)
         log.info("rollout route", extra={"fields": route_fields(route)})
 
@@ -228,21 +229,10 @@ class RolloutFollower:
     async def _end(self, name: str, route: Route, rollout: RolloutView | None) -> None:
         """The rollout ended: a promoted candidate becomes production; else it is unloaded."""
         status = rollout.status if rollout is not None else "gone"
-        adopted = False
         if status == "promoted":
-            entry = self.pool.entry(name)
-            version = await asyncio.to_thread(_lookup, entry.source)
-            adopted = await self.pool.adopt(name, route.candidate, version)
+            await self.pool.adopt(name, route.candidate)
         self._unroute(name, f"rollout {status}")
-        if not adopted:
-            self._retire(route.candidate)
-
-
-def _lookup(source: ModelSource) -> str | None:
-    try:
-        return lookup_version(source)
-    except Exception:  # the pool's next poll will catch up
-        return None
+        self._retire(route.candidate)  # not when it became production
 
 
 def _same_candidate(route: Route, rollout: RolloutView) -> bool:
