@@ -9,7 +9,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
 from visionyard.errors import NotFoundError, TrackingError
-from visionyard.tracking.registry_client import RegistryClient, _model_id
+from visionyard.tracking.registry_client import RegistryClient
+from visionyard.tracking.registry_records import _model_id
 from visionyard.tracking.store import TrackingConfig
 
 CONFIG = TrackingConfig("sqlite:////tmp/x.db", "sqlite:////tmp/x.db", None, "e")

@@ -20,7 +20,6 @@ with a name filter (not ``get_registered_model``, which loads every version), an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +29,9 @@ from visionyard.errors import NotFoundError, RegistryError, TrackingError, Visio
 from visionyard.settings import Settings
 from visionyard.tracking.mlflow_model import quiet_mlflow
 from visionyard.tracking.queries import RunInfo, _run_info, fetch_run
+from visionyard.tracking.registry_records import ModelInfo as ModelInfo
+from visionyard.tracking.registry_records import VersionInfo as VersionInfo
+from visionyard.tracking.registry_records import model_info, version_info
 from visionyard.tracking.store import TrackingConfig, connect, mlflow_globals
 from visionyard.tracking.translate import translate_errors
 
@@ -38,36 +40,6 @@ ALIAS_WRITE_ATTEMPTS = 3
 _DUPLICATE_KEY = ("duplicate key", "unique constraint", "uniqueviolation", "integrityerror")
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
 _EXISTS = "RESOURCE_ALREADY_EXISTS"
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One registered model version; ``aliases`` is filled only by single-version reads."""
-
-    name: str
-    version: str
-    run_id: str | None
-    source: str
-    model_id: str | None
-    created_ms: int
-    status: str
-    description: str
-    user_id: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One registered model: its tags (including the alias history) and alias -> version."""
-
-    name: str
-    created_ms: int
-    updated_ms: int
-    description: str
-    latest_version: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
 
 
 class RegistryClient:
@@ -155,18 +127,18 @@ class RegistryClient:
                     "version", f"{name}/{version}", f"see `visionyard models show {name}`"
                 ) from exc
             raise
-        return _version(found)
+        return version_info(found)
 
     def list_versions(self, name: str, limit: int | None = None) -> list[VersionInfo]:
         """Versions of ``name``, newest first (at most ``limit``); aliases are not filled."""
         flt = f"name = '{_quote(name)}'"
         order = ["version_number DESC"]
-        return [_version(v) for v in self._search_versions(flt, order, limit)]
+        return [version_info(v) for v in self._search_versions(flt, order, limit)]
 
     def find_versions(self, name: str, tag: str, value: str) -> list[VersionInfo]:
         """Versions of ``name`` whose tag ``tag`` equals ``value``."""
         flt = f"name = '{_quote(name)}' and tags.`{tag}` = '{_quote(value)}'"
-        return [_version(v) for v in self._search_versions(flt, ["version_number DESC"], None)]
+        return [version_info(v) for v in self._search_versions(flt, ["version_number DESC"], None)]
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(
@@ -192,7 +164,7 @@ class RegistryClient:
                     model_id=model_id,
                 ),
             )  # fmt: skip
-        return _version(created)
+        return version_info(created)
 
     def _log_model(self, name: str, run: RunInfo, model_dir: Path) -> str:
         """What ``mlflow.<flavor>.log_model`` does, with this client's explicit URIs."""
@@ -298,7 +270,7 @@ class RegistryClient:
         flt = None if name is None else f"name = '{_quote(name)}'"
         what = "list registered models" if name is None else f"read registered model {name!r}"
         found = self._call(what, lambda: _all_pages(self.client.search_registered_models, flt))
-        models = [_model(m) for m in found]
+        models = [model_info(m) for m in found]
         return models if name is None else [m for m in models if m.name == name]
 
     def _search_versions(self, flt: str, order: list[str], limit: int | None) -> list[Any]:
@@ -363,41 +335,6 @@ def _walk_size(repo: Any, path: str | None) -> int:
     for item in repo.list_artifacts(path):
         total += _walk_size(repo, item.path) if item.is_dir else int(item.file_size or 0)
     return total
-
-
-def _version(mv: Any) -> VersionInfo:
-    return VersionInfo(
-        name=mv.name,
-        version=str(mv.version),
-        run_id=mv.run_id or None,
-        source=mv.source or "",
-        model_id=getattr(mv, "model_id", None) or _model_id(mv.source or ""),
-        created_ms=int(mv.creation_timestamp or 0),
-        status=str(mv.status),
-        description=mv.description or "",
-        user_id=mv.user_id or None,
-        tags=dict(mv.tags or {}),
-        aliases=tuple(mv.aliases or ()),
-    )
-
-
-def _model(rm: Any) -> ModelInfo:
-    latest = [int(v.version) for v in rm.latest_versions or []]
-    return ModelInfo(
-        name=rm.name,
-        created_ms=int(rm.creation_timestamp or 0),
-        updated_ms=int(rm.last_updated_timestamp or 0),
-        description=rm.description or "",
-        latest_version=str(max(latest)) if latest else None,
-        tags=dict(rm.tags or {}),
-        aliases={alias: str(v) for alias, v in (rm.aliases or {}).items()},
-    )
-
-
-def _model_id(source: str) -> str | None:
-    """``models:/m-<id>`` sources name the logged model (the SQL store omits ``model_id``)."""
-    rest = source.removeprefix("models:/")
-    return rest if rest != source and rest.startswith("m-") and "/" not in rest else None
 
 
 def _quote(value: str) -> str:
