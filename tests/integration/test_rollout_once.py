@@ -29,9 +29,10 @@ from visionyard.tracking.registry_client import RegistryClient
 POLICY = Policy(min_requests=10, min_step_seconds=0)
 GOOD = RolloutFigures(RoleFigures(100, 0, 0.01), RoleFigures(100, 0, 0.01))
 
-#: A decider: step_rollout with good or bad figures. Its event tag is written at ``append_at``
-#: (after both deciders compared), or it kills itself right after writing a tag whose key
-#: starts with ``die_after``.
+#: A decider: step_rollout with good or bad figures. Once connected it prints "ready" and reads
+#: ``decide_at append_at`` from stdin; its event tag is written at ``append_at`` (after both
+#: deciders compared), or it kills itself right after writing a tag whose key starts with
+#: ``die_after``.
 DECIDER = textwrap.dedent(
     """
     import json, os, signal, sys, time
@@ -41,7 +42,7 @@ DECIDER = textwrap.dedent(
     from visionyard.settings import load_settings
     from visionyard.tracking.registry_client import RegistryClient
 
-    name, bad, decide_at, append_at, die_after = sys.argv[1:6]
+    name, bad, die_after = sys.argv[1:4]
     write = RegistryClient.set_model_tag
 
     def set_model_tag(self, model, key, value):
@@ -54,6 +55,8 @@ DECIDER = textwrap.dedent(
     RegistryClient.set_model_tag = set_model_tag
     service = Registry(load_settings().settings)
     service.client.get_model(name)  # connected before the start line
+    print("ready", flush=True)
+    decide_at, append_at = sys.stdin.readline().split()
     errors = 50 if bad == "bad" else 0
     figures = RolloutFigures(RoleFigures(100, 0, 0.01), RoleFigures(100, errors, 0.01))
     time.sleep(max(0.0, float(decide_at) - time.time()))
@@ -65,15 +68,27 @@ DECIDER = textwrap.dedent(
 
 
 def decider(
-    settings: Settings, tmp_path: Path, name: str, bad: bool, decide_at: float,
-    append_at: float = 0.0, die_after: str = "",
-) -> subprocess.Popen[str]:  # fmt: skip
+    settings: Settings, tmp_path: Path, name: str, bad: bool, die_after: str = ""
+) -> subprocess.Popen[str]:
     script = tmp_path / "decider.py"
     script.write_text(DECIDER)
-    argv = [sys.executable, str(script), name, "bad" if bad else "good", str(decide_at),
-            str(append_at), die_after]  # fmt: skip
+    argv = [sys.executable, str(script), name, "bad" if bad else "good", die_after]
     return subprocess.Popen(argv, env=tracking_env(settings), cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+
+
+def go(children: list[subprocess.Popen[str]], append_after: float) -> None:
+    """Wait until every child is connected, then let them decide together."""
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip() == "ready", (line, child.stderr.read() if child.stderr else "")
+    decide_at = time.time() + 0.5
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(f"{decide_at} {decide_at + append_after}\n")
+        child.stdin.flush()
 
 
 def started(settings: Settings, name: str, steps: tuple[int, ...]) -> Rollout:
@@ -87,9 +102,8 @@ def test_two_processes_racing_on_one_step_record_one_decision(
     s = tracking_settings
     name = registered(s, tmp_path)
     rollout = started(s, name, (50, 100))
-    decide_at = time.time() + 15.0  # both have imported mlflow and connected by then
-    append_at = decide_at + 3.0  # both have read and compared by then
-    children = [decider(s, tmp_path, name, bad, decide_at, append_at) for bad in (False, True)]
+    children = [decider(s, tmp_path, name, bad) for bad in (False, True)]
+    go(children, append_after=2.0)  # both have read and compared by then
     outputs = [child.communicate(timeout=120) for child in children]
     results = []
     for child, (stdout, stderr) in zip(children, outputs, strict=True):
@@ -120,7 +134,8 @@ def test_a_decider_killed_halfway_and_retried_records_one_promotion(
     s = tracking_settings
     name = registered(s, tmp_path)
     started(s, name, (100,))
-    child = decider(s, tmp_path, name, False, time.time(), die_after=die_after)
+    child = decider(s, tmp_path, name, False, die_after=die_after)
+    go([child], append_after=0.0)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, stderr[-3000:]
 
