@@ -19,9 +19,14 @@ MLflow has no compare-and-set, so this is the registry's alias-move protocol
    (:func:`~visionyard.monitor.rollout.effects.complete`), then write the ``vy.rollout``
    projection, verified by a read after the write as in the alias protocol's converge step.
 
-**Clocks.** A decider that appends after the winner's verifying read loses when its key is
-greater, i.e. when its clock is not behind the winner's by more than ``settle_s``; on one host
-that always holds, across hosts ``settle_s`` (default 0.2 s) must exceed the clock skew.
+**Timing.** MLflow's tags and aliases are plain registers, so no protocol on them can decide
+between two writers without a timing assumption; this one's is: a decider that appends after the
+winner's verifying read has a greater key. That holds when ``settle_s`` (default 0.2 s) exceeds
+the clock skew between hosts plus the time from a decider's compare to its append (one store
+call). Outside it (a decider stalled between the two for longer), both deciders may report
+winning, but every reader, the projection and ``production`` still converge on the chain's one
+decision: completion always follows the head, e.g. a rollback that turns out to be first moves
+production back to the baseline.
 
 **Crash after step 3.** :func:`reconcile_rollout`, run first by every decision, start and
 status, completes the head's effects and projection when the head is older than ``grace_s``
