@@ -18,6 +18,7 @@ from visionyard.errors import (
     GateFailedError,
     NotFoundError,
     RegistryError,
+    TrackingError,
 )
 from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigures
 from visionyard.monitor.rollout.events import EVENT_PREFIX, all_events, chain
@@ -414,3 +415,18 @@ def test_a_recorded_decision_whose_completion_fails_is_not_reported_stale() -> N
     assert read_rollout(service.client, "m").status == "promoted"  # type: ignore[union-attr]
     assert step(service, grace_s=0) is None  # the next poll completes it
     assert Rollout.from_json(service.client.tags[ROLLOUT_TAG]).status == "promoted"
+
+
+def test_a_lost_first_write_of_the_projection_is_read_again() -> None:
+    service = FakeService()
+    lost: list[str] = []
+
+    def race(op: str, key: str) -> None:
+        if op == "tag" and key == ROLLOUT_TAG and not lost:
+            lost.append(key)
+            raise TrackingError("UNIQUE constraint failed: registered_model_tags.key")
+
+    service.client.before = race
+    started = start(service)
+    assert lost == [ROLLOUT_TAG]
+    assert Rollout.from_json(service.client.tags[ROLLOUT_TAG]) == started

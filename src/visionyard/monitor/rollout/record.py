@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from visionyard.errors import GateFailedError, RegistryError
+from visionyard.errors import GateFailedError, RegistryError, TrackingError
 from visionyard.monitor.rollout.decide import Decision, RolloutFigures, decide
 from visionyard.monitor.rollout.effects import complete, preflight
 from visionyard.monitor.rollout.events import (
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from visionyard.registry.service import Registry
 
 log = logging.getLogger("visionyard.rollout")
+DUPLICATE_KEY_MARKERS = ("duplicate key", "unique constraint", "uniqueviolation", "integrityerror")
 DEFAULT_SETTLE_S = 0.2
 DEFAULT_GRACE_S = 10.0
 CONVERGE_ROUNDS = 25
@@ -200,10 +201,24 @@ def converge(service: Registry, name: str, mine: str | None = None) -> Rollout |
         if mine is not None and head.key != mine:
             return head.state  # a newer transition than ours: its writer completes it
         complete(service, head)
-        service.client.set_model_tag(name, ROLLOUT_TAG, head.state.to_json())
+        if not _write_projection(service, name, head.state):
+            continue
         if mine is None:
             _log(head, "completed")
     raise RegistryError(f"the rollout of {name!r} kept changing; run the command again")
+
+
+def _write_projection(service: Registry, name: str, state: Rollout) -> bool:
+    """Write ``vy.rollout``; False when a concurrent FIRST write of it won the insert (MLflow's
+    SQL store upserts with select-then-insert: the loser gets a unique-key violation, and the
+    row exists after that, as for aliases in ``RegistryClient.set_alias``)."""
+    try:
+        service.client.set_model_tag(name, ROLLOUT_TAG, state.to_json())
+    except TrackingError as exc:
+        if any(marker in str(exc).lower() for marker in DUPLICATE_KEY_MARKERS):
+            return False
+        raise
+    return True
 
 
 def next_state(rollout: Rollout, decision: Decision, now: float) -> Rollout:
