@@ -90,7 +90,7 @@ class ServingSettings(_Section):
     )
     retry_after_s: int = Field(1, ge=0)
     rollout_decide_interval_s: float = Field(
-        1.0,
+        0.5,
         gt=0,
         description="how often a rollout's live figures are judged (and a breach "
         "rolled back); the rollout itself is re-read every poll_interval_s",

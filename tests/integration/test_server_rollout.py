@@ -33,7 +33,7 @@ from visionyard.settings import Settings
 from visionyard.tracking import start_run
 
 RED = encoded(COLOURS["red"])
-FAST = RolloutConfig(poll_interval_s=0.2, decide_interval_s=0.2)
+FAST = RolloutConfig(poll_interval_s=1.0, decide_interval_s=0.2)
 
 
 def failing_on_real_images() -> bytes:
@@ -168,6 +168,9 @@ def test_a_failing_shadow_costs_the_clients_nothing_and_is_rolled_back(
             codes[response.status_code] += 1
             assert response.json()["model_version"] == "1"
         versions = set(_grpc_versions(running, 5))
+        # traffic left the candidate before the decision was written: wait for the record
+        recorded = 'visionyard_rollout_decisions_total{action="rollback",model="m"} 1.0'
+        _wait(lambda: recorded in http.get("/metrics").text)
         metrics = http.get("/metrics").text
     assert codes[200] >= 10
     assert set(codes) == {200}  # not one failed request

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,20 @@ class FakePort:
     def __init__(self) -> None:
         self.rollout: FakeRollout | None = None
         self.decision: FakeDecision | None = None
+        self.local = "hold"
         self.seen: list[int] = []
+        self.step_s = 0.0
 
     def read(self, registered: str) -> FakeRollout | None:
         assert registered == "reg"
         return self.rollout
 
+    def judge(self, rollout: FakeRollout, route: Route) -> str:
+        return self.local
+
     def step(self, registered: str, route: Route) -> FakeDecision | None:
         self.seen.append(route.stats.roles[PRODUCTION].requests)
+        time.sleep(self.step_s)  # a registry write
         return self.decision
 
 
@@ -175,3 +182,30 @@ def test_a_candidate_that_fails_to_load_leaves_production_serving(
 
     text = asyncio.run(scenario())
     assert 'visionyard_model_load_failures_total{model="m"} 1.0' in text
+
+
+def test_a_breach_judged_here_stops_traffic_before_the_registry_write(
+    paths: dict[str, Path],
+) -> None:
+    port = FakePort()
+    follower, pool, _ = _follower(paths, port)
+
+    async def scenario() -> None:
+        await pool.start()
+        port.rollout = FakeRollout()
+        await follower.poll("m")
+        await follower.check_all()
+        assert port.seen == []  # a hold judged here costs no registry call
+        assert "m" in follower.routes
+        port.local, port.step_s = "rollback", 0.5
+        port.decision = FakeDecision("rollback", "max_error_rate")
+        checking = asyncio.create_task(follower.check_all())
+        await asyncio.sleep(0.1)
+        assert "m" not in follower.routes  # off the candidate while the write is under way
+        assert not checking.done()
+        await checking
+        assert len(port.seen) == 1
+        assert "m" not in follower.routes
+        await pool.close()
+
+    asyncio.run(scenario())

@@ -10,13 +10,14 @@ flagged, as the policy's ``max_drift`` means it); None while the window has not 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
-from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigures
+from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigures, decide
 from visionyard.monitor.rollout.record import step_rollout
 from visionyard.monitor.rollout.state import Rollout, read_rollout
 from visionyard.registry.service import Registry
 from visionyard.serving.rollout_stats import PRODUCTION, RoleStats
+from visionyard.serving.rollouts import RolloutView
 from visionyard.serving.routing import Route
 from visionyard.settings import Settings
 
@@ -36,6 +37,10 @@ class RegistryRollouts:
 
     def read(self, registered: str) -> Rollout | None:
         return read_rollout(self.registry, registered)
+
+    def judge(self, rollout: RolloutView, route: Route) -> str:
+        """(``rollout`` is what :meth:`read` returned.)"""
+        return decide(cast(Rollout, rollout), figures(route), time.time()).action
 
     def step(self, registered: str, route: Route) -> Decision | None:
         return step_rollout(self.registry, registered, figures(route), time.time())

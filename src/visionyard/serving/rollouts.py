@@ -9,11 +9,13 @@ model served by its production alias (``NAME=REG@production``), :class:`RolloutF
   :class:`~visionyard.serving.routing.Route` in the data plane; a new step installs a new route
   with fresh figures. When the rollout ends the route goes and the candidate is unloaded, or,
   when it was promoted, adopted as the production version without loading it again.
-- every decision interval gives the core the live figures of each running step
-  (:class:`~visionyard.serving.rollout_stats.StepStats`) and lets it decide and record
-  (exactly once across replicas). On a rollback (or abort) the route is removed at once, before
-  the registry is read again, so traffic returns to production within one decision interval of
-  the breach; the decision is logged and counted.
+- every decision interval judges the live figures of each running step
+  (:class:`~visionyard.serving.rollout_stats.StepStats`) with the core's pure rules against the
+  rollout as last read (no registry call). A breach removes the route at once (traffic is back
+  on production within one decision interval) and then lets the core decide and record
+  (exactly once across replicas); an advance or a promotion is recorded the same way. Every
+  poll interval the core also decides on the fresh state (it completes an interrupted
+  transition too). Recorded decisions are logged and counted.
 
 The core is reached through :class:`RolloutPort` (tests give a fake; the server gives
 :class:`~visionyard.serving.rollout_port.RegistryRollouts`).
@@ -66,6 +68,11 @@ class RolloutPort(Protocol):
         """The registered model's rollout (any status), or None."""
         ...
 
+    def judge(self, rollout: RolloutView, route: Route) -> str:
+        """The action the core would decide on the route's figures now (pure and cheap: no
+        registry call), so that a breach stops traffic before anything is written."""
+        ...
+
     def step(self, registered: str, route: Route) -> Any | None:
         """Decide on the route's step figures (``route.stats``) and record the decision exactly
         once; the decision
@@ -80,7 +87,7 @@ CandidateSource = Callable[[str, str], ModelSource]
 @dataclass(frozen=True)
 class RolloutConfig:
     poll_interval_s: float = 5.0
-    decide_interval_s: float = 1.0
+    decide_interval_s: float = 0.5
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
 
 
@@ -103,6 +110,7 @@ class RolloutFollower:
         self._failed: set[tuple[str, str]] = set()  # (rollout id, candidate) that failed to load
         self._retiring: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
+        self._states: dict[str, RolloutView] = {}  # the running rollouts as last read
 
     async def poll_all(self) -> None:
         for name in self.followed:
@@ -127,6 +135,26 @@ class RolloutFollower:
 
     async def decide_all(self) -> None:
         for name, route in list(self.routes.items()):
+            await self.decide(name, route)
+
+    async def check_all(self) -> None:
+        """Judge every route's live figures here (no registry call); record what is not a
+        hold. A breach removes the route first: traffic is back on production before the
+        decision is written (if another replica's decision wins instead, the next read
+        routes again)."""
+        for name, route in list(self.routes.items()):
+            state = self._states.get(name)
+            if state is None or state.rollout_id != route.rollout_id:
+                continue
+            try:
+                action = self.port.judge(state, route)
+            except Exception as exc:  # a bug in a rule: the registry's decision still runs
+                self._warn(name, "rollout figures could not be judged", exc)
+                continue
+            if action == "hold":
+                continue
+            if action in ENDING and self._unroute(name, f"breach: {action}") is route:
+                self._retire(route.candidate)
             await self.decide(name, route)
 
     async def decide(self, name: str, route: Route) -> Any | None:
@@ -158,14 +186,17 @@ class RolloutFollower:
         return decision
 
     async def watch(self, config: RolloutConfig) -> None:
-        """Poll every ``poll_interval_s`` and decide every ``decide_interval_s``, forever."""
+        """Judge the figures every ``decide_interval_s``; read the rollouts and let the core
+        decide (which also completes an interrupted transition) every ``poll_interval_s``."""
         last_poll = time.monotonic()
         while True:
             await asyncio.sleep(min(config.decide_interval_s, config.poll_interval_s))
             if time.monotonic() - last_poll >= config.poll_interval_s:
                 last_poll = time.monotonic()
                 await self.poll_all()
-            await self.decide_all()
+                await self.decide_all()
+            else:
+                await self.check_all()
 
     async def close(self) -> None:
         for name in list(self.routes):
@@ -183,9 +214,11 @@ class RolloutFollower:
     async def _follow(self, name: str, rollout: RolloutView | None) -> None:
         route = self.routes.get(name)
         if rollout is None or rollout.status != "running" or rollout.rollout_id in self._ended:
+            self._states.pop(name, None)
             if route is not None:
                 await self._end(name, route, rollout)
             return
+        self._states[name] = rollout
         if route is not None and _same_candidate(route, rollout):
             if _moved(route, rollout):
                 self._install(name, _next_route(route, rollout))
