@@ -98,6 +98,12 @@ class ServingSettings(_Section):
     shadow_queue_size: int = Field(
         64, gt=0, description="shadow requests waiting for the candidate; full = shed"
     )
+    drain_s: float = Field(
+        10.0,
+        gt=0,
+        description="on SIGTERM: longest wait for in-flight requests before the server exits "
+        "(deploy k8s derives terminationGracePeriodSeconds from it)",
+    )
 
 
 class CaptureSettings(_Section):

@@ -65,5 +65,9 @@ async def _serve(settings: Any) -> None:
     if settings.monitor.ui:
         err().print(f"web page: {addresses.http_url}/ui")
     err().print(f"models: {', '.join(server.pool.names)}; Ctrl-C to stop")
+    if settings.serving.admin_token is None:
+        err().print(
+            "admin calls disabled: no serving.admin_token (VISIONYARD_SERVING__ADMIN_TOKEN)"
+        )
     await stop.wait()
-    await server.stop()
+    await server.stop(settings.serving.drain_s)
