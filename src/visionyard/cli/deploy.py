@@ -62,3 +62,38 @@ def observability(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _written(title: str, out_dir: Path, written: list[Path]) -> None:
+    table = Table("file", title=f"{title} in {escape(str(out_dir))}")
+    for path in written:
+        table.add_row(escape(str(path.relative_to(out_dir))))
+    out().print(table)
+
+
+@app.command("docker")
+def docker(
+    ctx: typer.Context,
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write the build context to."),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help="NAME=NAME@ALIAS pulled from the registry at start (repeatable)."
+    ),
+    bake: list[str] = typer.Option(
+        [], "--bake", help="NAME@ALIAS (or NAME=REF): copy the verified bundle into the image."
+    ),
+    wheel: Path | None = typer.Option(
+        None, "--wheel", help="visionyard wheel to install (default: built from this checkout)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Empty a non-empty --out folder first."),
+) -> None:
+    """Write a Docker build context: multi-stage Dockerfile (cpu and gpu targets), wheel, config."""
+    from visionyard.deploy.docker import generate
+
+    settings = app_context(ctx).settings
+    written = generate(out_dir, settings, model, bake, wheel, force)
+    _written("build context", out_dir, written)
+    out().print(
+        f"build: docker build -t visionyard-serving {escape(str(out_dir))}  (GPU: --target gpu)",
+        highlight=False,
+        soft_wrap=True,
+    )
