@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from visionyard.deploy import spec
 from visionyard.errors import ConfigError
 from visionyard.settings import Settings
@@ -217,23 +215,10 @@ def _entry(settings: Settings) -> str:
 
 def serve_config(settings: Settings, plan: DockerPlan) -> str:
     """``config/serve.yaml``: what the server in the image serves and where it listens."""
-    port = spec.ports(settings)
     models = {
         m.name: f"{spec.MODELS_DIR}/{m.name}" if plan.bake else m.reference for m in plan.models
     }
-    body = {
-        "serving": {
-            "host": "0.0.0.0",
-            "http_port": port.http,
-            "grpc_port": port.grpc,
-            "drain_s": settings.serving.drain_s,
-            "models": models,
-        },
-        "monitor": {"enabled": settings.monitor.enabled},
-    }
-    return "# No secrets here: they come from the environment or mounted files.\n" + (
-        yaml.safe_dump(body, sort_keys=False)
-    )
+    return spec.serve_yaml(settings, models)
 
 
 def constraints() -> str:

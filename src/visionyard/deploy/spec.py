@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from visionyard import __version__
 from visionyard.errors import ConfigError, VisionyardError
@@ -131,3 +134,22 @@ def write_files(out: Path, files: dict[str, str]) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def serve_yaml(settings: Settings, models: Mapping[str, str]) -> str:
+    """``serve.yaml`` of a deployed server (the image's file, the k8s ConfigMap): where it listens,
+    its drain and what it serves (``models``: name -> reference or path). No secrets."""
+    port = ports(settings)
+    body = {
+        "serving": {
+            "host": "0.0.0.0",
+            "http_port": port.http,
+            "grpc_port": port.grpc,
+            "drain_s": settings.serving.drain_s,
+            "models": dict(models),
+        },
+        "monitor": {"enabled": settings.monitor.enabled},
+    }
+    return "# No secrets here: they come from the environment or mounted files.\n" + (
+        yaml.safe_dump(body, sort_keys=False)
+    )
