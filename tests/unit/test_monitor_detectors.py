@@ -13,7 +13,7 @@ from visionyard.monitor import (
     MMDDetector,
     compare,
 )
-from visionyard.monitor.detectors import mmd_test, psi_continuous
+from visionyard.monitor.detectors import mmd_permutation_test, mmd_test, psi_continuous
 
 RNG_SEED = 20260101
 
@@ -103,6 +103,31 @@ def test_mmd_is_seeded_and_zero_for_identical_samples(rng: np.random.Generator) 
     statistic, p_value = mmd_test(x, x, 100)
     assert statistic == pytest.approx(0.0, abs=1e-6)
     assert p_value == 1.0
+
+
+def test_mmd_stops_permuting_once_alpha_is_out_of_reach_with_the_full_tests_verdict(
+    rng: np.random.Generator,
+) -> None:
+    """Under no drift (the usual case in production) the permutation test stops as soon as
+    its p-value can no longer reach alpha, which makes the drift check cheap on the serving
+    host; a shifted window still gets every permutation and the full test's exact p-value."""
+    reference = rng.normal(0, 1, (200, 8)).astype(np.float32)
+    same = rng.normal(0, 1, (200, 8)).astype(np.float32)
+    shifted = rng.normal(0.4, 1, (200, 8)).astype(np.float32)
+    stat, p_full, done = mmd_permutation_test(reference, same, 3000, seed=1)
+    assert done == 3000
+    stat_s, p_seq, done_s = mmd_permutation_test(reference, same, 3000, seed=1, stop_above=0.01)
+    assert done_s < 3000
+    assert stat_s == stat
+    assert (p_seq <= 0.01) == (p_full <= 0.01)
+    assert p_seq == pytest.approx(p_full, abs=0.1)
+    full = mmd_permutation_test(reference, shifted, 3000, seed=1)
+    assert mmd_permutation_test(reference, shifted, 3000, seed=1, stop_above=0.01) == full
+    assert full[1] == pytest.approx(1 / 3001)
+    detector = MMDDetector("embedding", alpha=0.01, permutations=3000).fit(reference)
+    result = detector.score(same)
+    assert result.verdict == "ok"
+    assert "stopped" in (result.note or "")
 
 
 def sample(
