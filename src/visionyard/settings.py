@@ -134,6 +134,13 @@ class MonitorSettings(_Section):
     compare_every_s: float = Field(
         30.0, gt=0, description="...or after this many seconds (background thread)"
     )
+    compare_budget: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="share of the time drift tests may take: after a test of t seconds the "
+        "next one waits at least t / compare_budget seconds",
+    )
     image_every: int = Field(
         1,
         gt=0,

@@ -241,3 +241,22 @@ def test_the_background_thread_refreshes_and_removes_a_left_versions_series(
     finally:
         running.close()
     assert gauge(metrics, "visionyard_monitor_window_size") is None
+
+
+def test_a_slow_drift_test_spaces_out_the_next_ones_within_the_compare_budget(
+    metrics: ServingMetrics, session: InferenceSession, bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """At a high request rate `compare_every_images` alone would run drift tests back to back;
+    after a test that took t seconds the next one waits t / compare_budget seconds."""
+    settings = MonitorSettings(compare_every_images=2, compare_budget=0.05)
+    running = Monitoring(settings, metrics.monitor)
+    model, monitor = loaded(running, session, bundle)
+    clock = iter([100.0, 100.5] + [101.0] * 10)  # the refresh below takes 0.5 s
+    monkeypatch.setattr("visionyard.serving.monitoring.time.monotonic", lambda: next(clock))
+    serve(model, [MID, MID])
+    assert monitor.due(100.0)
+    monitor.refresh()
+    serve(model, [MID, MID, MID])  # more than compare_every_images again...
+    assert not monitor.due(105.0)  # ...but 0.5 s / 0.05 = 10 s have not passed
+    assert monitor.due(110.6)

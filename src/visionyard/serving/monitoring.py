@@ -10,7 +10,10 @@ version's reference profile on a background thread, shown as Prometheus gauges a
 - The ``vy-monitor`` thread loads each version's reference profile
   (:mod:`visionyard.serving.reference`), and refreshes a version's gauges (window size,
   confidence quantiles, class shares and, with a profile and at least ``min_samples`` images,
-  drift per feature) after every ``compare_every_images`` new images or ``compare_every_s``.
+  drift per feature) after every ``compare_every_images`` new images or ``compare_every_s``,
+  but never sooner than the last refresh's duration divided by ``compare_budget`` after it
+  started: at a high request rate the drift tests would otherwise run back to back and take
+  the CPU that serving needs.
 
 Gauges: ``visionyard_drift_statistic`` and ``visionyard_drift_p_value`` (corrected) per feature
 of the profile, ``visionyard_drift_detected`` (present only while there is a verdict),
@@ -101,6 +104,7 @@ class VersionMonitor:
         self.requests = itertools.count()
         self._new = 0
         self._refreshed = time.monotonic()
+        self._earliest = 0.0  # no drift test before this (monotonic): the compare budget
         self._lock = threading.Lock()
         self._warned = False
         self._wake = parent.wake
@@ -122,6 +126,8 @@ class VersionMonitor:
 
     def due(self, now: float) -> bool:
         every = self.settings.compare_every_s
+        if now < self._earliest:
+            return False
         return self._new >= self.settings.compare_every_images or now - self._refreshed >= every
 
     def load_reference(self, resolved: Resolved) -> None:
@@ -140,9 +146,12 @@ class VersionMonitor:
     def refresh(self) -> dict[str, Any]:
         """Compare the window with the reference now; update the gauges; return the report."""
         with self._lock:
-            self._new, self._refreshed = 0, time.monotonic()
+            started = time.monotonic()
+            self._new, self._refreshed = 0, started
             sample, span = self.window.snapshot()
             comparison = self._compare(sample)
+            took = time.monotonic() - started
+            self._earliest = started + took / self.settings.compare_budget
             if not self.detached:
                 self.gauges.window(sample)
                 self.gauges.drift(comparison)
@@ -255,7 +264,7 @@ class Monitoring:
 
     def _run(self) -> None:
         while not self._stop:
-            self._event.wait(min(self.settings.compare_every_s, 5.0))
+            self._event.wait(min(self.settings.compare_every_s, 1.0))  # budget waits end
             self._event.clear()
             self._tick()
 
