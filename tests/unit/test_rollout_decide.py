@@ -95,3 +95,25 @@ def test_figures_for_another_step_or_a_finished_rollout_hold() -> None:
 def test_the_error_rule_fires_before_the_latency_rule() -> None:
     got = decide(rollout(), figures(errors=100, p99=1.0), LATER)
     assert got.rule == "max_error_rate"
+
+
+def test_a_shadow_starved_past_its_max_duration_rolls_back_with_the_shed_count() -> None:
+    policy = POLICY.model_copy(update={"max_duration_seconds": 600.0})
+    starved = rollout("shadow", policy=policy)
+    shed = figures(requests=3, shadow_count=3, shadow_shed=5000)
+    assert decide(starved, shed, T0 + 599).rule == "min_requests"  # held while within the limit
+    got = decide(starved, shed, T0 + 601)
+    assert (got.action, got.rule) == ("rollback", "max_duration")
+    assert got.figures["shadow_shed"] == 5000
+    assert got.figures["rollout_seconds"] == 601
+    assert "5000 shadow requests shed" in got.detail
+    assert "min_requests" in got.detail
+
+
+def test_max_duration_ends_a_held_step_but_not_stale_figures_or_without_a_limit() -> None:
+    policy = POLICY.model_copy(update={"max_duration_seconds": 60.0})
+    young_step = rollout(policy=policy, step_started_at=T0 + 100)
+    assert decide(young_step, figures(), T0 + 110).rule == "max_duration"
+    assert decide(rollout(policy=policy), figures(step=1), LATER).rule == "stale_figures"
+    assert decide(rollout(), figures(requests=3), T0 + 10**6).rule == "min_requests"
+    assert decide(rollout(policy=policy), figures(), LATER).action == "advance"  # not a hold

@@ -78,3 +78,12 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
 def test_parse_policy_round_trips_through_json() -> None:
     policy = parse_policy({"steps": [10, 100], "max_drift": 0})
     assert Policy.model_validate(policy.model_dump(mode="json")) == policy
+
+
+def test_max_duration_is_optional_and_must_be_positive(tmp_path: Path) -> None:
+    assert Policy().max_duration_seconds is None
+    assert load_policy(write(tmp_path, "max_duration_seconds: 3600\n")).max_duration_seconds == 3600
+    with pytest.raises(ConfigError) as caught:
+        load_policy(write(tmp_path, "max_duration_seconds: 0\n"))
+    assert "\n" not in str(caught.value)
+    assert "max_duration_seconds" in str(caught.value)

@@ -83,7 +83,7 @@ def status(
     events = chain(all_events(name, service.client.get_model(name).tags))
     mine = [e for e in events if e.state.rollout_id == rollout.rollout_id]
     if as_json:
-        body = {**rollout.to_dict(), "share": rollout.share,
+        body = {**rollout.to_dict(), "share": rollout.share, "overdue": _overdue(rollout),
                 "events": [_event_dict(e) for e in mine]}  # fmt: skip
         out().print_json(json.dumps(body))
         return
@@ -151,6 +151,7 @@ def _state_table(rollout: Rollout) -> Table:
         ("share now", f"{rollout.share} %"),
         ("sticky header", escape(rollout.sticky_header or "-")),
         ("started", _when(rollout.started_at)),
+        ("running for", _age(rollout, time.time())),
         ("last decision", escape(f"{rollout.rule}: {rollout.reason}") if rollout.rule else "-"),
         ("decided", _when(rollout.decided_at)),
     ]
@@ -181,6 +182,23 @@ def _event_dict(event: RolloutEvent) -> dict[str, object]:
         "step": state.step, "rule": state.rule, "reason": state.reason,
         "figures": state.figures, "gate_report": event.gate_report,
     }  # fmt: skip
+
+
+def _overdue(rollout: Rollout) -> bool:
+    """A running rollout older than its policy's ``max_duration_seconds``."""
+    limit = rollout.policy.max_duration_seconds
+    return rollout.running and limit is not None and time.time() - rollout.started_at > limit
+
+
+def _age(rollout: Rollout, now: float) -> str:
+    """How long a running rollout has run, against its limit (``-`` once it ended)."""
+    if not rollout.running:
+        return "-"
+    limit = rollout.policy.max_duration_seconds
+    text = f"{now - rollout.started_at:.0f} s" + (f" (limit {limit:g} s)" if limit else "")
+    if _overdue(rollout):
+        text += " [red]overdue: a following server rolls it back (rule max_duration)[/]"
+    return text
 
 
 def _when(stamp: float | None) -> str:

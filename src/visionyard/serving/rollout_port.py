@@ -57,6 +57,7 @@ def figures(route: Route) -> RolloutFigures:
         drift_share=drift_share(route),
         rollout_id=route.rollout_id,
         step=route.step,
+        shadow_shed=stats.shed,
     )
 
 

@@ -14,6 +14,10 @@ Order of the rules (the first that fires is the decision's ``rule``):
 4. ``min_requests`` again for a shadow whose comparisons are still too few -> hold.
 5. ``min_step_seconds``: the step is younger than the policy's minimum -> hold.
 6. ``steps_passed``: advance to the next step, or promote after the last one.
+
+A hold of rules 2, 4 or 5 on a rollout older than the policy's ``max_duration_seconds`` (from
+``started_at``) becomes a rollback with rule ``max_duration``: a rollout that cannot gather its
+figures (a shadow shed under sustained load) ends instead of holding for ever.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class RolloutFigures:
     is the top-1 agreement share over ``shadow_count`` compared images. ``drift_share`` is the
     share of drift features flagged on the candidate's traffic (None: not enough data).
     ``rollout_id`` / ``step``, when given, name what the figures were measured for.
+    ``shadow_shed`` counts shadow requests shed (production busy, queue full) in the step.
     """
 
     production: RoleFigures = field(default_factory=RoleFigures)
@@ -57,6 +62,7 @@ class RolloutFigures:
     drift_share: float | None = None
     rollout_id: str | None = None
     step: int | None = None
+    shadow_shed: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The figures behind a decision, as recorded (None values left out)."""
@@ -71,6 +77,7 @@ class RolloutFigures:
             "p99_ratio": self.p99_ratio,
             "shadow_count": self.shadow_count,
             "shadow_agreement": self.shadow_agreement,
+            "shadow_shed": self.shadow_shed,
             "drift_share": self.drift_share,
         }
         return {k: float(v) for k, v in values.items() if v is not None}
@@ -111,14 +118,14 @@ def decide(rollout: Rollout, figures: RolloutFigures, now: float) -> Decision:
 
     early = _hold_first(rollout, figures)
     if early is not None:
-        return made("hold", *early)
+        return _overdue(rollout, figures, now, early) or made("hold", *early)
     for rule, check in BREACHES:
         detail = check(rollout, figures)
         if detail is not None:
             return made("rollback", rule, detail)
     late = _hold_late(rollout, figures, measured["step_seconds"])
     if late is not None:
-        return made("hold", *late)
+        return _overdue(rollout, figures, now, late) or made("hold", *late)
     if rollout.last_step:
         return made("promote", "steps_passed", f"every step of {list(rollout.steps)} passed")
     after = rollout.steps[rollout.step + 1]
@@ -137,6 +144,22 @@ def _hold_first(rollout: Rollout, figures: RolloutFigures) -> tuple[str, str] | 
     if figures.candidate.requests < need:
         return "min_requests", f"{figures.candidate.requests} of {need} candidate requests"
     return None
+
+
+def _overdue(
+    rollout: Rollout, figures: RolloutFigures, now: float, hold: tuple[str, str]
+) -> Decision | None:
+    """The ``max_duration`` rollback of a rollout held past its policy's limit (never for a
+    finished rollout or figures of another step)."""
+    limit, age = rollout.policy.max_duration_seconds, now - rollout.started_at
+    if limit is None or age <= limit or hold[0] in ("not_running", "stale_figures"):
+        return None
+    measured = {**figures.as_dict(), "step_seconds": max(0.0, now - rollout.step_started_at),
+                "rollout_seconds": age}  # fmt: skip
+    detail = f"still held by {hold[0]} ({hold[1]}) after {age:.0f}s (limit {limit:g}s)"
+    if rollout.mode == "shadow":
+        detail += f"; {figures.shadow_shed} shadow requests shed"
+    return Decision("rollback", "max_duration", measured, rollout.step, detail)
 
 
 def _hold_late(rollout: Rollout, figures: RolloutFigures, age: float) -> tuple[str, str] | None:

@@ -8,6 +8,7 @@ line that names the key and the fix)::
     max_p99_latency_ratio: 1.5   # candidate p99 / production p99, > 1
     min_agreement: 0.9           # shadow: share of images where candidate top-1 = production's
     max_drift: 0.25              # share of the drift features flagged (see below), 0..1
+    max_duration_seconds: 3600   # optional: a rollout still running after this is rolled back
     steps: [5, 25, 50, 100]      # canary traffic percentages (optional; the CLI can set them)
     gate: gate.yaml              # optional promotion gate file, relative to this file
 
@@ -16,6 +17,11 @@ Benjamini-Hochberg-adjusted p-value is at most the monitor's ``alpha`` (``len(dr
 features tested``): a share, not a p-value, so it reads the same whatever the feature count and
 keeps the multiple-testing correction where it already lives. ``0`` rolls back on any flagged
 feature; ``1`` switches the rule off.
+
+``max_duration_seconds`` (default: none) bounds a rollout that cannot finish: a shadow is shed
+first while production is busy, so under sustained load it may never reach ``min_requests``,
+and a rollout held that long is rolled back with rule ``max_duration`` (its figures, the shed
+shadows included, recorded with it) instead of holding for ever.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ FIXES: dict[str, str] = {
     "max_p99_latency_ratio": "a ratio above 1, e.g. 1.5 for 50 % slower than production",
     "min_agreement": "a share between 0 and 1, e.g. 0.9",
     "max_drift": "a share of drift features between 0 and 1, e.g. 0.25",
+    "max_duration_seconds": "seconds > 0 from the start of the rollout, e.g. 3600, or null",
     "steps": "increasing traffic percentages between 1 and 100, e.g. [5, 25, 50, 100]",
     "gate": "the path of a promotion gate file (YAML), relative to the policy file",
 }
@@ -54,6 +61,7 @@ class Policy(BaseModel):
     max_p99_latency_ratio: float = Field(1.5, gt=1)
     min_agreement: float = Field(0.9, ge=0, le=1)
     max_drift: float = Field(0.25, ge=0, le=1)
+    max_duration_seconds: float | None = Field(None, gt=0)
     steps: tuple[int, ...] | None = None
     gate: str | None = None
 
