@@ -97,3 +97,8 @@ def docker(
         highlight=False,
         soft_wrap=True,
     )
+
+
+from visionyard.cli.deploy_k8s import k8s  # noqa: E402
+
+app.command("k8s")(k8s)
