@@ -8,6 +8,7 @@ One colour-classifier version is registered once per module and promoted to ``pr
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -131,3 +132,20 @@ def test_bad_options_are_one_line_and_write_nothing(
     code, _, err = k8s(capsys, store, out, *model, *extra)
     assert needle in one_line_error(code, err)
     assert not out.exists()
+
+
+def test_every_option_the_readme_shows_exists() -> None:
+    import typer.main
+
+    from visionyard.cli.deploy import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    part = readme[readme.index("### Kubernetes\n") :]
+    command = part[: part.index("kubectl")].replace("\\\n", " ")
+    shown = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", command))
+    assert {"--model", "--out", "--min-replicas", "--max-replicas", "--force"} <= shown
+    group = typer.main.get_group(app)
+    k8s_command = group.commands["k8s"]
+    options = {o for param in k8s_command.params for o in (*param.opts, *param.secondary_opts)}
+    missing = shown - options
+    assert not missing, f"README shows options the command lacks: {sorted(missing)}"
