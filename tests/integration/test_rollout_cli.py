@@ -4,6 +4,7 @@ policy files refused with one line."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -114,3 +115,23 @@ def test_refusals_are_one_line_with_their_exit_codes(
     code, _, err = run(capsys, *flags, "rollout", "status", name)
     assert (code, err.count("\n")) == (9, 1)
     assert "has no rollout" in err
+
+
+def test_status_shows_a_rollout_held_past_its_max_duration(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    flags = store_flags(tracking_settings)
+    name = registered(tracking_settings, tmp_path)
+    policy = tmp_path / "rollout.yaml"
+    policy.write_text("max_duration_seconds: 0.5\n")
+    assert run(capsys, *flags, "rollout", "start", name, "2", "--shadow", "20",
+               "--policy", policy)[0] == 0  # fmt: skip
+    code, stdout, _ = run(capsys, *flags, "rollout", "status", name, "--json")
+    assert (code, json.loads(stdout)["policy"]["max_duration_seconds"]) == (0, 0.5)
+    time.sleep(0.6)  # no server follows it: nothing decides, status says it is overdue
+    code, stdout, _ = run(capsys, *flags, "rollout", "status", name, "--json")
+    assert json.loads(stdout)["overdue"] is True
+    code, stdout, _ = run(capsys, *flags, "rollout", "status", name)
+    assert code == 0
+    assert "(limit 0.5 s)" in stdout
+    assert "overdue" in stdout
