@@ -1,97 +1,38 @@
 """Load generation for bench_serving.py: a lean client, closed and open loop, in-process best.
 
 The client must cost the servers it measures as little CPU as possible (they share 2 cores with
-it) and the same for every server: each client thread keeps one keep-alive connection and sends
-requests built once up front in ONE ``sendall`` (TCP_NODELAY) and reads the answer with a small
-HTTP/1.1 parser (no httpx per request). gRPC uses a sync stub with prebuilt messages. The
-client's own CPU use is measured (``client_cpu``: cores busy in this process) and reported.
+it) and the same for every server. The HTTP client and the closed loop live in
+:mod:`visionyard.deploy.load` (``visionyard deploy plan`` drives a server with them too) and
+are re-exported here; gRPC uses a sync stub with prebuilt messages, or h2load. The client's own
+CPU use is measured (``client_cpu``: cores busy in this process) and reported.
 """
 
 from __future__ import annotations
 
 import resource
 import shutil
-import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
-#: One thread's sender: request number -> the response body on success, None on failure.
-Sender = Callable[[int], bytes | None]
-#: Makes one sender per client thread (its own connection).
-Connect = Callable[[], Sender]
+from visionyard.deploy.load import (
+    Connect,
+    Sender,
+    closed_loop,
+    http_client,
+    http_request,
+    percentiles,
+    run_threads,
+)
 
-
-def http_request(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    host = urlsplit(url).netloc
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def http_client(url: str, requests: Sequence[bytes]) -> Connect:
-    """Raw HTTP/1.1 keep-alive client over prebuilt ``requests`` (see :func:`http_request`)."""
-    parts = urlsplit(url)
-    address = (parts.hostname or "127.0.0.1", parts.port or 80)
-
-    def connect() -> Sender:
-        state: dict[str, Any] = {}
-
-        def send(i: int) -> bytes | None:
-            try:
-                if "file" not in state:
-                    sock = socket.create_connection(address)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    state["sock"], state["file"] = sock, sock.makefile("rb")
-                state["sock"].sendall(requests[i % len(requests)])
-                return _read_response(state["file"])
-            except (OSError, ValueError):
-                if "sock" in state:
-                    state.pop("file").close()
-                    state.pop("sock").close()
-                return None
-
-        return send
-
-    return connect
-
-
-def _read_response(file: Any) -> bytes | None:
-    status = file.readline()
-    if not status:
-        raise OSError("connection closed")
-    length, chunked, close = 0, False, False
-    while (line := file.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            close = b"close" in value.lower()
-    body = _read_chunked(file) if chunked else file.read(length)
-    if close:
-        raise OSError("server closed the connection")  # the caller reconnects
-    return body if status.split(b" ", 2)[1] == b"200" else None
-
-
-def _read_chunked(file: Any) -> bytes:
-    parts = []
-    while size := int(file.readline().split(b";")[0], 16):
-        parts.append(file.read(size))
-        file.readline()
-    file.readline()
-    return b"".join(parts)
+__all__ = ["Connect", "Sender", "closed_loop", "http_client", "http_request", "percentiles"]
 
 
 def grpc_client(target: str, requests: Sequence[Any]) -> Connect:
@@ -202,42 +143,6 @@ class H2Load:
             path.unlink(missing_ok=True)
 
 
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {"p50": float("nan"), "p99": float("nan")}
-    ms = np.asarray(latencies) * 1000
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
-
-
-def closed_loop(
-    connect: Connect, clients: int, seconds: float, stop: threading.Event | None = None
-) -> dict[str, Any]:
-    """``clients`` threads, each sending its next request when the last one returns."""
-    latencies: list[float] = []
-    failures = [0]
-    deadline = time.perf_counter() + seconds
-
-    def worker(offset: int) -> None:
-        send, i = connect(), offset
-        while time.perf_counter() < deadline and not (stop and stop.is_set()):
-            began = time.perf_counter()
-            ok = send(i) is not None
-            latencies.append(time.perf_counter() - began)
-            failures[0] += 0 if ok else 1
-            i += clients
-
-    cpu, started = time.process_time(), time.perf_counter()
-    _run_threads(worker, clients)
-    elapsed = time.perf_counter() - started
-    return {
-        "rate": (len(latencies) - failures[0]) / elapsed,
-        "failures": failures[0],
-        "client_cpu": (time.process_time() - cpu) / elapsed,
-        "client": "python",
-        **percentiles(latencies),
-    }
-
-
 def open_loop(connect: Connect, rate: float, seconds: float, clients: int = 8) -> dict[str, Any]:
     """Requests at a fixed ``rate`` (spread over ``clients`` threads); latency per request."""
     latencies: list[float] = []
@@ -254,7 +159,7 @@ def open_loop(connect: Connect, rate: float, seconds: float, clients: int = 8) -
             send(k)
             latencies.append(time.perf_counter() - began)
 
-    _run_threads(worker, clients)
+    run_threads(worker, clients)
     return {"rate": rate, **percentiles(latencies)}
 
 
@@ -334,7 +239,7 @@ def _inprocess(bundle: Path, images: list[bytes], seconds: float, layout: Layout
             counts[index] += batch
 
     started = time.perf_counter()
-    _run_threads(worker, workers)
+    run_threads(worker, workers)
     return sum(counts) / (time.perf_counter() - started)
 
 
@@ -343,11 +248,3 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _run_threads(worker: Callable[[int], None], count: int) -> None:
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()

@@ -99,6 +99,11 @@ def docker(
     )
 
 
+from visionyard.cli.deploy_plan import plan  # noqa: E402
+
+app.command("plan")(plan)
+
+
 from visionyard.cli.deploy_k8s import k8s  # noqa: E402
 
 app.command("k8s")(k8s)
