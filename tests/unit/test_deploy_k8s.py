@@ -216,7 +216,7 @@ def test_pod_runs_non_root_on_a_read_only_root_with_writable_state_and_tmp(base:
     assert server["securityContext"]["allowPrivilegeEscalation"] is False
     empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
-    assert {mounts[spec.STATE_DIR], mounts["/tmp"]} == empty
+    assert {mounts[spec.STATE_DIR], mounts["/tmp"], mounts[spec.HOME_DIR]} == empty
     keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
     assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
 

@@ -11,8 +11,9 @@ probes, drain, security, volumes and topology spread, all read from :mod:`.spec`
   ``terminationGracePeriodSeconds`` is :func:`.spec.grace_period_s` (both plus a margin). The
   ``sleep`` handler needs Kubernetes 1.30 or later (beta and on by default since 1.30).
 - Non-root (uid :data:`.spec.UID`), read-only root filesystem, no capabilities, RuntimeDefault
-  seccomp; the writable state dir (settings ``home``: registry cache, capture) and ``/tmp`` are
-  ``emptyDir`` volumes; ``serve.yaml`` comes from the ConfigMap.
+  seccomp; the writable state dir (settings ``home``: registry cache, capture), ``/tmp`` and the
+  user's HOME (MLflow and onnxruntime write small files there at start) are ``emptyDir``
+  volumes; ``serve.yaml`` comes from the ConfigMap.
 - Secrets are referenced, never written: the admin token (optional: without it the server
   starts with admin calls disabled and says so) and the tracking secret, whose keys become
   environment variables (``VISIONYARD_TRACKING__URI``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``
@@ -34,6 +35,9 @@ Manifest = dict[str, Any]
 CONTAINER = "server"
 TMP_DIR = "/tmp"
 TMP_SIZE = "1Gi"
+#: HOME takes the libraries' small files: ``~/.config/mlflow`` (telemetry) and
+#: ``~/.cache/Microsoft/DeveloperTools`` (onnxruntime), written at start (measured).
+HOME_SIZE = "64Mi"
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ def _mounts() -> list[Manifest]:
         {"name": "config", "mountPath": config_dir, "readOnly": True},
         {"name": "state", "mountPath": spec.STATE_DIR},
         {"name": "tmp", "mountPath": TMP_DIR},
+        {"name": "home", "mountPath": spec.HOME_DIR},
     ]
 
 
@@ -141,6 +146,7 @@ def volumes(pod: Pod) -> list[Manifest]:
         {"name": "config", "configMap": {"name": pod.config_map}},
         {"name": "state", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+        {"name": "home", "emptyDir": {"sizeLimit": HOME_SIZE}},
     ]
 
 
