@@ -149,3 +149,55 @@ def test_every_option_the_readme_shows_exists() -> None:
     options = {o for param in k8s_command.params for o in (*param.opts, *param.secondary_opts)}
     missing = shown - options
     assert not missing, f"README shows options the command lacks: {sorted(missing)}"
+
+
+def write_capacity_plan(path: Path, reference: str) -> Path:
+    """A plan as ``deploy plan`` writes it: 4 in flight at capacity on 1.83 cores."""
+    from visionyard.deploy.plan import CapacityPlan, Level, PlannedModel, hpa_targets, write_plan
+
+    level = Level(concurrency=4, images_per_s=41.3, p50_ms=80.0, p99_ms=140.0, in_flight=4.0,
+                  cpu_cores=1.83, requests=400, failures=0)  # fmt: skip
+    plan = CapacityPlan(
+        model=PlannedModel(name="shapes", reference=reference, version="1", input_size=(32, 32)),
+        p99_target_ms=200.0, measured_at="2026-12-05T06:00:00+00:00", host_cpus=2,
+        seconds_per_level=5.0, levels=[level], capacity=level, hpa=hpa_targets(level, 0.8),
+    )  # fmt: skip
+    write_plan(plan, path)
+    return path
+
+
+def test_hpa_targets_and_cpu_request_come_from_a_capacity_plan(
+    capsys: Capture, store: list[str], tmp_path: Path
+) -> None:
+    plan = write_capacity_plan(tmp_path / "capacity.json", "shapes@production")
+    out = tmp_path / "k8s"
+    code, stdout, err = k8s(capsys, store, out, "--model", "shapes=shapes@production",
+                            "--plan", plan)  # fmt: skip
+    assert code == 0, err
+    hpa = yaml.safe_load((out / "hpa.yaml").read_text())["spec"]
+    by_type = {m["type"]: m for m in hpa["metrics"]}
+    assert by_type["Pods"]["pods"]["target"]["averageValue"] == "3200m"  # 4.0 x headroom 0.8
+    assert by_type["Resource"]["resource"]["target"]["averageUtilization"] == 80
+    deployment = yaml.safe_load((out / "deployment.yaml").read_text())
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert server["resources"]["requests"]["cpu"] == "1900m"
+    assert "from " in stdout
+    code, _, err = k8s(capsys, store, out, "--model", "shapes=shapes@production",
+                       "--plan", plan, "--target-cpu", "60", "--force")  # fmt: skip
+    assert code == 0, err
+    hpa = yaml.safe_load((out / "hpa.yaml").read_text())["spec"]
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+
+def test_a_plan_of_another_model_or_not_a_plan_is_refused(
+    capsys: Capture, store: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "k8s"
+    other = write_capacity_plan(tmp_path / "other.json", "detector@production")
+    code, _, err = k8s(capsys, store, out, "--model", "shapes=shapes@production", "--plan", other)
+    assert "'detector'" in one_line_error(code, err)
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"kind": "something else"}')
+    code, _, err = k8s(capsys, store, out, "--model", "shapes=shapes@production", "--plan", junk)
+    assert "capacity plan" in one_line_error(code, err)
+    assert not out.exists()

@@ -5,12 +5,15 @@ group in :mod:`visionyard.cli.deploy`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from visionyard.cli.console import app_context, out
+
+T = TypeVar("T")
 
 _WHAT = {
     "deployment.yaml": "Deployment: probes, drain, non-root, read-only root, topology spread",
@@ -37,13 +40,25 @@ def k8s(
         None, "--image", help="Server image (default: visionyard-serving:<visionyard version>)."
     ),
     name: str = typer.Option("visionyard", "--name", help="Name of every resource."),
-    cpu: str = typer.Option("2", "--cpu", help="CPU request per pod (a Kubernetes quantity)."),
-    memory: str = typer.Option("2Gi", "--memory", help="Memory request and limit per pod."),
-    target_in_flight: float = typer.Option(
-        4.0, "--target-in-flight", min=0.001, help="HPA target: in-flight requests per pod."
+    cpu: str | None = typer.Option(
+        None, "--cpu", help="CPU request per pod, a Kubernetes quantity (default: plan, else 2)."
     ),
-    target_cpu: int = typer.Option(
-        70, "--target-cpu", min=1, max=100, help="HPA target: CPU utilisation, percent."
+    memory: str = typer.Option("2Gi", "--memory", help="Memory request and limit per pod."),
+    target_in_flight: float | None = typer.Option(
+        None,
+        "--target-in-flight",
+        min=0.001,
+        help="HPA target: in-flight requests per pod (default: plan, else 4).",
+    ),
+    target_cpu: int | None = typer.Option(
+        None,
+        "--target-cpu",
+        min=1,
+        max=100,
+        help="HPA target: CPU utilisation, percent (default: plan, else 70).",
+    ),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="Capacity plan from 'visionyard deploy plan': the HPA targets."
     ),
     service_monitor: bool = typer.Option(
         True, "--service-monitor/--no-service-monitor", help="Write a ServiceMonitor."
@@ -55,11 +70,18 @@ def k8s(
     from visionyard.deploy import spec
     from visionyard.deploy.k8s import K8sOptions, Resources, Scaling, generate
 
+    planned = _planned(plan_file, model)
+    scaling = Scaling(
+        min_replicas,
+        max_replicas,
+        _first(target_in_flight, planned.get("in_flight"), Scaling().in_flight_per_pod),
+        _first(target_cpu, planned.get("cpu_percent"), Scaling().cpu_utilization_percent),
+    )
     options = K8sOptions(
         name=name,
         image=image or "",
-        scaling=Scaling(min_replicas, max_replicas, target_in_flight, target_cpu),
-        resources=Resources(cpu, memory),
+        scaling=scaling,
+        resources=Resources(_first(cpu, planned.get("cpu"), Resources().cpu), memory),
         service_monitor=service_monitor,
         kserve=kserve,
     )
@@ -76,3 +98,35 @@ def k8s(
         f"apply:   kubectl apply -k {out_dir}",
     ):
         out().print(escape(line), highlight=False, soft_wrap=True)
+    source = f"from {plan_file}" if plan_file else "given or default"
+    out().print(
+        escape(
+            f"HPA targets ({source}): {scaling.in_flight_per_pod:g} requests in flight per pod, "
+            f"CPU {scaling.cpu_utilization_percent} % of {options.resources.cpu}"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _first(*values: T | None) -> T:
+    """The first value given: an explicit option, then the capacity plan, then the default."""
+    return next(value for value in values if value is not None)
+
+
+def _planned(plan_file: Path | None, models: list[str]) -> dict[str, Any]:
+    """The HPA targets of a capacity plan (``deploy plan``) measured on one of ``models``."""
+    if plan_file is None:
+        return {}
+    from visionyard.deploy.k8s import check_planned_model
+    from visionyard.deploy.plan import read_plan
+
+    plan = read_plan(plan_file)
+    check_planned_model(plan.model.reference, models)
+    hpa = plan.hpa
+    millicores = hpa.cpu_request_millicores
+    return {
+        "in_flight": hpa.in_flight_per_pod,
+        "cpu_percent": hpa.cpu_utilization_percent,
+        "cpu": f"{millicores}m" if millicores else None,
+    }

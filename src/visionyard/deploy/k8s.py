@@ -93,6 +93,20 @@ def check_options(options: K8sOptions) -> None:
         raise ConfigError("HPA targets: in-flight per pod > 0 and CPU utilisation 1-100 %")
 
 
+def check_planned_model(planned: str, models: list[str]) -> None:
+    """A capacity plan measured one model: refuse it for a deployment that does not serve it."""
+    served = {_registered(spec.parse_model(option)[1]) for option in models}
+    if _registered(planned) not in served:
+        raise ConfigError(
+            f"the capacity plan measured {planned!r}, and no --model serves "
+            f"{_registered(planned)!r}: measure this deployment's model with deploy plan"
+        )
+
+
+def _registered(reference: str) -> str:
+    return reference.split("@")[0].split("/")[0]
+
+
 def generate(
     out: Path, settings: Settings, models: list[str], options: K8sOptions, force: bool = False
 ) -> list[Path]:
