@@ -10,6 +10,9 @@ import typer
 from visionyard.cli.console import app_context, err
 from visionyard.errors import ConfigError
 
+#: Seconds past ``serving.drain_s`` that closing up (listeners, models, monitoring) may take.
+STOP_MARGIN_S = 2.0
+
 
 def serve(
     ctx: typer.Context,
@@ -70,4 +73,20 @@ async def _serve(settings: Any) -> None:
             "admin calls disabled: no serving.admin_token (VISIONYARD_SERVING__ADMIN_TOKEN)"
         )
     await stop.wait()
-    await server.stop(settings.serving.drain_s)
+    await _stop(server, settings.serving.drain_s)
+
+
+async def _stop(server: Any, drain_s: float) -> None:
+    """Drain and stop within ``drain_s`` (+ a margin to close up); past that, exit anyway:
+    worker threads still decoding a cut-off request would otherwise hold the process."""
+    import asyncio
+    import os
+    import sys
+
+    try:
+        await asyncio.wait_for(server.stop(drain_s), drain_s + STOP_MARGIN_S)
+    except TimeoutError:
+        err().print(f"not stopped {drain_s + STOP_MARGIN_S:g}s after the signal: exiting now")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import threading
 from collections.abc import Coroutine, Iterator, Mapping
@@ -99,10 +100,25 @@ class Server:
         return Addresses(f"http://{host}:{port}", f"{serving.host}:{grpc_port}")
 
     async def stop(self, grace_s: float = 5.0) -> None:
+        """Drain, then stop, within about ``grace_s`` seconds (SIGTERM: ``serving.drain_s``).
+
+        Readiness turns 503 and new inference is refused (retryable) at once, while both
+        listeners stay open for the requests in flight; then the listeners close and whatever
+        is still running gets the rest of ``grace_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.plane.drain()
+        if self.plane.in_flight:
+            fields = {"in_flight": self.plane.in_flight, "drain_s": grace_s}
+            log.info("draining: not ready, finishing requests in flight", extra={"fields": fields})
+        if not await self.plane.wait_idle(grace_s):
+            log.warning("drain time is up with requests in flight; they are cut off")
+        left = max(deadline - loop.time(), 0.1)
         if self._http is not None:
+            self._http.config.timeout_graceful_shutdown = math.ceil(left)
             self._http.should_exit = True
         if self._grpc is not None:
-            await self._grpc.stop(grace_s)
+            await self._grpc.stop(left)
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

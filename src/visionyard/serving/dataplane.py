@@ -4,10 +4,16 @@ REST and gRPC adapters convert their wire types to :mod:`visionyard.serving.type
 errors are domain errors (:mod:`visionyard.errors`), mapped to status codes by each adapter.
 Requests are checked on the event loop; image decoding, preprocessing, inference and output
 decoding run on the model's batcher threads (:mod:`visionyard.serving.batching`).
+
+Shutdown (:meth:`DataPlane.drain`): the server reports not ready at once and refuses new
+inference with ``serving.unavailable`` (REST 503 with ``Connection: close``, gRPC UNAVAILABLE:
+retryable, so a load balancer sends it to another replica), while the requests already admitted
+finish (:meth:`DataPlane.wait_idle`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +23,7 @@ from visionyard import __version__
 from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
+from visionyard.serving.errors import ModelUnavailableError
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
 from visionyard.serving.outputs import build_outputs, check_outputs
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
 
 SERVER_NAME = "visionyard"
 UNKNOWN = "_unknown"  # the model label of requests naming a model that is not served
+DRAINING = "draining"  # the state a request refused during shutdown names
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "vision_contract"]
 
 
@@ -46,18 +54,33 @@ class DataPlane:
         #: models in a rollout (set by :mod:`visionyard.serving.rollouts`); empty otherwise
         self.routes: dict[str, Route] = {}
         self.router: Router | None = None
+        #: set by :meth:`drain` (shutdown): not ready, new inference refused
+        self.draining = False
+        self.in_flight = 0  # inference requests admitted and not finished
 
     def live(self) -> bool:
         return True
 
     def ready(self) -> bool:
-        """Every configured model has a version serving."""
-        return all(self.pool.entry(name).current is not None for name in self.pool.names)
+        """Every configured model has a version serving, and the server is not draining."""
+        serving = (self.pool.entry(name).current is not None for name in self.pool.names)
+        return not self.draining and all(serving)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         entry = self.pool.entry(name)  # unknown model -> NotFoundError
         model = entry.current
         return model is not None and (not version or version == model.version)
+
+    def drain(self) -> None:
+        """Shutdown begins: report not ready and refuse new inference from now on."""
+        self.draining = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no inference request is in flight (True) or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.in_flight
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, list(EXTENSIONS))
@@ -107,6 +130,19 @@ class DataPlane:
     ) -> InferResponse:
         """Serve one request; ``headers`` (REST headers or gRPC metadata, lower-case names)
         are read only by a sticky canary (:mod:`visionyard.serving.routing`)."""
+        if self.draining:
+            exc = ModelUnavailableError(request.model_name, DRAINING, "the server is stopping")
+            self.refused(request.model_name, request.model_version, protocol, exc)
+            raise exc
+        self.in_flight += 1
+        try:
+            return await self._route(request, protocol, headers)
+        finally:
+            self.in_flight -= 1
+
+    async def _route(
+        self, request: InferRequest, protocol: str, headers: Headers | None
+    ) -> InferResponse:
         if self.routes and not request.model_version and self.router is not None:
             route = self.routes.get(request.model_name)
             if route is not None:

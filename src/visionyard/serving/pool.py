@@ -5,7 +5,8 @@ bundle's checksums), warms it up, starts its batcher and only then replaces the 
 version in one assignment on the event loop. Requests admitted before the switch keep their
 reference to the old version and finish on it; it is retired when its last request is done.
 A version that fails to resolve, load, verify or warm up leaves the old one serving; the failure
-is logged, counted in metrics and shown in the model's metadata (``parameters.last_error``).
+is logged (once while it repeats), counted in metrics and shown in the model's metadata
+(``parameters.last_error``).
 
 A version that failed is remembered: polls skip it (without downloading it again, when the
 source can look its version up first) until the source points elsewhere; an admin load retries
@@ -301,8 +302,11 @@ class ModelPool:
         *,
         remember: str | None = None,
     ) -> None:
-        """Record a failure; ``remember`` is a version to skip until the source moves."""
-        entry.last_error = f"{exc.code}: {client_message(exc)}"
+        """Record a failure; ``remember`` is a version to skip until the source moves. The
+        same failure again (a registry that stays unreachable, polled every few seconds) is
+        logged at debug level: one error line per distinct failure, not one per poll."""
+        message = f"{exc.code}: {client_message(exc)}"
+        repeated, entry.last_error = message == entry.last_error, message
         entry.failed_version = remember or entry.failed_version
         if entry.current is None and entry.state != "unloaded":
             entry.state = "failed"
@@ -311,7 +315,8 @@ class ModelPool:
         what = f"version {version}" if version else "the source"
         still = f"version {serving} keeps serving" if serving else "no version is serving"
         fields = {**_fields(entry, version), "serving": serving, "error": f"{exc.code}: {exc}"}
-        log.error(f"{what} failed to load; {still}", extra={"fields": fields})
+        level = logging.DEBUG if repeated else logging.ERROR
+        log.log(level, f"{what} failed to load; {still}", extra={"fields": fields})
 
 
 def _domain(exc: Exception) -> VisionyardError:

@@ -27,8 +27,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from visionyard.errors import VisionyardError
 from visionyard.serving.auth import check_inference
-from visionyard.serving.dataplane import DataPlane
-from visionyard.serving.errors import BodyTooLargeError, ServerBusyError, client_message
+from visionyard.serving.dataplane import DRAINING, DataPlane
+from visionyard.serving.errors import (
+    BodyTooLargeError,
+    ModelUnavailableError,
+    ServerBusyError,
+    client_message,
+)
 from visionyard.serving.predict import predict_request, to_json
 from visionyard.serving.rest.codec import HEADER_LENGTH, encode_infer
 from visionyard.serving.rest.middleware import request_headers
@@ -70,6 +75,8 @@ def error_reply(exc: VisionyardError) -> Reply:
         headers["Retry-After"] = str(exc.retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, ModelUnavailableError) and exc.state == DRAINING:
+        headers["Connection"] = "close"  # the server is stopping: reconnect elsewhere
     body = {"error": client_message(exc), "code": exc.code}
     return Reply(status, _json(body), headers=headers)
 
