@@ -99,9 +99,10 @@ def docker(
     )
 
 
-from visionyard.cli.deploy_plan import plan  # noqa: E402
+from visionyard.cli.deploy_plan import plan, release  # noqa: E402
 
 app.command("plan")(plan)
+app.command("release")(release)
 
 
 from visionyard.cli.deploy_k8s import k8s  # noqa: E402

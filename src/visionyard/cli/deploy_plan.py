@@ -102,3 +102,37 @@ def _print_plan(result: CapacityPlan) -> None:
         f"(headroom {hpa.headroom:g})",
         highlight=False,
     )
+
+
+def release(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name to release."),
+    out_dir: Path = typer.Option(Path("."), "--out", help="Repository root to write into."),
+    data: str = typer.Option("data/train", "--data", help="Training ImageFolder (repo-relative)."),
+    eval_data: str = typer.Option(
+        "data/eval", "--eval", help="Pinned evaluation set for the gate (repo-relative)."
+    ),
+    train_flags: str = typer.Option("--epochs 10", "--train-flags", help="visionyard train flags."),
+    variants: str = typer.Option("fp32,int8", "--variants", help="Variants to export."),
+    canary: int = typer.Option(
+        0, "--canary", min=0, max=100, help="Start a canary at this % (0: promote to staging)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite these files if they exist."),
+) -> None:
+    """Write a GitHub Actions release workflow, scripts/release.sh, its settings and the gate."""
+    from visionyard.deploy.release import ReleaseOptions, generate
+
+    options = ReleaseOptions(
+        model=model, data=data, eval_data=eval_data, train_flags=train_flags,
+        variants=variants, canary=canary,
+    )  # fmt: skip
+    written = generate(out_dir, options, force)
+    table = Table("file", title=f"release pipeline in {escape(str(out_dir))}")
+    for path in written:
+        table.add_row(escape(str(path.relative_to(out_dir))))
+    out().print(table)
+    out().print(
+        "run it here: scripts/release.sh candidate  (then: scripts/release.sh production "
+        "VERSION staging); on GitHub: add required reviewers to the 'production' environment",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -59,13 +59,24 @@ def promote(
     gate: Path | None = typer.Option(None, "--gate", help="Gate file (YAML)."),
     force: bool = typer.Option(False, "--force", help="Override refusals (needs --reason)."),
     reason: str = typer.Option("", "--reason", help="Why (recorded in the history)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Run the checks and the gate against the holder; move nothing."
+    ),
 ) -> None:
     """Move an alias to a version, after compatibility checks and an optional gate."""
     with _progress("evaluating") as progress:
         outcome = registry(ctx).promote(
             name, version, to, gate=gate, force=force, reason=reason,
-            progress=progress, on_report=print_report,
+            progress=progress, on_report=print_report, dry_run=dry_run,
         )  # fmt: skip
+    if dry_run:
+        out().print(
+            f"dry run: version {outcome.target} of {escape(name)} may replace "
+            f"{outcome.previous or '(unset)'} on {escape(outcome.alias)!r}"
+            f"{' (gate passed)' if outcome.report else ''}; nothing moved",
+            highlight=False,
+        )
+        return
     _print_move(name, outcome, "promoted")
 
 

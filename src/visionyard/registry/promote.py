@@ -4,6 +4,8 @@ A promotion refuses, unless ``force`` (which needs a reason and is recorded as a
 event): a version of another task than the holder, a version whose labels differ from the
 holder's, and a failed gate. The gate report is stored on the candidate version (also when it
 fails) and referenced by the event. The move goes through :mod:`visionyard.registry.aliases`.
+A ``dry_run`` runs every check and the gate against the alias's holder, stores the report and
+moves nothing (a release pipeline gates against production before a person approves).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class PromoteRequest:
     gate: Path | None = None
     force: bool = False
     reason: str = ""
+    #: Run the checks and the gate (report stored), move nothing.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ def promote(
         raise GateFailedError(
             f"gate failed for version {candidate.version} of {request.name!r} ({failed}); "
             f"report: {ref}; {request.alias!r} stays at {_v(holder)}"
+        )
+    if request.dry_run:
+        return MoveOutcome(
+            request.alias, state.holder, candidate.version, None, report, ref, pending
         )
     kind: EventKind = "force" if request.force else "promote"
     result = _move(client, request, state, candidate.version, kind, report, ref)

@@ -105,11 +105,13 @@ class Registry:
         actor: str | None = None,
         progress: Progress | None = None,
         on_report: ReportHook | None = None,
+        dry_run: bool = False,
     ) -> MoveOutcome:
         """Move ``alias`` to ``version``; ``on_report(report, ref)`` sees the gate report (also
         a failed one) before the move or the :class:`GateFailedError`. Without a gate (which
         loads both versions through the registry check) the version's pieces are verified
-        first, unless forced: an alias never moves to a version no server would load."""
+        first, unless forced: an alias never moves to a version no server would load.
+        ``dry_run``: every check and the gate, nothing moved (``result`` is None)."""
         check_alias(alias, self.aliases)
         runner = None
         if not gate and not force:
@@ -118,7 +120,7 @@ class Registry:
             policy = load_policy(gate)
             runner = gate_runner(self.client, name, policy, progress, self.signing_key)
         request = PromoteRequest(
-            name, str(version), alias, actor or default_actor(), gate, force, reason
+            name, str(version), alias, actor or default_actor(), gate, force, reason, dry_run
         )
         return promote(self.client, request, runner, on_report)
 

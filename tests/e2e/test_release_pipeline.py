@@ -1,0 +1,141 @@
+"""``visionyard deploy release``: the GitHub workflow is valid against GitHub's schema, and the
+script it calls runs end to end here on the embedded store (SQLite in tmp, tiny synthetic data,
+1 epoch): a first release goes to staging and, after "approval", to production; a second one
+whose gate fails stops with exit 8 and moves nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.cli import run
+from visionyard.deploy.release import ENV_FILE, GATE_FILE, SCRIPT, WORKFLOW
+from visionyard.registry import Registry
+from visionyard.settings import Settings
+
+BIN = Path(sys.executable).parent
+#: The smallest training that still runs every step: 1 epoch of a width-0.25 CNN at 32x32.
+TRAIN_FLAGS = "--width 0.25 --epochs 1 --batch-size 8 --input-size 32 --seed 0 --patience 0"
+
+
+def _generate(capsys: pytest.CaptureFixture[str], root: Path, *more: str) -> tuple[int, str]:
+    code, out, err = run(capsys, "deploy", "release", "--out", root, "--model", "shapes", *more)
+    return code, out + err
+
+
+def test_workflow_is_valid_and_files_are_refused_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "README.md").write_text("a repository\n")
+    code, _ = _generate(capsys, tmp_path, "--canary", "10")
+    assert code == 0
+    workflow = tmp_path / WORKFLOW
+    check = subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", workflow],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    flow = yaml.safe_load(workflow.read_text())
+    assert flow["on"]["push"]["paths"] == [
+        "data/eval/**", "data/train/**", "release/**", "scripts/release.sh"
+    ]  # fmt: skip
+    production = flow["jobs"]["production"]
+    assert production["environment"] == {"name": "production"}
+    assert production["needs"] == "candidate"
+    assert flow["jobs"]["candidate"]["steps"][-1]["run"] == "scripts/release.sh candidate"
+    assert ': "${VY_CANARY:=10}"' in (tmp_path / ENV_FILE).read_text()
+    assert (tmp_path / SCRIPT).stat().st_mode & 0o111
+    # a second run refuses to overwrite (the other files of the repository are never touched)
+    code, text = _generate(capsys, tmp_path)
+    assert code == 3
+    assert f"already holds {WORKFLOW}" in text
+    code, _ = _generate(capsys, tmp_path, "--force")
+    assert code == 0
+    assert (tmp_path / "README.md").read_text() == "a repository\n"
+    assert ': "${VY_CANARY:=0}"' in (tmp_path / ENV_FILE).read_text()
+
+
+def test_release_refuses_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = _generate(capsys, tmp_path, "--data", "../elsewhere")
+    assert code == 3
+    assert "--data '../elsewhere': a folder inside the repository" in text
+    code, _, err = run(capsys, "deploy", "release", "--out", tmp_path, "--model", "a b")
+    assert code == 3
+    assert "a registered model name" in err
+    assert not (tmp_path / WORKFLOW).exists()
+
+
+def _script(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(root / SCRIPT), *args], cwd=root, env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_release_script_end_to_end_on_the_embedded_store(
+    tmp_path: Path, sqlite_template: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "repo"
+    home = root / ".visionyard"
+    home.mkdir(parents=True)
+    shutil.copyfile(sqlite_template, home / "mlflow.db")
+    settings = Settings(home=home, tracking={"experiment": "release"})
+    synth = ["data", "synth", "--kind", "classification", "--size", "32"]
+    assert run(capsys, *synth, "--train-per-class", "4", "--val-per-class", "2",
+               root / "data/train")[0] == 0  # fmt: skip
+    assert run(capsys, *synth, "--seed", "1", "--train-per-class", "1", "--val-per-class", "5",
+               root / "data/eval")[0] == 0  # fmt: skip
+    assert _generate(capsys, root)[0] == 0
+    assert re.search(r"^dataset_digest: [0-9a-f]{64}$", (root / GATE_FILE).read_text(), re.M)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONYARD_")}
+    env.update(
+        VISIONYARD_HOME=str(home), VISIONYARD_TRACKING__URI=settings.tracking_uri(),
+        VISIONYARD_TRACKING__EXPERIMENT="release", VY=str(BIN / "visionyard"),
+        VY_TRAIN_FLAGS=TRAIN_FLAGS, VY_VARIANTS="fp32", COLUMNS="200",
+        VY_EXPORT_FLAGS="--calibration-count 8", GITHUB_OUTPUT=str(tmp_path / "github_output"),
+    )  # fmt: skip
+
+    first = _script(root, env, "candidate")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    for line in (
+        "release: version=1",
+        "may replace (unset) on 'production' (gate passed)",
+        "promoted shapes: staging (unset) -> 1",
+        "release: mode=staging",
+    ):
+        assert line in first.stdout, line  # fmt: skip
+    assert (tmp_path / "github_output").read_text() == "version=1\nmode=staging\n"
+    registry = Registry(settings)
+    assert _aliases(registry) == {"staging": "1"}  # gated against production, but not moved
+
+    approved = _script(root, env, "production", "1", "staging")
+    assert approved.returncode == 0, approved.stdout[-4000:] + approved.stderr[-4000:]
+    assert "promoted shapes: production (unset) -> 1" in approved.stdout
+    assert _aliases(registry) == {"staging": "1", "production": "1"}
+
+    # A second release whose gate fails (a floor the candidate cannot reach): exit 8, no move.
+    strict = root / "release/gate-strict.yaml"
+    strict.write_text((root / GATE_FILE).read_text() + "min_metric: 1.0\n")
+    env["VY_GATE"] = "release/gate-strict.yaml"
+    env["VY_TRAIN_FLAGS"] = TRAIN_FLAGS.replace("--seed 0", "--seed 1")  # a config change
+    failed = _script(root, env, "candidate")
+    assert failed.returncode == 8, failed.stdout[-4000:] + failed.stderr[-4000:]
+    assert "release: version=2" in failed.stdout
+    assert "gate FAILED" in failed.stdout
+    assert "gate failed for version 2 of 'shapes'" in failed.stderr
+    assert "==> staging" not in failed.stdout
+    assert "Traceback" not in failed.stderr
+    assert _aliases(registry) == {"staging": "1", "production": "1"}
+
+
+def _aliases(registry: Registry) -> dict[str, str]:
+    model = registry.client.get_model("shapes")
+    return {k: str(v) for k, v in model.aliases.items()}
