@@ -23,10 +23,14 @@ from visionyard.settings import Settings
 MODEL = "colours"
 
 
-def colour_store(root: Path, sqlite_template: Path) -> Settings:
-    """``colours@production`` (version 1) in a SQLite store of its own under ``root``."""
+@functools.cache
+def colour_store(sqlite_template: Path) -> Settings:
+    """``colours@production`` (version 1) in a SQLite store of its own, made once per test
+    process (read-only for the tests: they share it)."""
     from visionyard.cli.main import main
 
+    root = Path(tempfile.mkdtemp(prefix="vy-test-deploy-store-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     home = root / ".visionyard"
     home.mkdir(parents=True)
     shutil.copyfile(sqlite_template, home / "mlflow.db")

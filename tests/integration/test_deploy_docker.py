@@ -44,7 +44,7 @@ def contexts(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) ->
     from visionyard.cli.main import main
 
     root = tmp_path_factory.mktemp("deploy-docker")
-    settings = colour_store(root / "store", sqlite_template)
+    settings = colour_store(sqlite_template)
     wheel = ["--wheel", str(built_wheel())]
     pulled, baked = root / "pulled", root / "baked"
     flags = store_flags(settings)
@@ -156,6 +156,19 @@ def test_bake_copies_the_registered_bundle_byte_for_byte(
     assert ours
     config = yaml.safe_load((contexts.baked / "config" / "serve.yaml").read_text("utf-8"))
     assert config["serving"]["models"] == {MODEL: f"{spec.MODELS_DIR}/{MODEL}"}
+
+
+def test_models_to_pull_or_to_bake_one_of_them(
+    contexts: Contexts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = f"{MODEL}@production"
+    base = [*store_flags(contexts.settings), "deploy", "docker", "--out", str(tmp_path / "c")]
+    for extra in ([], ["-m", ref, "--bake", ref]):
+        code, _, err = run(capsys, *base, *extra, "--wheel", built_wheel())
+        assert code == 3, err
+        assert err.count("\n") == 1
+        assert "--bake" in err
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("option", ["-m", "--bake"])

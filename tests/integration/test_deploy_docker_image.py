@@ -56,9 +56,13 @@ READY = re.compile(r"^serving http=(?P<http>\S+) grpc=\S+$")
 
 @dataclass
 class Image:
-    context: Path
-    paths: dict[str, Path]  # container path -> path here
-    runtime: Stage
+    contexts: dict[str, Path]  # "baked" and "pulled"
+    venv: Path
+    paths: dict[str, Path]  # container path -> path here (without the context's COPYs)
+    tracking_uri: str
+
+    def runtime(self, mode: str) -> Stage:
+        return stage(read_dockerfile(self.contexts[mode] / "Dockerfile"), "cpu")
 
 
 def _remap(text: str, paths: dict[str, Path]) -> str:
@@ -117,25 +121,25 @@ def _build_venv(build: Stage, context: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Image:
+    """The build context of each mode (baked, pulled); the build stage run once (both modes
+    build the same venv)."""
     from visionyard.cli.main import main
-
-    root = tmp_path_factory.mktemp("docker-image")
-    settings = colour_store(root / "store", sqlite_template)
-    context = root / "context"
-    argv = [*store_flags(settings), "deploy", "docker", "--out", str(context),
-            "--bake", f"{MODEL}@production", "--wheel", str(built_wheel())]  # fmt: skip
-    assert main(argv) == 0
-    stages = read_dockerfile(context / "Dockerfile")
-    runtime = stage(stages, "cpu")
-    venv = _build_venv(stage(stages, "build"), context)
     from visionyard.deploy import spec
 
+    root = tmp_path_factory.mktemp("docker-image")
+    settings = colour_store(sqlite_template)
+    contexts = {"baked": root / "baked", "pulled": root / "pulled"}
+    for mode, option in (("baked", "--bake"), ("pulled", "-m")):
+        argv = [*store_flags(settings), "deploy", "docker", "--out", str(contexts[mode]),
+                option, f"{MODEL}@production", "--wheel", str(built_wheel())]  # fmt: skip
+        assert main(argv) == 0
+    build = stage(read_dockerfile(contexts["baked"] / "Dockerfile"), "build")
+    venv = _build_venv(build, contexts["baked"])
     state, home = root / "state", root / "home"
     state.mkdir()
     home.mkdir()
     paths = {spec.VENV: venv, spec.STATE_DIR: state, spec.HOME_DIR: home}
-    paths.update(_copies(runtime, context))
-    return Image(context, paths, runtime)
+    return Image(contexts, venv, paths, settings.tracking_uri())
 
 
 def _free_port() -> int:
@@ -150,28 +154,37 @@ class Container:
     url: str
     env: dict[str, str]
     port: int
+    runtime: Stage
 
 
-@pytest.fixture(scope="module")
-def container(image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """ENTRYPOINT + CMD with the image's ENV, in WORKDIR, as the Dockerfile states them."""
+@pytest.fixture(scope="module", params=["baked", "pulled"])
+def container(
+    image: Image, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Container]:
+    """ENTRYPOINT + CMD with the image's ENV, in WORKDIR, as the Dockerfile states them; the
+    pulled image gets the tracking URI as ``docker run -e`` would give it."""
     from visionyard.deploy import spec
 
+    mode = request.param
+    runtime = image.runtime(mode)
+    paths = {**image.paths, **_copies(runtime, image.contexts[mode])}
     ports = {8000: _free_port(), 8001: _free_port()}
-    config_here = image.paths[spec.CONFIG_FILE]
-    text = _remap(config_here.read_text("utf-8"), image.paths).replace("0.0.0.0", "127.0.0.1")
+    config_here = paths[spec.CONFIG_FILE]
+    text = _remap(config_here.read_text("utf-8"), paths).replace("0.0.0.0", "127.0.0.1")
     for port, free in ports.items():
         text = re.sub(rf"\b{port}\b", str(free), text)
     remapped = tmp_path_factory.mktemp("etc") / "serve.yaml"
     remapped.write_text(text, encoding="utf-8")
-    paths = {**image.paths, spec.CONFIG_FILE: remapped}
-    env = {k: _remap(v, paths) for k, v in image.runtime.one("ENV").pairs().items()}
-    command = image.runtime.one("ENTRYPOINT").exec_form()
-    command += [a for cmd in image.runtime.all("CMD") for a in cmd.exec_form()]
+    paths[spec.CONFIG_FILE] = remapped
+    env = {k: _remap(v, paths) for k, v in runtime.one("ENV").pairs().items()}
+    if mode == "pulled":
+        env["VISIONYARD_TRACKING__URI"] = image.tracking_uri
+    command = runtime.one("ENTRYPOINT").exec_form()
+    command += [a for cmd in runtime.all("CMD") for a in cmd.exec_form()]
     executable = shutil.which(command[0], path=env["PATH"])
     assert executable is not None
     assert executable.startswith(str(paths[spec.VENV]))
-    workdir = _remap(image.runtime.one("WORKDIR").args, paths)
+    workdir = _remap(runtime.one("WORKDIR").args, paths)
     log = tmp_path_factory.mktemp("logs") / "serve.log"
     with log.open("ab") as stderr:
         process = subprocess.Popen(
@@ -186,7 +199,7 @@ def container(image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             match = READY.match(process.stdout.readline().strip())
             url = match["http"] if match else None
         assert url, log.read_text("utf-8")[-3000:]
-        yield Container(process, url, env, ports[8000])
+        yield Container(process, url, env, ports[8000], runtime)
     finally:
         if process.poll() is None:
             process.kill()
@@ -204,8 +217,8 @@ def test_the_image_server_is_ready_and_answers(container: Container) -> None:
         assert meta["versions"] == ["1"]
 
 
-def test_the_healthcheck_command_passes_against_it(image: Image, container: Container) -> None:
-    options, _, command = image.runtime.one("HEALTHCHECK").args.partition(" CMD ")
+def test_the_healthcheck_command_passes_against_it(container: Container) -> None:
+    options, _, command = container.runtime.one("HEALTHCHECK").args.partition(" CMD ")
     import json
 
     argv = [a.replace(":8000/", f":{container.port}/") for a in json.loads(command)]

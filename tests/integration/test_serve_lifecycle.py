@@ -18,18 +18,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from PIL import Image
 
 from tests.fixtures.runtime import COLOURS, write_colour_bundle
 from tests.fixtures.serving import encoded
+from visionyard.serving.proto import grpc_service_pb2 as pb
+from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
 
-READY = re.compile(r"^serving http=(?P<http>\S+) grpc=\S+$")
+READY = re.compile(r"^serving http=(?P<http>\S+) grpc=(?P<grpc>\S+)$")
 RED = encoded(COLOURS["red"])
 pytestmark = pytest.mark.slow
 
@@ -53,6 +57,7 @@ class Replica:
     process: subprocess.Popen[str]
     url: str
     log: Path
+    grpc_target: str = ""
 
     def stop(self, timeout: float = 30.0) -> float:
         """SIGTERM; the seconds until the process exited."""
@@ -93,7 +98,7 @@ def start(
     while time.monotonic() < deadline:
         match = READY.match(child.stdout.readline().strip())
         if match:
-            return Replica(child, match["http"], log)
+            return Replica(child, match["http"], log, match["grpc"])
         if child.poll() is not None:
             break
     child.kill()
@@ -149,12 +154,16 @@ def test_sigterm_drains_not_ready_at_once_finishes_in_flight_and_exits_in_time(
         with httpx.Client(base_url=server.url, timeout=5) as other:
             ready = other.get("/v2/health/ready")
             refused = other.post("/v1/models/m:predict", content=RED)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            grpc_ready = stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
         assert client.is_alive(), "the slow request ended before the probes: make it slower"
         assert ready.status_code == 503
         assert ready.json() == {"ready": False}
         assert refused.status_code == 503
         assert "stopping" in refused.json()["error"]
         assert refused.headers["connection"] == "close"
+        assert grpc_ready is False
         client.join(30)
         code = server.process.wait(drain_s)
         took = time.monotonic() - sent
@@ -336,7 +345,8 @@ def test_rolling_replacement_behind_nginx_fails_no_request(bundle: Path, tmp_pat
     upstreams = [f"127.0.0.1:{p}" for p in ports]
     env = {"VISIONYARD_SERVING__DRAIN_S": "10"}
     logs = [tmp_path / f"replica-{n}.log" for n in range(4)]
-    replicas = [start(models, logs[n], port=ports[n], env=env) for n in (0, 1)]
+    with ThreadPoolExecutor(2) as pool:  # the first two start side by side
+        replicas = list(pool.map(lambda n: start(models, logs[n], port=ports[n], env=env), (0, 1)))
     try:
         with nginx(tmp_path, *ports) as url, Load(url) as load:
             for upstream in upstreams:
