@@ -8,12 +8,17 @@ tmp (``COPY SRC DEST`` maps DEST to the context's SRC; the venv, the state folde
 folders of their own); the config file gets loopback and free ports in place of 0.0.0.0:8000/8001.
 The process sees only the image's ``ENV`` (remapped), not the test's environment.
 
+``python`` in a ``RUN`` is this machine's Python 3.11 (the image's base is python:3.11), and pip
+reads this machine's configuration (here a local index and wheel folder), as a build behind a
+package mirror would.
+
 Cost, and how it is kept down: the build stage's ``pip install -c constraints.txt WHEEL``
-installs ~1.1 GB (mlflow and its dependencies) and took 3 min 8 s here from a cold start. The
-venv it makes is kept under ``~/.cache/visionyard-tests/`` keyed by the digest of the
-constraints and the build steps (as a Docker layer cache is keyed by its inputs); a later
-session uninstalls visionyard from it and runs the same install step again, as written, which
-then installs this checkout's wheel and checks every pinned dependency (seconds). Set
+installs ~1.1 GB (mlflow and its dependencies) and took 3 min 8 s here from a cold start (5 min
+with other tests running beside it). The venv it makes is kept under
+``~/.cache/visionyard-tests/`` keyed by the digest of the constraints and the build steps (as a
+Docker layer cache is keyed by its inputs); a later session uninstalls visionyard from it and
+runs the same install step again, as written, which then installs this checkout's wheel and
+checks every pinned dependency (13 s here; the module ~70 s). Set
 ``VISIONYARD_TEST_FRESH_IMAGE_VENV=1`` to build it from nothing.
 """
 
