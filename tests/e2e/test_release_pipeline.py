@@ -139,3 +139,55 @@ def test_release_script_end_to_end_on_the_embedded_store(
 def _aliases(registry: Registry) -> dict[str, str]:
     model = registry.client.get_model("shapes")
     return {k: str(v) for k, v in model.aliases.items()}
+
+
+STUB = """#!/usr/bin/env bash
+# a stand-in for visionyard: records each call, answers like it, exits as told
+echo "$*" >> "$STUB_LOG"
+case "$1" in
+    train) echo "run id: r1" ;;
+    register) echo "registered $3 version 3 (semver 1.2.0: minor) from run $2" ;;
+    models) exit "${STUB_SHOW:-0}" ;;
+esac
+if [[ "$*" == *"--dry-run"* ]]; then exit "${STUB_GATE:-0}"; fi
+"""
+
+
+@pytest.mark.parametrize(
+    ("canary", "show", "gate", "code", "last"),
+    [
+        ("10", "0", "0", 0, "rollout start shapes 3 --canary 10 --steps 5,25,50,100"),
+        ("10", "4", "0", 0, "promote shapes 3 --to staging --reason release candidate"),
+        ("0", "0", "0", 0, "promote shapes 3 --to staging --reason release candidate"),
+        ("10", "7", "0", 7, "models show shapes@production"),
+        ("10", "0", "8", 8, "promote shapes 3 --to production --gate release/gate.yaml --dry-run"),
+    ],
+)
+def test_release_script_decides_by_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], canary: str, show: str, gate: str,
+    code: int, last: str,
+) -> None:  # fmt: skip
+    """The script's own decisions, with a stand-in for visionyard: canary only when production
+    holds a version, staging otherwise, and the first failing command's code is the exit code."""
+    assert _generate(capsys, tmp_path)[0] == 0
+    stub, log = tmp_path / "vy", tmp_path / "calls.log"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    env = {**os.environ, "VY": str(stub), "STUB_LOG": str(log), "VY_CANARY": canary,
+           "STUB_SHOW": show, "STUB_GATE": gate, "GITHUB_OUTPUT": ""}  # fmt: skip
+    done = _script(tmp_path, env, "candidate")
+    assert done.returncode == code, done.stdout + done.stderr
+    calls = log.read_text().splitlines()
+    assert calls[:3] == [
+        "train --data data/train --no-progress --epochs 10",
+        "register r1 --name shapes",
+        "export shapes 3 --data data/train --variants fp32,int8",
+    ]
+    assert calls[-1] == last
+    assert ("release: mode=canary" in done.stdout) == last.startswith("rollout")
+    mode = "canary" if last.startswith("rollout") else "staging"
+    promoted = _script(tmp_path, env, "production", "3", mode)
+    assert promoted.returncode == 0
+    gated = "promote shapes 3 --to production --gate release/gate.yaml --reason release approved"
+    expected = "rollout promote shapes" if mode == "canary" else gated
+    assert log.read_text().splitlines()[-1] == expected
