@@ -112,7 +112,9 @@ def _build_venv(build: Stage, context: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         fresh = os.environ.get("VISIONYARD_TEST_FRESH_IMAGE_VENV") == "1"
         if fresh or not (venv / "complete").exists():
-            shutil.rmtree(venv, ignore_errors=True)
+            for stale in CACHE.glob("image-venv-*"):  # 1.1 GB each: keep only the current one
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
             _run_step(runs[0], paths)
         else:  # the cached layer: what the install step left, without visionyard
             pip = [str(venv / "bin" / "pip"), "uninstall", "-q", "-y", "visionyard"]

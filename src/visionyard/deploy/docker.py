@@ -9,8 +9,11 @@ serving dependencies only, no torch; ``gpu`` is a CUDA runtime base (Ubuntu's Py
 venv) with ``onnxruntime-gpu`` in place of ``onnxruntime``. Both run as the non-root user
 ``visionyard`` (uid 10001), label the image with the visionyard and model versions (OCI
 annotations), check readiness in ``HEALTHCHECK`` and start with an exec-form ``ENTRYPOINT``: the
-server is PID 1 itself, without a shell or init in between, and handles SIGTERM (drain, then
-exit; see ``cli/serve.py``); it starts no children, so no zombie reaping is needed.
+server is PID 1 itself, without a shell or init in between, and handles SIGTERM and SIGINT
+(drain, then exit; see ``cli/serve.py``), so the kernel's PID-1 rule (signals without a handler
+are dropped) does not bite. Its only children (the helper process that parses big JSON bodies,
+``serving/rest/parse.py``, and multiprocessing's resource tracker) are waited for by the server
+itself, so no init is needed to reap them; ``docker run --init`` adds one for other setups.
 
 Models come from the registry at start (``serving.models`` = ``NAME@ALIAS``; the tracking URI
 from ``VISIONYARD_TRACKING__URI``, credentials from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or
