@@ -34,7 +34,7 @@ def test_workflow_is_valid_and_files_are_refused_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "README.md").write_text("a repository\n")
-    code, _ = _generate(capsys, tmp_path, "--canary", "10")
+    code, _ = _generate(capsys, tmp_path, "--canary", "10", "--install", "-e .[torch]")
     assert code == 0
     workflow = tmp_path / WORKFLOW
     check = subprocess.run(
@@ -49,7 +49,9 @@ def test_workflow_is_valid_and_files_are_refused_twice(
     production = flow["jobs"]["production"]
     assert production["environment"] == {"name": "production"}
     assert production["needs"] == "candidate"
-    assert flow["jobs"]["candidate"]["steps"][-1]["run"] == "scripts/release.sh candidate"
+    steps = flow["jobs"]["candidate"]["steps"]
+    assert steps[-1]["run"] == "scripts/release.sh candidate"
+    assert steps[-2]["run"] == "python -m pip install -e .[torch]"
     assert ': "${VY_CANARY:=10}"' in (tmp_path / ENV_FILE).read_text()
     assert (tmp_path / SCRIPT).stat().st_mode & 0o111
     # a second run refuses to overwrite (the other files of the repository are never touched)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,6 +117,9 @@ def release(
     canary: int = typer.Option(
         0, "--canary", min=0, max=100, help="Start a canary at this % (0: promote to staging)."
     ),
+    install: str | None = typer.Option(
+        None, "--install", help="pip arguments that install visionyard in CI (default: PyPI)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite these files if they exist."),
 ) -> None:
     """Write a GitHub Actions release workflow, scripts/release.sh, its settings and the gate."""
@@ -125,6 +129,8 @@ def release(
         model=model, data=data, eval_data=eval_data, train_flags=train_flags,
         variants=variants, canary=canary,
     )  # fmt: skip
+    if install:
+        options = dataclasses.replace(options, install=install)
     written = generate(out_dir, options, force)
     table = Table("file", title=f"release pipeline in {escape(str(out_dir))}")
     for path in written:
