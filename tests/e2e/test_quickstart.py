@@ -40,6 +40,10 @@ def test_quickstart_tells_the_whole_story(tmp_path: Path) -> None:
         "stored beside shapes/1: sha256:",
         "sending 120 validation images darkened by 50%",
         "drift verdict: drift",
+        "registered shapes version 3",
+        "rollout of version 3 ended after",
+        "rollout of version 2 ended after",
+        "server now answers with version 2 (",
     ):
         assert expected in out, expected
     captures = tmp_path / ".visionyard" / "quickstart" / "captures"
@@ -49,6 +53,13 @@ def test_quickstart_tells_the_whole_story(tmp_path: Path) -> None:
     sidecars = list(captures.glob("shapes/1/*/*.json"))
     assert int(captured[1]) == len(sidecars) > 0  # half-dark shapes: some are hard
     assert "Traceback" not in proc.stderr
+    bad = re.search(r"rollout of version 3 ended after \d+ requests: (\w+) \((\w+):", out)
+    good = re.search(r"rollout of version 2 ended after \d+ requests: (\w+) \((\w+):", out)
+    assert bad is not None
+    assert good is not None
+    assert bad[1] == "rolled_back"  # the server judged the shadowed v3 and rolled it back
+    assert bad[2] == "min_agreement"  # it disagrees with production (the gate would stop it too)
+    assert (good[1], good[2]) == ("promoted", "steps_passed")
 
     # The story left a real MLflow store behind: read it with a plain client.
     db = tmp_path / ".visionyard" / "mlflow.db"
@@ -56,9 +67,9 @@ def test_quickstart_tells_the_whole_story(tmp_path: Path) -> None:
         warnings.filterwarnings("ignore", message=r"The ``noload`` loader", category=Warning)
         client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
         model = client.get_registered_model("shapes")
-    assert {k: str(v) for k, v in model.aliases.items()} == {"production": "1"}
+    assert {k: str(v) for k, v in model.aliases.items()} == {"production": "2"}
     versions = client.search_model_versions("name='shapes'")
-    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert sorted(str(v.version) for v in versions) == ["1", "2", "3"]
     v2 = client.get_model_version("shapes", "2")
     assert "int8" in v2.tags.get("vy.variants", "")
     run = client.get_run(v2.run_id)

@@ -164,7 +164,7 @@ STEPS: list[tuple[str, Step]] = [
     ("Train v2 on more data, register, diff", step_train_v2),
     ("Gated promotion of v2, then rollback", step_gate),
     ("Export an INT8 variant of v2", step_export),
-    ("Serve shapes@production over REST and gRPC, hot swap", step_serve),
+    ("Serve shapes@production: REST, gRPC, hot swap, drift, shadow rollout", step_serve),
 ]
 
 

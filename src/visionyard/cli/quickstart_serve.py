@@ -3,7 +3,10 @@ images over REST (plain urllib) and gRPC (the OIP v2 stubs), then move the alias
 and watch the server follow it without a restart. Last, monitoring: version 1 gets a reference
 profile of its validation images, the server receives a batch of those images darkened by half,
 and the quickstart prints the drift verdict of ``GET /v2/models/shapes/monitor`` and where the
-hard images the server captured went.
+hard images the server captured went. Then rollouts, decided by the server from its live
+figures: a barely trained version 3 in shadow (the server copies each request to it after
+answering from production) disagrees with production and is rolled back on its own; version 2
+then goes through canary steps (50 %, 100 %) and is promoted through the gate.
 """
 
 from __future__ import annotations
@@ -16,12 +19,25 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionyard.monitor.rollout.state import read_rollout
+from visionyard.registry import Registry
+
 if TYPE_CHECKING:
     from visionyard.cli.quickstart import Story
 
 SWAP_TIMEOUT_S = 60.0
 SHIFTED_IMAGES = 120
 DARKEN = 0.5
+ROLLOUT_IMAGES = 60
+#: A demo policy: few requests and no minimum step time, so that the story ends in seconds.
+ROLLOUT_POLICY = """\
+min_requests: 30
+min_step_seconds: 0
+max_error_rate: 0.02
+max_p99_latency_ratio: 4
+min_agreement: 0.8
+gate: gate.yaml
+"""
 
 
 def serve_story(story: Story) -> None:
@@ -58,6 +74,7 @@ def serve_story(story: Story) -> None:
         story.cli("rollback", "shapes", "--reason", "quickstart: roll back while serving")
         _wait_for_version(story, server.http_url, "1")
         _show_drift(story, server.http_url, token, val, captures)
+        _show_rollouts(story, server.http_url, val)
 
 
 def _sample_image(story: Story) -> Path:
@@ -121,8 +138,7 @@ def _grpc_top_label(target: str, data: bytes) -> str:
 def _wait_for_version(story: Story, http_url: str, version: str) -> None:
     started = time.perf_counter()
     while time.perf_counter() - started < SWAP_TIMEOUT_S:
-        with urllib.request.urlopen(f"{http_url}/v2/models/shapes", timeout=10) as response:  # noqa: S310
-            served = json.loads(response.read()).get("versions", [None])[0]
+        served = _metadata(http_url).get("versions", [None])[0]
         if served == version:
             story.console.print(
                 f"server now answers with version {version} "
@@ -161,6 +177,68 @@ def _show_drift(story: Story, http_url: str, token: str, val: Path, captures: Pa
     )
     story.console.print(f"drift verdict: {body.get('verdict')}", highlight=False)
     story.console.print(f"captured images: {saved} in {captures}", highlight=False)
+
+
+def _show_rollouts(story: Story, http_url: str, val: Path) -> None:
+    """A barely trained v3 in shadow is rolled back on its own; v2 then goes through canary
+    steps to production. The server decides both from its live figures; the CLI only starts."""
+    from visionyard.cli.quickstart import MODEL, QUICKSTART_MODEL
+    from visionyard.monitor import image_files
+    from visionyard.train import make_config, train
+
+    policy = story.workdir / "rollout.yaml"  # beside gate.yaml, written by the gate step
+    policy.write_text(ROLLOUT_POLICY)
+    paths = image_files(val)  # sorted by class folder: take every k-th to mix the classes
+    images = [p.read_bytes() for p in paths[:: max(1, len(paths) // ROLLOUT_IMAGES)]]
+    story.console.print("training v3 for one epoch at lr 1e-7: a deliberately bad version")
+    config = make_config(
+        data=story.facts["data_v1"], epochs=1, lr=1e-7, seed=story.seed, **QUICKSTART_MODEL
+    )
+    bad = train(config, story.settings, progress=False, console=story.console)
+    story.cli("register", bad.run_id, "--name", MODEL, "--parent", "2")
+    story.cli("rollout", "start", MODEL, "3", "--shadow", "100", "--policy", str(policy))
+    _drive_rollout(story, http_url, images, "version 1 answers, version 3 is shadowed")
+    story.cli("rollout", "status", MODEL)
+    story.cli(
+        "rollout", "start", MODEL, "2", "--canary", "50", "--steps", "50,100",
+        "--policy", str(policy),
+    )  # fmt: skip
+    _drive_rollout(story, http_url, images, "canary: version 2 gets 50 %, then 100 %")
+    story.cli("rollout", "status", MODEL)
+    _wait_for_version(story, http_url, "2")
+
+
+def _drive_rollout(story: Story, http_url: str, images: list[bytes], what: str) -> None:
+    """Wait for the server to pick the rollout up, send images until it has ended (bounded)."""
+    started = time.perf_counter()
+    while _metadata(http_url)["parameters"].get("rollout") is None:
+        if time.perf_counter() - started > SWAP_TIMEOUT_S:
+            raise TimeoutError(f"the server did not pick up the rollout in {SWAP_TIMEOUT_S} s")
+        time.sleep(0.2)
+    story.console.print(f"sending validation images ({what})")
+    sent = 0
+    while _metadata(http_url)["parameters"].get("rollout") is not None:
+        if time.perf_counter() - started > SWAP_TIMEOUT_S:
+            raise TimeoutError(f"the rollout did not end in {SWAP_TIMEOUT_S} s")
+        for data in images[:10]:
+            _rest_predict(http_url, data)
+        images = images[10:] + images[:10]
+        sent += 10
+    registry = Registry(story.settings)
+    ended = read_rollout(registry, "shapes")
+    outcome = f"{ended.status} ({ended.rule}: {ended.reason})" if ended else "unknown"
+    story.console.print(
+        f"rollout of version {ended.candidate if ended else '?'} ended after {sent} requests: "
+        f"{outcome}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _metadata(http_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{http_url}/v2/models/shapes", timeout=10) as response:  # noqa: S310
+        body: dict[str, Any] = json.loads(response.read())
+    return body
 
 
 def _darkened(path: Path) -> bytes:
