@@ -1,16 +1,18 @@
 """Faulty rollout candidates through a real server on loopback and a real registry, each rolled
-back on its own by the rule that catches it: a candidate 3x slower or more (~30 ms more model
-work per image than production's whole request on an idle machine; p99 ratio), one answering
-with shuffled labels (shadow agreement), one that sees drifted inputs (drift against its
-reference profile), and a shadow starved under sustained load (``max_duration``, with the shed
-count shown). Plus a server restarted mid-rollout that resumes it from the registry.
+back on its own by the rule that catches it: a canary failing 20 % of its requests (error
+rate), a candidate 3x slower or more (~30 ms more model work per image than production's whole
+request on an idle machine; p99 ratio), one answering with shuffled labels (shadow agreement),
+one that sees drifted inputs (drift against its reference profile), and a shadow starved under
+sustained load (``max_duration``, with the shed count shown). Plus a server restarted
+mid-rollout that resumes it from the registry.
 
-One store and one server serve the four fault models (one registered model each, so their
+One store and one server serve the five fault models (one registered model each, so their
 rollouts are independent); the restart test starts its own servers.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 import time
@@ -26,11 +28,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from PIL import Image
 
 from tests.fixtures.cli import Capture, run, store_flags
 from tests.fixtures.runtime import COLOURS, colour_classifier_onnx, colour_contract, flat_png
 from tests.fixtures.serving import ADMIN_TOKEN, encoded
 from tests.fixtures.tracking import BACKEND
+from tests.integration.test_server_rollout import failing_on_real_images
 from visionyard.bundle.store import write_bundle
 from visionyard.monitor import image_files
 from visionyard.monitor.rollout.events import all_events, chain
@@ -52,6 +56,15 @@ FAST = RolloutConfig(poll_interval_s=1.0, decide_interval_s=0.2)
 #: Policies isolate the rule under test: the others are switched off (or out of reach).
 QUIET = {"min_step_seconds": 600, "max_p99_latency_ratio": 1000.0, "max_drift": 1.0,
          "min_agreement": 0.0}  # fmt: skip
+
+
+def two_tone() -> bytes:
+    """Half red, half blue: not flat, so the failing candidate answers it."""
+    image = Image.new("RGB", (32, 24), COLOURS["red"])
+    image.paste(COLOURS["blue"], (16, 0, 32, 24))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def slow_classifier(width: int = 256, rounds: int = 8) -> bytes:
@@ -165,6 +178,7 @@ def fleet(
     settings = _store(request, root)
     clean = colour_classifier_onnx(sharpness=12.0)
     names = {
+        "failing": _model(settings, root, failing_on_real_images()),
         "slow": _model(settings, root, slow_classifier()),
         "shuffled": _model(settings, root, shuffled_classifier()),
         "drift": _model(settings, root, clean),
@@ -192,7 +206,8 @@ def _drive(
     fleet: Fleet, served: str, image: Callable[[int], bytes], timeout: float = 40.0
 ) -> tuple[Counter[str], Rollout]:
     """Send images one at a time until the server no longer routes the rollout; the answers'
-    versions by count (every answer must be a 200) and the rollout as the registry has it."""
+    versions by count (``failed``: answers other than 200) and the rollout as the registry has
+    it."""
     name = fleet.names[served]
     versions: Counter[str] = Counter()
     with httpx.Client(base_url=fleet.running.http_url, timeout=30) as http:
@@ -201,8 +216,8 @@ def _drive(
         while _shown(http, served) and time.monotonic() - began < timeout:
             sent = sum(versions.values())
             response = http.post(f"/v1/models/{served}:predict", content=image(sent))
-            assert response.status_code == 200, response.text
-            versions[response.json()["model_version"]] += 1
+            ok = response.status_code == 200
+            versions[response.json()["model_version"] if ok else "failed"] += 1
         after = {http.post(f"/v1/models/{served}:predict", content=RED).json()["model_version"]
                  for _ in range(5)}  # fmt: skip
     assert after == {"1"}  # traffic is back on production
@@ -229,6 +244,25 @@ def _one_rollback(registry: Registry, name: str) -> None:
     assert registry.client.get_model(name).aliases["production"] == "1"
 
 
+def test_a_canary_failing_a_fifth_of_its_requests_is_rolled_back_on_the_error_rate(
+    fleet: Fleet,
+) -> None:
+    name = fleet.names["failing"]
+    policy = Policy(**{**QUIET, "max_error_rate": 0.05}, min_requests=20)
+    start_rollout(fleet.registry, StartRequest(name, "2", "canary", (50, 100), policy))
+    # one image in five is flat: the candidate fails it inside ONNX Runtime, answers the others
+    two = two_tone()
+    versions, state = _drive(fleet, "failing", lambda i: RED if i % 5 == 0 else two)
+    assert (state.status, state.rule) == ("rolled_back", "max_error_rate")
+    figures = state.figures
+    assert figures["candidate_requests"] >= 20  # what it served before the rollback
+    assert 0.05 < figures["candidate_error_rate"] < 0.6, figures
+    assert figures["production_errors"] == 0
+    # the canary's clients saw those failures (one more may finish after the figures were read)
+    assert figures["candidate_errors"] <= versions["failed"] <= figures["candidate_errors"] + 1
+    _one_rollback(fleet.registry, name)
+
+
 def test_a_candidate_3x_slower_is_rolled_back_on_the_p99_ratio(fleet: Fleet) -> None:
     name = fleet.names["slow"]
     policy = Policy(**{**QUIET, "max_p99_latency_ratio": 2.0}, min_requests=20)
@@ -240,6 +274,7 @@ def test_a_candidate_3x_slower_is_rolled_back_on_the_p99_ratio(fleet: Fleet) -> 
     assert figures["candidate_p99_s"] > figures["production_p99_s"]
     assert figures["candidate_requests"] >= 20  # what it served before the rollback
     assert versions["2"] >= 20
+    assert "failed" not in versions
     assert "x production's (limit 2x)" in (state.reason or "")
     _one_rollback(fleet.registry, name)
 
