@@ -20,6 +20,9 @@ Changes to the shared spec (issue 12), as implemented:
   expectation) and ``detail`` (the rule in words).
 - ``Policy`` has an optional ``gate`` (a promotion gate file); ``max_drift`` is a share of
   drift features flagged (see :mod:`~visionyard.monitor.rollout.policy`).
+- ``Policy.max_duration_seconds`` (optional): a rollout still held that long after its start is
+  rolled back with rule ``max_duration`` (a shadow shed under sustained load never reaches
+  ``min_requests``); ``RolloutFigures.shadow_shed`` counts the shed shadows and is recorded.
 - ``apply_decision`` takes keyword options (``actor``, ``settle_s``, ``on_gate_failure``,
   ``now``) and returns :class:`Recorded` (outcome applied | held | stale | superseded). A
   promotion whose gate fails is recorded as a rollback with rule ``gate``.
