@@ -53,3 +53,15 @@ def test_wait_idle_returns_when_requests_finish_or_time_is_up() -> None:
         return await plane.wait_idle(5.0)
 
     assert asyncio.run(finish_soon())
+
+
+def test_the_server_exits_before_the_kubelet_kills_it() -> None:
+    """The server gives up ``STOP_MARGIN_S`` after ``drain_s``; the pod's grace period leaves
+    ``GRACE_MARGIN_S`` after the drain (on top of the preStop sleep): the first must be less."""
+    from visionyard.cli.serve import STOP_MARGIN_S
+    from visionyard.deploy.spec import GRACE_MARGIN_S, PRESTOP_SLEEP_S, grace_period_s
+    from visionyard.settings import Settings
+
+    assert STOP_MARGIN_S < GRACE_MARGIN_S
+    settings = Settings(serving={"drain_s": 7.5})
+    assert grace_period_s(settings) >= PRESTOP_SLEEP_S + 7.5 + STOP_MARGIN_S
