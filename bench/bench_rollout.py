@@ -25,6 +25,12 @@ production; target < 2 s after the window closes). The server judges figures eve
 ``serving.rollout_decide_interval_s`` (default 0.5 s).
 
     .venv/bin/python bench/bench_rollout.py [--seconds 5] [--repeat 3] [--breaches 3]
+        [--lone-threads 1]
+
+With one request in flight the server runs production's batch on every core (a second session,
+``serving.lone_intra_op_threads``), and a shadow running then takes a core from it;
+``--lone-threads 1`` tells whether that is the shadow's p50 cost (on 2026-12-05 it was not: the
+shadow-100 p50 ratio stayed ~2x with one thread).
 """
 
 from __future__ import annotations
@@ -260,6 +266,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--repeat", type=int, default=3, help="side-by-side rounds (median)")
     parser.add_argument("--breaches", type=int, default=3, help="breach trials")
+    parser.add_argument(
+        "--lone-threads",
+        type=int,
+        default=None,
+        help="serving.lone_intra_op_threads of the server (1: a lone request runs on one core, "
+        "so a shadow does not take a core from it)",
+    )
     args = parser.parse_args()
     print(f"load average before: {load()}", flush=True)
     images = photos()
@@ -270,7 +283,10 @@ def main() -> None:
         registry = Registry(settings)
         flags = ["--home", str(settings.home), "--tracking-uri", settings.tracking_uri()]
         models = {served: f"{name}@production" for served, name in names.items()}
-        with serve_subprocess(models, args=flags, env=SERVER_ENV) as urls:
+        env = dict(SERVER_ENV)
+        if args.lone_threads is not None:
+            env["VISIONYARD_SERVING__LONE_INTRA_OP_THREADS"] = str(args.lone_threads)
+        with serve_subprocess(models, args=flags, env=env) as urls:
             url = urls.http_url
             found = rounds(registry, url, names["m"], images, args)
             good, bad = photos()[0], encoded((255, 0, 0))
