@@ -17,6 +17,7 @@ import yaml
 
 from tests.fixtures.cli import run
 from visionyard.deploy.release import ENV_FILE, GATE_FILE, SCRIPT, WORKFLOW
+from visionyard.deploy.spec import READY_PATH
 from visionyard.registry import Registry
 from visionyard.settings import Settings
 
@@ -53,6 +54,15 @@ def test_workflow_is_valid_and_files_are_refused_twice(
     assert steps[-1]["run"] == "scripts/release.sh candidate"
     assert steps[-2]["run"] == "python -m pip install -e .[torch]"
     assert ': "${VY_CANARY:=10}"' in (tmp_path / ENV_FILE).read_text()
+    # the serving image is built with the candidate baked in and smoke-tested where Docker runs
+    image = flow["jobs"]["image"]
+    assert image["needs"] == "candidate"
+    runs = "\n".join(step.get("run", "") for step in image["steps"])
+    assert "visionyard deploy docker --out image-context --force" in runs
+    assert '--bake "${MODEL}=${MODEL}/${VERSION}"' in runs
+    assert "docker build" in runs
+    assert f"127.0.0.1:8000{READY_PATH}" in runs  # the image's own readiness probe
+    assert "docker stop" in runs
     assert (tmp_path / SCRIPT).stat().st_mode & 0o111
     # a second run refuses to overwrite (the other files of the repository are never touched)
     code, text = _generate(capsys, tmp_path)

@@ -6,7 +6,9 @@ Written under ``--out`` (the repository root):
   or ``release/`` (the training configuration) it runs ``scripts/release.sh candidate`` (train,
   register, export the variants, gate against production on the pinned evaluation set, then a
   canary or staging), then waits for the ``production`` environment's required reviewers and
-  runs ``scripts/release.sh production VERSION MODE``. Built as a dict and dumped with PyYAML
+  runs ``scripts/release.sh production VERSION MODE``; beside it, job ``image`` builds the
+  serving image with the candidate baked in and smoke-tests it (ready, metadata, graceful stop)
+  on the runner's Docker. Built as a dict and dumped with PyYAML
   (nothing templated); checked against GitHub's workflow schema (check-jsonschema's vendored
   ``vendor.github-workflows``) in the tests;
 - ``scripts/release.sh``: the steps, each one ``visionyard`` command whose exit code decides
@@ -30,8 +32,10 @@ from typing import Any
 import yaml
 
 from visionyard import __version__
+from visionyard.deploy import spec
 from visionyard.deploy.spec import write_files
 from visionyard.errors import ConfigError
+from visionyard.settings import ServingSettings
 
 WORKFLOW = ".github/workflows/visionyard-release.yml"
 SCRIPT = "scripts/release.sh"
@@ -166,6 +170,7 @@ def workflow(options: ReleaseOptions) -> dict[str, Any]:
                     },
                 ],
             },  # fmt: skip
+            "image": _image_job(options),
             "production": {
                 "name": "production (after approval)",
                 "needs": "candidate",
@@ -183,6 +188,46 @@ def workflow(options: ReleaseOptions) -> dict[str, Any]:
                 ],
             },
         },
+    }
+
+
+def _image_job(options: ReleaseOptions) -> dict[str, Any]:
+    """Build the serving image with the candidate baked in (``deploy docker --bake``), start it
+    and wait for its readiness probe: the smoke test runs where GitHub's runners have Docker."""
+    ready = f"127.0.0.1:{ServingSettings().http_port}{spec.READY_PATH}"
+    port = ServingSettings().http_port
+    smoke = (
+        f'docker run -d --name visionyard-smoke -p 127.0.0.1:{port}:{port} "$IMAGE"\n'
+        "for _ in $(seq 90); do\n"
+        f"  if curl -fsS {ready}; then break; fi\n"
+        "  sleep 2\n"
+        "done\n"
+        f"curl -fsS {ready} || {{ docker logs visionyard-smoke; exit 1; }}\n"
+        f'curl -fsS "127.0.0.1:{port}/v2/models/${{MODEL}}"\n'
+        "docker stop -t 30 visionyard-smoke\n"
+    )
+    return {
+        "name": "serving image: build and smoke-test",
+        "needs": "candidate",
+        "runs-on": "ubuntu-latest",
+        "timeout-minutes": 45,
+        "env": {
+            "MODEL": options.model,
+            "VERSION": "${{ needs.candidate.outputs.version }}",
+            "IMAGE": f"visionyard-{options.model}:${{{{ needs.candidate.outputs.version }}}}",
+        },
+        "steps": [
+            *_setup(options, lfs=False),
+            {
+                "name": "build context (the candidate's verified bundle baked in)",
+                # the wheel of the release installed above (a checkout: pip wheel --no-deps .)
+                "run": f'python -m pip download --no-deps -d wheels "visionyard=={__version__}"'
+                "\nvisionyard deploy docker --out image-context --force "
+                '--bake "${MODEL}=${MODEL}/${VERSION}" --wheel "$(ls wheels/visionyard-*.whl)"',
+            },
+            {"name": "docker build", "run": 'docker build -t "$IMAGE" image-context'},
+            {"name": "smoke test: ready, metadata, graceful stop", "run": smoke},
+        ],
     }
 
 
