@@ -1,6 +1,6 @@
 """Faulty rollout candidates through a real server on loopback and a real registry, each rolled
 back on its own by the rule that catches it: a canary failing 20 % of its requests (error
-rate), a candidate 3x slower or more (~30 ms more model work per image than production's whole
+rate), a candidate 3x slower or more (~90 ms more model work per image than production's whole
 request on an idle machine; p99 ratio), one answering with shuffled labels (shadow agreement),
 one that sees drifted inputs (drift against its reference profile), and a shadow starved under
 sustained load (``max_duration``, with the shed count shown). Plus a server restarted
@@ -67,8 +67,9 @@ def two_tone() -> bytes:
     return buffer.getvalue()
 
 
-def slow_classifier(width: int = 256, rounds: int = 8) -> bytes:
-    """The colour classifier with the same answers and ~30 ms more work per image: a chain of
+def slow_classifier(width: int = 256, rounds: int = 24) -> bytes:
+    """The colour classifier with the same answers and ~90 ms more work per image (so that one
+    hiccup in production's own p99 on a busy machine cannot hide a 2x ratio): a chain of
     matrix products seeded by the image (so nothing folds to a constant), multiplied by 0 and
     added to the logits. A bigger model, not a sleep."""
     base = onnx.load_from_string(colour_classifier_onnx())
