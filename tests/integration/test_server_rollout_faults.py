@@ -259,8 +259,12 @@ def test_a_canary_failing_a_fifth_of_its_requests_is_rolled_back_on_the_error_ra
     assert figures["candidate_requests"] >= 20  # what it served before the rollback
     assert 0.05 < figures["candidate_error_rate"] < 0.6, figures
     assert figures["production_errors"] == 0
-    # the canary's clients saw those failures (one more may finish after the figures were read)
-    assert figures["candidate_errors"] <= versions["failed"] <= figures["candidate_errors"] + 1
+    # the canary's clients saw every recorded failure, and more may come in the moments between
+    # the deciding window and the route's removal (a registry on PostgreSQL answers slower): the
+    # error rate they saw is the canary's, not production's
+    assert figures["candidate_errors"] <= versions["failed"]
+    seen = versions["failed"] / (versions["failed"] + versions["2"])
+    assert 0.05 < seen < 0.6, versions
     _one_rollback(fleet.registry, name)
 
 
