@@ -88,6 +88,11 @@ class ServingSettings(_Section):
     decode_workers: int | None = Field(
         None, description="deprecated, ignored: the inference workers decode their own images"
     )
+    variant: str | None = Field(
+        None,
+        description="serve this variant of every version (fp32, int8, fp16); unset = the "
+        "fastest that passed its export checks; a version without it is refused",
+    )
     retry_after_s: int = Field(1, ge=0)
     rollout_decide_interval_s: float = Field(
         0.5,

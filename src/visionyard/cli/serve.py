@@ -26,6 +26,12 @@ def serve(
     ui: bool | None = typer.Option(
         None, "--ui/--no-ui", help="Serve the read-only web page /ui (monitor.ui)."
     ),
+    variant: str | None = typer.Option(
+        None,
+        "--variant",
+        help="Serve this variant (fp32, int8, fp16) instead of the fastest that passed "
+        "(serving.variant); a version without it is refused.",
+    ),
 ) -> None:
     """Serve models (registry references or bundle paths); stop with Ctrl-C."""
     import asyncio
@@ -44,6 +50,7 @@ def serve(
         "serving.grpc_port": grpc_port,
         "serving.models": models or None,
         "monitor.ui": ui,
+        "serving.variant": variant,
     }
     settings = load_settings(config or root.loaded.config_file, flags).settings
     if not settings.serving.models:
@@ -68,6 +75,8 @@ async def _serve(settings: Any) -> None:
     if settings.monitor.ui:
         err().print(f"web page: {addresses.http_url}/ui")
     err().print(f"models: {', '.join(server.pool.names)}; Ctrl-C to stop")
+    if settings.serving.variant is not None:
+        err().print(f"variant pinned: {settings.serving.variant} (serving.variant)")
     if settings.serving.admin_token is None:
         err().print(
             "admin calls disabled: no serving.admin_token (VISIONYARD_SERVING__ADMIN_TOKEN)"

@@ -147,6 +147,7 @@ def serve_yaml(settings: Settings, models: Mapping[str, str]) -> str:
             "grpc_port": port.grpc,
             "drain_s": settings.serving.drain_s,
             "models": dict(models),
+            **({"variant": settings.serving.variant} if settings.serving.variant else {}),
         },
         "monitor": {"enabled": settings.monitor.enabled},
     }

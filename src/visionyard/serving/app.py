@@ -149,7 +149,7 @@ def pool_config(settings: Settings) -> PoolConfig:
         retry_after_s=serving.retry_after_s,
     )
     lone = serving.lone_intra_op_threads or usable_cores()
-    return PoolConfig(batch, limits, alone_intra_op_threads=lone)
+    return PoolConfig(batch, limits, alone_intra_op_threads=lone, variant=serving.variant)
 
 
 def sources_from_settings(settings: Settings) -> dict[str, ModelSource]:

@@ -28,11 +28,13 @@ def serve_subprocess(
     models: Mapping[str, str],
     *,
     args: Sequence[str] = (),
+    serve_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     log_path: Path | None = None,
     timeout_s: float = 120.0,
 ) -> Iterator[Addresses]:
-    """Run ``visionyard [args] serve --model NAME=REF ... --http-port 0 --grpc-port 0``."""
+    """Run ``visionyard [args] serve --model NAME=REF ... --http-port 0 --grpc-port 0
+    [serve_args]``."""
     command = [
         sys.executable,
         "-c",
@@ -46,6 +48,7 @@ def serve_subprocess(
     ]
     for name, reference in models.items():
         command += ["--model", f"{name}={reference}"]
+    command += serve_args
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     child = subprocess.Popen(
         command,

@@ -8,6 +8,10 @@ A version that fails to resolve, load, verify or warm up leaves the old one serv
 is logged (once while it repeats), counted in metrics and shown in the model's metadata
 (``parameters.last_error``).
 
+With a pinned variant (``serving.variant``) every version is opened on that variant; a version
+that lacks it is refused like a broken one (:func:`check_pinned_variant`), never served on
+another variant.
+
 A version that failed is remembered: polls skip it (without downloading it again, when the
 source can look its version up first) until the source points elsewhere; an admin load retries
 it. An admin unload sticks: polls leave the model unloaded until an admin loads it again.
@@ -21,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from visionyard.bundle.store import Bundle, load_bundle
 from visionyard.errors import BundleError, NotFoundError, VisionyardError
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.batching import BatchConfig, Batcher, usable_cores
@@ -271,10 +276,10 @@ class ModelPool:
 
     def _open(self, resolved: Resolved) -> tuple[InferenceSession, InferenceSession | None]:
         """The version's session, and its wide twin for lone batches (when configured)."""
-        session = InferenceSession.open(
-            resolved.path,
-            variant=self.config.variant,
-            intra_op_threads=self.config.intra_op_threads,
+        bundle = load_bundle(resolved.path)  # verifies the checksums
+        check_pinned_variant(bundle, self.config.variant, resolved.version)
+        session = InferenceSession.from_bundle(
+            bundle, variant=self.config.variant, intra_op_threads=self.config.intra_op_threads
         )
         session.run(session.dummy_input(1))  # warm-up: first run allocates and optimises
         threads = self.config.alone_intra_op_threads
@@ -317,6 +322,21 @@ class ModelPool:
         fields = {**_fields(entry, version), "serving": serving, "error": f"{exc.code}: {exc}"}
         level = logging.DEBUG if repeated else logging.ERROR
         log.log(level, f"{what} failed to load; {still}", extra={"fields": fields})
+
+
+def check_pinned_variant(bundle: Bundle, pinned: str | None, version: str) -> None:
+    """Refuse a version that lacks the variant ``serving.variant`` pins (never serve another
+    one silently); the error names the variants the version has."""
+    if pinned is None or pinned in bundle.variants:
+        return
+    have = ", ".join(sorted(bundle.variants))
+    raise NotFoundError(
+        "variant",
+        pinned,
+        f"version {version} has only: {have}; serving.variant (--variant) pins {pinned!r}: "
+        "export that variant for this version, or pin another one (unset: the fastest that "
+        "passed)",
+    )
 
 
 def _domain(exc: Exception) -> VisionyardError:
