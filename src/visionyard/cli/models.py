@@ -19,6 +19,7 @@ from visionyard.cli.console import err, out, registry
 
 if TYPE_CHECKING:
     from visionyard.registry import AliasEvent, VersionDiff, VersionView
+    from visionyard.registry.evaluations import EvaluationRecord
     from visionyard.registry.views import AliasView
 
 app = typer.Typer(help="Registered models: list, show, history, diff.", no_args_is_help=True)
@@ -64,6 +65,10 @@ def show(
     if view.promotions:
         console.print(
             _events_table(f"alias moves involving v{view.version.version}", view.promotions)
+        )
+    if view.evaluations:
+        console.print(
+            _evaluations_table(f"evaluations of v{view.version.version}", view.evaluations)
         )
     for alias in view.aliases:
         if alias.sync in SYNC_NOTES:
@@ -193,7 +198,22 @@ def _view_json(view: VersionView) -> dict[str, Any]:
         "aliases": [asdict(a) for a in view.aliases],
         "run": asdict(view.run) if view.run else None,
         "promotions": [e.to_dict() for e in view.promotions],
+        "evaluations": [r.to_dict() for r in view.evaluations],
     }
+
+
+def _evaluations_table(title: str, records: list[EvaluationRecord]) -> Table:
+    """``visionyard evaluate --log`` records, oldest first."""
+    table = _table(title, ("when (UTC)", "data", "dataset digest", "variant", "images",
+                           "metric", "run"))  # fmt: skip
+    for r in records:
+        primary = r.primary
+        metric = f"{primary[0]} {primary[1]:.4f}" if primary else "-"
+        data = r.dataset + (f" ({r.split})" if r.split else "")
+        digest = (r.dataset_digest or "-").removeprefix("sha256:")[:12]
+        table.add_row(_when(r.time_ms), escape(data), digest, r.variant or "-", str(r.samples),
+                      metric, r.run_id or "-")  # fmt: skip
+    return table
 
 
 def _event_line(e: AliasEvent) -> str:

@@ -26,7 +26,9 @@ from visionyard.evaluate.detection import (
     evaluate_detection,
     truth_from_coco,
 )
+from visionyard.evaluate.folder import EvalSet, check_fit, evaluate_set, read_eval_set
 from visionyard.evaluate.latency import LatencyReport, measure_latency
+from visionyard.evaluate.report import confusion_matrix_png, write_report
 
 __all__ = [
     "Agreement",
@@ -36,19 +38,25 @@ __all__ = [
     "ClassificationReport",
     "Comparison",
     "DetectionReport",
+    "EvalSet",
     "ImageTruth",
     "LabelledImage",
     "LatencyReport",
     "MetricDelta",
     "TruthBox",
+    "check_fit",
     "check_labels",
     "classification_report",
     "compare_reports",
+    "confusion_matrix_png",
     "detection_agreement",
     "detection_report",
     "evaluate_classification",
     "evaluate_detection",
+    "evaluate_set",
     "measure_latency",
     "prediction_agreement",
+    "read_eval_set",
     "truth_from_coco",
+    "write_report",
 ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from visionyard.errors import NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.aliases import SyncState, sync_state
+from visionyard.registry.evaluations import EvaluationRecord, parse_evaluations
 from visionyard.registry.history import AliasEvent, last_event, parse_history
 from visionyard.tracking.queries import RunInfo
 from visionyard.tracking.registry_client import ModelInfo, RegistryClient, VersionInfo
@@ -83,6 +84,7 @@ class VersionView:
     aliases: list[AliasView]
     run: RunInfo | None
     promotions: list[AliasEvent] = field(default_factory=list)
+    evaluations: list[EvaluationRecord] = field(default_factory=list)
 
 
 def list_models(client: RegistryClient) -> list[ModelRow]:
@@ -120,7 +122,7 @@ def show(client: RegistryClient, reference: Reference) -> VersionView:
     run = _run(client, version.run_id)
     mine = [e for e in history if version.version in (e.to_version, e.from_version)]
     held = [a for a in alias_views(model, history) if a.version == version.version]
-    return VersionView(model, version, held, run, mine)
+    return VersionView(model, version, held, run, mine, parse_evaluations(version.tags))
 
 
 def history(

@@ -29,6 +29,7 @@ from visionyard.contract.schema import VisionContract
 from visionyard.data.imagefolder import ImageFolderDataset, read_imagefolder
 from visionyard.data.manifest import DatasetManifest
 from visionyard.errors import ConfigError
+from visionyard.evaluate.report import confusion_matrix_png
 from visionyard.export.onnx import ParityError, ParityReport, check_parity, export_torch
 from visionyard.settings import Settings
 from visionyard.tracking import TrackedRun, start_run
@@ -39,7 +40,7 @@ from visionyard.train.loop import FitResult, Loop, LoopData, amp_dtype
 from visionyard.train.metrics import ClassificationMetrics
 from visionyard.train.models import build_model, with_embedding
 from visionyard.train.progress import TrainingProgress
-from visionyard.train.report import confusion_matrix_png, per_class_json, per_class_markdown
+from visionyard.train.report import per_class_json, per_class_markdown
 
 log = logging.getLogger(__name__)
 DATASET_NAME = "train"
