@@ -36,10 +36,20 @@ def export(
     version: str | None = typer.Argument(None, help="Version number of the registered model."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Export a bundle directory."),
     variants: str = typer.Option("fp32,int8", "--variants", help="fp32,int8[,fp16]"),
-    data: Path = typer.Option(..., "--data", help="Dataset folder (eval: val, calib: train)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Labelled dataset folder (eval: val, calib: train)."
+    ),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Any folder of images (recursive, no labels) to calibrate INT8 on; without "
+        "--data, held-out images of it compare the variants with FP32's answers.",
+    ),
     eval_split: str | None = typer.Option(None, "--eval-split", help="Default: val or test."),
     calibration_split: str = typer.Option("train", "--calibration-split"),
-    calibration_data: Path | None = typer.Option(None, "--calibration-data"),
+    calibration_data: Path | None = typer.Option(
+        None, "--calibration-data", help="A labelled dataset to calibrate on (with --data)."
+    ),
     calibration_count: int = typer.Option(100, "--calibration-count", min=1),
     method: Method = typer.Option(Method.minmax, "--calibration-method"),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Points of top-1/mAP."),
@@ -52,18 +62,25 @@ def export(
         True, "--profile/--no-profile", help="Profile a version that has no reference profile."
     ),
 ) -> None:
-    """Build variants, measure each against FP32 on the evaluation set, keep those that pass;
-    a registered version without a reference profile also gets one, on the evaluation split."""
-    from visionyard.export.variants import CalibrationOptions, TimingOptions, VariantOptions
-    from visionyard.export.workflow import resolve_sets
+    """Build variants, measure each against FP32 on the evaluation set (its labels, or without
+    --data FP32's own answers on held-out --calibration images), keep those that pass; a
+    registered version without a reference profile also gets one."""
+    from visionyard.export.images import describe_unreadable
+    from visionyard.export.variants import (
+        CalibrationOptions,
+        TimingOptions,
+        VariantOptions,
+        parse_variants,
+    )
+    from visionyard.export.workflow import SetOptions, export_sets
 
     target = _target(name, version, bundle)
-    evaluation, calibration = resolve_sets(
-        data,
-        eval_split=eval_split,
-        calibration_split=calibration_split,
-        calibration_data=calibration_data,
+    chosen = SetOptions(
+        data, calibration, eval_split, calibration_split, calibration_data, calibration_count
     )
+    sets = export_sets(chosen, quantize="int8" in parse_variants(variants))
+    if sets.unreadable:
+        err().print(describe_unreadable(sets.unreadable, calibration or ""), highlight=False)
     options = VariantOptions(
         max_drop_points=max_drop,
         min_agreement=min_agreement,
@@ -71,7 +88,7 @@ def export(
         calibration=CalibrationOptions(count=calibration_count, method=method.value),
         timing=TimingOptions(threads=threads),
     )
-    job = _Job(variants, evaluation, calibration, options)
+    job = _Job(variants, sets.evaluation, sets.calibration, options)
     with err().status("exporting variants") as status:
         reports = _run(ctx, target, job, status.update)
     where = str(target) if isinstance(target, Path) else "{} version {}".format(*target)
@@ -79,7 +96,10 @@ def export(
     if profile and not isinstance(target, Path) and not _has_profile(ctx, *target):
         from visionyard.cli.monitor import profile_now
 
-        profile_now(ctx, "{}/{}".format(*target), data, eval_split or "val")
+        labelled = data is not None
+        folder = data if data is not None else calibration
+        assert folder is not None  # export_sets() refused neither
+        profile_now(ctx, "{}/{}".format(*target), folder, eval_split or "val" if labelled else None)
     _refuse_rejected(reports, options)
 
 
@@ -103,7 +123,7 @@ def _target(name: str | None, version: str | None, bundle: Path | None) -> Path 
 class _Job:
     variants: str
     eval_set: EvalSet
-    calibration_set: CalibrationSource
+    calibration_set: CalibrationSource | None
     options: VariantOptions
 
 
@@ -149,8 +169,9 @@ def _refuse_rejected(reports: Sequence[VariantReport], options: VariantOptions) 
 
 
 def variants_table(reports: Sequence[VariantReport], *, title: str = "variants") -> Table:
-    """One row per variant: decision, accuracy change, agreement, speed and size."""
-    table = Table(title=title)
+    """One row per variant: decision, accuracy change, agreement, speed and size; the caption
+    says what quality was measured against (labels, or agreement with FP32's answers)."""
+    table = Table(title=title, caption=_compared(reports), caption_justify="left")
     for column in ("variant", "status", "metric", "Δ points", "agreement", "worst class"):
         table.add_column(column, justify="right" if column == "Δ points" else "left")
     for column in ("p50 ms (b=1)", "speedup", "img/s (b=16)", "size MB", "provider"):
@@ -169,7 +190,7 @@ def _row(report: VariantReport) -> list[str]:
         report.name,
         f"[{_STYLE[report.status]}]{report.status}[/]",
         f"{quality.metric} {quality.value:.4f}",
-        f"{quality.delta_points:+.2f}",
+        "-" if quality.delta_points is None else f"{quality.delta_points:+.2f}",
         f"{quality.agreement:.4f}",
         _worst(report),
         f"{speed.latency_p50_ms:.2f}",
@@ -178,6 +199,17 @@ def _row(report: VariantReport) -> list[str]:
         f"{report.file_size_bytes / 1e6:.2f}",
         speed.provider.removesuffix("ExecutionProvider"),
     ]
+
+
+def _compared(reports: Sequence[VariantReport]) -> str:
+    if not reports:
+        return ""
+    first = reports[0]
+    where = (first.eval_set.source or "the evaluation set").removeprefix("images:")
+    images = f"{first.eval_set.count} images: {where}"
+    if first.quality.comparison == "labels":
+        return f"compared with: labels, {first.quality.metric} on {images}"
+    return f"compared with: agreement with fp32 (no labels), on {images}"
 
 
 def _worst(report: VariantReport) -> str:

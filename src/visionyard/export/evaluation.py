@@ -5,6 +5,10 @@ The metrics come from :mod:`visionyard.evaluate` (``classification_report``,
 ONCE and keeping its raw outputs, so the variant's metric delta, its prediction agreement with
 FP32 (top-1 label, or the F1 of matching boxes) and the largest output difference all come from
 the same run -- instead of evaluating, then running both models again to compare them.
+
+Without labels (an :class:`~visionyard.export.images.ImageSet`, from ``export --calibration
+DIR`` and no ``--data``) there is no metric to compare: the variant is measured against FP32's
+own answers only (``comparison = "agreement with fp32"``), and the report says so.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from visionyard.evaluate.classification import (
 )
 from visionyard.evaluate.compare import detection_agreement
 from visionyard.evaluate.detection import DetectionReport, detection_report, truth_from_coco
+from visionyard.export.images import ImageSet
 from visionyard.export.reports import ClassChange, DataRef, Quality
 from visionyard.runtime.session import InferenceSession, Outputs
 
-EvalSet = ImageFolderDataset | CocoDataset
+EvalSet = ImageFolderDataset | CocoDataset | ImageSet
 Report = ClassificationReport | DetectionReport
 
 
@@ -42,10 +47,11 @@ Report = ClassificationReport | DetectionReport
 class Evaluated:
     """One model on the evaluation set: its report, raw outputs and per-image predictions."""
 
-    report: Report
+    report: Report | None  # None: no labels
     outputs: Outputs
     top1: np.ndarray | None
     detections: list[list[Detection]] | None
+    labels: tuple[str, ...] = ()
 
 
 def check_task(dataset: Any, contract: VisionContract, role: str) -> None:
@@ -62,6 +68,14 @@ def check_task(dataset: Any, contract: VisionContract, role: str) -> None:
 
 def eval_ref(dataset: EvalSet) -> DataRef:
     """Content digest of the evaluation images and their labels."""
+    if isinstance(dataset, ImageSet):
+        lines = sorted(sha256_file(p) for p in dataset.paths)
+        held = " (held out from calibration)" if dataset.held_out else ""
+        source = f"images:{dataset.root}{held}"
+        digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return DataRef(
+            digest=digest, count=len(dataset), source=source, unreadable=len(dataset.unreadable)
+        )
     if isinstance(dataset, ImageFolderDataset):
         lines = sorted(f"{sha256_file(s.path)} {s.class_name}" for s in dataset.samples)
         source = f"imagefolder:{dataset.root}"
@@ -78,9 +92,22 @@ def evaluate(session: InferenceSession, dataset: EvalSet, batch_size: int = 32) 
     check_task(dataset, session.contract, "evaluation")
     if len(dataset) == 0:
         raise DatasetError("the evaluation set is empty")
+    if isinstance(dataset, ImageSet):
+        return _unlabelled(session, dataset, batch_size)
     if isinstance(dataset, ImageFolderDataset):
         return _classification(session, dataset, batch_size)
     return _detection(session, dataset, batch_size)
+
+
+def _unlabelled(session: InferenceSession, images: ImageSet, batch_size: int) -> Evaluated:
+    """The model's answers alone: what FP32 and a variant are compared on without labels."""
+    labels = tuple(session.contract.labels)
+    outputs, metas = _run(session, list(images.paths), batch_size)
+    if session.contract.task == "classification":
+        top1 = class_probabilities(outputs, session.contract).argmax(axis=1)
+        return Evaluated(None, outputs, top1, None, labels)
+    found = [list(r.detections) for r in session.decode(outputs, metas)]
+    return Evaluated(None, outputs, None, found, labels)
 
 
 def _classification(
@@ -119,6 +146,8 @@ def _run(
 def quality(reference: Evaluated, candidate: Evaluated) -> Quality:
     """The candidate's metric, agreement and per-class changes against the reference."""
     before, after = reference.report, candidate.report
+    if before is None or after is None:
+        return _agreement_quality(reference, candidate)
     return Quality(
         metric="accuracy" if isinstance(before, ClassificationReport) else "map_50_95",
         value=after.primary,
@@ -129,6 +158,36 @@ def quality(reference: Evaluated, candidate: Evaluated) -> Quality:
         class_metric="recall" if isinstance(before, ClassificationReport) else "ap",
         per_class=_per_class(before, after),
     )
+
+
+def _agreement_quality(reference: Evaluated, candidate: Evaluated) -> Quality:
+    """No labels: the agreement with FP32 is the metric; per class FP32 answered, the share of
+    those images the candidate answered alike."""
+    agreement = _agreement(reference, candidate)
+    classify = reference.top1 is not None
+    return Quality(
+        metric="top1_agreement" if classify else "box_agreement",
+        value=agreement,
+        reference=1.0,
+        delta_points=None,
+        agreement=agreement,
+        max_abs_diff=_max_abs_diff(reference.outputs, candidate.outputs),
+        class_metric="agreement",
+        per_class=_per_class_agreement(reference, candidate) if classify else [],
+        comparison="agreement with fp32",
+    )
+
+
+def _per_class_agreement(reference: Evaluated, candidate: Evaluated) -> list[ClassChange]:
+    assert reference.top1 is not None
+    assert candidate.top1 is not None
+    rows = []
+    for index, label in enumerate(reference.labels):
+        mine = reference.top1 == index
+        if mine.any():
+            share = float(np.mean(candidate.top1[mine] == index))
+            rows.append(ClassChange(label=label, before=1.0, after=share, delta=share - 1.0))
+    return rows
 
 
 def _agreement(reference: Evaluated, candidate: Evaluated) -> float:

@@ -12,8 +12,9 @@ on x86 CPUs and the calibration data:
   7-bit ones. A variant is built once and may be served on any CPU, so it is built to be right
   on all of them.
 - Calibration images are chosen deterministically (seeded) from a training or evaluation set,
-  checked to be of the model's task and labels, preprocessed by the ONE contract
-  implementation, and summarised by a content digest that goes into the variant's report.
+  checked to be of the model's task and labels, or from any folder of images (no labels
+  needed, :mod:`visionyard.export.images`), preprocessed by the ONE contract implementation,
+  and summarised by a content digest that goes into the variant's report.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from visionyard.data.imagefolder import ImageFolderDataset
 from visionyard.errors import DatasetError, ExportError, VisionyardError
 from visionyard.evaluate.classification import check_labels
 from visionyard.export.evaluation import check_task
+from visionyard.export.images import ImageSet
 from visionyard.export.reports import DataRef
 
 CalibrationName = Literal["minmax", "percentile", "entropy"]
-CalibrationSource = ImageFolderDataset | CocoDataset | Sequence[Path]
+CalibrationSource = ImageFolderDataset | CocoDataset | ImageSet | Sequence[Path]
 METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,
     "percentile": CalibrationMethod.Percentile,
@@ -107,7 +109,11 @@ def select_calibration(
             "training or evaluation set with images of the model's classes"
         )
     chosen = tuple(sorted(_take_turns(groups, count, seed)))
-    ref = DataRef(digest=calibration_digest(chosen), count=len(chosen), source=kind, method=method)
+    unreadable = len(source.unreadable) if isinstance(source, ImageSet) else 0
+    ref = DataRef(
+        digest=calibration_digest(chosen), count=len(chosen), source=kind, method=method,
+        unreadable=unreadable,
+    )  # fmt: skip
     return CalibrationSet(chosen, ref)
 
 
@@ -140,6 +146,8 @@ def _source_groups(
     if isinstance(source, CocoDataset):
         check_labels(source.labels, contract.labels, allow_subset=True)
         return [[i.path for i in source.images]], f"coco:{source.annotation_file}"
+    if isinstance(source, ImageSet):
+        return [list(source.paths)], f"images:{source.root}"
     return [[Path(p) for p in source]], "images"
 
 

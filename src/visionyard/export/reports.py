@@ -28,6 +28,9 @@ from visionyard.runtime.variants import Precision
 REPORTS_FILE = "reports/variants.json"
 REPORT_DIR = "reports/variants"
 Status = Literal["passed", "rejected", "forced", "reference"]
+#: What a variant was measured against: the evaluation set's labels, or (no labels given) the
+#: FP32 model's own answers on images held out from calibration.
+Comparison = Literal["labels", "agreement with fp32"]
 _TOOLS = ("visionyard", "onnx", "onnxruntime", "numpy")
 
 
@@ -51,6 +54,7 @@ class DataRef(_Frozen):
     count: int
     source: str | None = None
     method: str | None = None
+    unreadable: int = 0
 
 
 class Speed(_Frozen):
@@ -65,16 +69,22 @@ class Speed(_Frozen):
 
 
 class Quality(_Frozen):
-    """The variant's headline metric against the FP32 reference on the same evaluation set."""
+    """The variant's headline metric against the FP32 reference on the same evaluation set.
+
+    With ``comparison == "agreement with fp32"`` there were no labels: the metric IS the
+    agreement (``top1_agreement``, ``box_agreement``), ``delta_points`` is None (no accuracy
+    was measured) and ``per_class`` holds, per class FP32 answered, the share the variant
+    answered alike."""
 
     metric: str
     value: float
     reference: float
-    delta_points: float
+    delta_points: float | None
     agreement: float
     max_abs_diff: float | None
-    class_metric: Literal["recall", "ap"]
+    class_metric: Literal["recall", "ap", "agreement"]
     per_class: list[ClassChange]
+    comparison: Comparison = "labels"
 
 
 class VariantReport(_Frozen):
@@ -106,6 +116,7 @@ class VariantReport(_Frozen):
             "precision": self.precision,
             "status": self.status,
             "metric": self.quality.metric,
+            "comparison": self.quality.comparison,
             "delta_points": self.quality.delta_points,
             "agreement": self.quality.agreement,
             "speedup_vs_fp32": self.speedup_vs_fp32,
@@ -116,9 +127,14 @@ class VariantReport(_Frozen):
 
 
 def tag_summary(report: VariantReport) -> str:
-    """One line for a registry tag: ``passed accuracy -0.3pt 2.80x 11.2MB``."""
+    """One line for a registry tag: ``passed accuracy -0.3pt 2.80x 11.2MB`` (with labels) or
+    ``passed top1_agreement 0.9900 2.80x 11.2MB`` (compared with FP32's answers)."""
+    quality = report.quality
+    change = (
+        f"{quality.value:.4f}" if quality.delta_points is None else f"{quality.delta_points:+.1f}pt"
+    )
     return (
-        f"{report.status} {report.quality.metric} {report.quality.delta_points:+.1f}pt "
+        f"{report.status} {quality.metric} {change} "
         f"{report.speedup_vs_fp32:.2f}x {report.file_size_bytes / 1e6:.1f}MB"
     )
 

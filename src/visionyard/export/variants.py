@@ -7,7 +7,9 @@ COCO mAP for detectors) drops more than ``max_drop_points``, or whose prediction
 FP32's on fewer than ``min_agreement`` of the images (top-1 label, or matched boxes), is
 **rejected** and not stored, unless ``force`` stores it with ``passed: false`` (so the runtime
 never picks it on its own). An accuracy that holds while a tenth of the answers change is not a
-faithful copy of the model: both checks apply.
+faithful copy of the model: both checks apply. Without labels (an unlabelled image folder as the
+evaluation set) only the agreement check applies, and the report says the comparison was
+``"agreement with fp32"`` instead of ``"labels"``.
 
 :func:`measure_variants` builds and measures without writing anything. :func:`build_variants`
 then stores the kept ones in a local bundle as ``variants/<name>.onnx`` together with their
@@ -283,10 +285,7 @@ def _report(
     calibration: DataRef | None,
 ) -> VariantReport:
     result = quality(base.evaluated, measured.evaluated)
-    bound = ctx.options.max_drop_points
-    accurate = -result.delta_points <= bound + 1e-9
-    faithful = result.agreement >= ctx.options.min_agreement - 1e-9
-    passed = accurate and faithful
+    passed, reason = judge(result, ctx.options)
     status = "passed" if passed else ("forced" if ctx.options.force else "rejected")
     return VariantReport(
         name=name,
@@ -294,8 +293,8 @@ def _report(
         status=status,
         passed=passed,
         stored=passed or ctx.options.force,
-        reason=_reason(result, accurate, faithful, ctx.options),
-        max_drop_points=bound,
+        reason=reason,
+        max_drop_points=ctx.options.max_drop_points,
         file=ctx.bundle.variants.get(name, f"variants/{name}.onnx"),
         file_size_bytes=len(model),
         sha256=sha256_bytes(model),
@@ -308,11 +307,21 @@ def _report(
     )
 
 
+def judge(result: Quality, options: VariantOptions) -> tuple[bool, str]:
+    """Whether a variant passes, and why: its metric may drop at most ``max_drop_points``
+    (when labels measured one) AND its answers must agree with FP32's on at least
+    ``min_agreement`` of the images -- an unmoved accuracy does not excuse changed answers."""
+    delta = result.delta_points
+    accurate = delta is None or -delta <= options.max_drop_points + 1e-9
+    faithful = result.agreement >= options.min_agreement - 1e-9
+    return accurate and faithful, _reason(result, accurate, faithful, options)
+
+
 def _reason(result: Quality, accurate: bool, faithful: bool, options: VariantOptions) -> str:
     verb = "within the bound" if accurate else "exceeds the bound"
     bound, floor = options.max_drop_points, options.min_agreement
     relation = ">=" if faithful else "below"
-    return (
-        f"{result.metric} {result.delta_points:+.2f} points: {verb} of -{bound:g}; "
-        f"agreement with fp32 {result.agreement:.4f} {relation} {floor:g}"
-    )
+    agreement = f"agreement with fp32 {result.agreement:.4f} {relation} {floor:g}"
+    if result.delta_points is None:
+        return f"no labels, accuracy not measured: {agreement}"
+    return f"{result.metric} {result.delta_points:+.2f} points: {verb} of -{bound:g}; {agreement}"
