@@ -130,6 +130,7 @@ def test_a_registered_version_calibrated_without_labels(
     tags = RegistryClient.from_settings(settings).get_version(name, "1").tags
     assert re.match(r"passed top1_agreement [01]\.\d{4} ", tags["vy.variant.int8"])
     assert tags["vy.variants"] == "fp32,int8"
+    assert "vy.profile_digest" in tags  # profiled on the calibration folder: no --data
 
 
 @pytest.mark.parametrize(
