@@ -253,3 +253,21 @@ def test_list_presets_prints_their_numbers(capsys: Capture, world: World) -> Non
     assert "(127, 127, 127)" in stdout
     assert "(128, 128, 128)" in stdout
     assert "letterbox" in stdout
+
+
+def test_reference_folder_warns_when_pixels_leave_the_models_range(
+    capsys: Capture, world: World
+) -> None:
+    code, stdout, stderr = _import(
+        capsys, world, "--onnx", world.mobilenet, "--preset", "imagenet", "--scale", "1",
+        "--labels", world.labels5, "--reference", world.images, "-n", _name(),
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "warning: preprocessed reference pixels reach" in stderr
+    assert "check preprocessing.scale" in stderr
+    run_id = stdout.split("from run ")[1].split()[0]
+    client = RegistryClient.from_settings(world.settings).client
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["reference_images"] == 3
+    assert metrics["reference_abs_p99"] > 100
+    assert "reference pixels" in client.get_run(run_id).data.tags["visionyard.import.warnings"]
