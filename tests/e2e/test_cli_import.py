@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from tests.fixtures.cli import Capture, run, store_flags
-from tests.fixtures.import_models import colour_net, colour_weights
+from tests.fixtures.import_models import colour_net, colour_weights, tiny_detector
 from tests.fixtures.models import session_settings
 from visionyard.contract.schema import VisionContract
 from visionyard.export.onnx import export_torch
@@ -300,3 +300,22 @@ def test_a_pretrained_model_from_a_package_goes_from_file_to_served_version(
     with torch.inference_mode():
         want = net(torch.from_numpy(session.preprocess([image]).tensor)).argmax(-1).item()
     assert session.classify([image])[0][0].label == f"class_{want}"
+
+
+def test_a_detector_with_the_yolo_preset(capsys: Capture, world: World) -> None:
+    weights = world.root / "detector.safetensors"
+    state = {f"colour.{k}": v for k, v in colour_weights().items()}
+    save_file({**state, "anchors": tiny_detector(3).state_dict()["anchors"]}, str(weights))
+    name = _name()
+    code, stdout, stderr = _import(
+        capsys, world, "--torch", f"{FACTORY}:tiny_detector", "--weights", weights,
+        "--preset", "yolo", "--input-size", "64", "--labels", world.colour_labels,
+        "--samples", world.images, "-n", name,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "detection" in stdout
+    session = _session(world, f"{name}/1")
+    assert session.contract.preprocessing.resize == "letterbox"
+    found = session.detect([world.images / "blue.png"])[0]
+    assert found
+    assert found[0].label == "blue"

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from visionyard.contract.preprocess import Source
-from visionyard.contract.schema import VisionContract
+from visionyard.contract.schema import ClassificationDecoding, VisionContract
 from visionyard.errors import ConfigError
 from visionyard.export.onnx import ParityReport, check_parity, export_torch
 
@@ -170,7 +170,8 @@ def _listed(what: str, items: Sequence[str], most: int = 4) -> str:
 
 @torch.inference_mode()
 def output_classes(module: nn.Module, contract: VisionContract) -> int:
-    """The size of the last axis of the module's (first) output on a zero input."""
+    """The classes the module scores on a zero input: the last axis of its output (of its
+    second output, the scores, for a detector)."""
     pre = contract.preprocessing
     h, w = pre.input_size.height, pre.input_size.width
     shape = (1, 3, h, w) if pre.layout == "NCHW" else (1, h, w, 3)
@@ -181,8 +182,14 @@ def output_classes(module: nn.Module, contract: VisionContract) -> int:
             f"the module fails on a {list(shape)} {pre.dtype} input (the contract's input): "
             f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         ) from exc
-    first = out[0] if isinstance(out, tuple | list) else out
-    return int(first.shape[-1])
+    outputs = list(out) if isinstance(out, tuple | list) else [out]
+    decoding = contract.decoding
+    index = 0 if isinstance(decoding, ClassificationDecoding) else 1  # detection: (boxes, scores)
+    if index >= len(outputs):
+        raise ConfigError(
+            f"the module returns {len(outputs)} output(s); a detector returns (boxes, scores)"
+        )
+    return int(outputs[index].shape[-1])
 
 
 def export(source: TorchSource, contract: VisionContract, opset: int) -> bytes:
