@@ -18,6 +18,14 @@ run and side by side:
 Every import goes into the same SQLite store (created by a warm-up import that is not
 measured), under a new model name. Ratios are against ``ort load`` of the same run.
 
+First figures (one run, repeats 1, on the 2-core development machine while other work ran;
+rerun on a quiet machine for the README):
+
+    step           wall s   vs ort load   peak RSS MiB   vs ort load
+    ort load         0.33          1.0x            117          1.0x
+    import onnx      7.11         21.4x            400          3.4x
+    import torch    12.12         36.4x            705          6.0x
+
     .venv/bin/python bench/bench_import.py              # 3 repeats, the median is printed
     .venv/bin/python bench/bench_import.py --quick      # smoke: width 0.25, 1 repeat
 """
