@@ -45,7 +45,10 @@ def load_onnx_source(path: Path) -> OnnxSource:
     model = _load(path)
     data = path.read_bytes()
     if _has_external_data(model):
-        onnx.load_external_data_for_model(model, str(path.parent))
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the external weights of {path}: {exc}") from exc
         data = model.SerializeToString()
     initializers = {init.name for init in model.graph.initializer}
     inputs = tuple(_meta(i) for i in model.graph.input if i.name not in initializers)
