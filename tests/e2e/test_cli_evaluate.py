@@ -204,11 +204,21 @@ def test_bad_inputs_are_one_clear_line(world: World, capsys: Capture, tmp_path: 
     one_error(*evaluate("nosuch/1", "--data", world.colours), 4, "nosuch")
     one_error(*evaluate("colours/1", "--data", world.colours, "--split", "test"), 5,
               "no 'test' split")  # fmt: skip
+    one_error(*evaluate("colours", "--data", world.colours), 4, "give NAME/VERSION, NAME@ALIAS")
+    one_error(*evaluate("colours/1", "--data", world.colours, "--variant", "int8"), 6,
+              "no variant 'int8' (it has: fp32)")  # fmt: skip
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    one_error(*evaluate("colours/1", "--data", world.colours, "--output", blocker / "out"), 3,
+              "cannot write the report to")  # fmt: skip
+    reports = world.settings.home / "evaluations"
+    before = sorted(reports.iterdir()) if reports.exists() else []
     broken = colour_dataset(tmp_path / "broken", per_class=1)
     (broken / "val" / "red" / "bad.png").write_bytes(b"not a png at all")
     (broken / "val" / "blue" / "cut.png").write_bytes(flat_png((0, 0, 255))[:40])
     one_error(*evaluate("colours/1", "--data", broken), 5, "2 unreadable image(s)",
               "val/red/bad.png", "val/blue/cut.png")  # fmt: skip
+    assert (sorted(reports.iterdir()) if reports.exists() else []) == before  # no empty folder
 
 
 def coco_folder(root: Path) -> Path:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +22,10 @@ from rich.table import Table
 
 from visionyard.cli.console import app_context, out, registry
 from visionyard.cli.data import progress_bar
-from visionyard.errors import ConfigError
+from visionyard.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
-    from visionyard.evaluate import ClassificationReport, DetectionReport
+    from visionyard.evaluate import ClassificationReport, DetectionReport, EvalSet
     from visionyard.runtime.session import InferenceSession
     from visionyard.tracking.registry_client import VersionInfo
 
@@ -61,7 +63,7 @@ def evaluate(
 ) -> None:
     """Classification report (per-class precision/recall/F1, confusion matrix PNG) or COCO
     detection mAP of a model on a labelled folder."""
-    from visionyard.evaluate.folder import check_fit, evaluate_set, read_eval_set
+    from visionyard.evaluate.folder import check_fit, read_eval_set
     from visionyard.evaluate.report import write_report
 
     if log and _is_folder(model):
@@ -72,12 +74,13 @@ def evaluate(
     found = read_eval_set(data, split)
     target = _open(ctx, model, variant)
     check_fit(found, target.session.contract, target.label)
-    with progress_bar("checking images") as bar:
-        digest = found.digest(bar)
-    with progress_bar("evaluating") as bar:
-        report = evaluate_set(target.session, found, digest=digest, progress=bar)
     folder = output or _default_output(ctx, target)
-    files = write_report(report, folder, title=f"{target.label} on {data.resolve().name}")
+    with _writable(folder):
+        report = _scored(target.session, found)
+    try:
+        files = write_report(report, folder, title=f"{target.label} on {data.resolve().name}")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {folder}: {exc.strerror or exc}") from exc
     record = None
     if log and target.version is not None:
         from visionyard.registry.evaluations import log_evaluation
@@ -112,6 +115,11 @@ def _open(ctx: typer.Context, model: str, variant: str | None) -> Target:
     from visionyard.runtime.session import InferenceSession
 
     if _is_folder(model):
+        if not Path(model).exists():
+            raise NotFoundError(
+                "bundle folder or model reference", model,
+                "give NAME/VERSION, NAME@ALIAS or a bundle folder",
+            )  # fmt: skip
         return Target(model, InferenceSession.open(Path(model), variant=variant), None)
     from visionyard.registry.views import parse_reference, resolve_version
 
@@ -121,6 +129,33 @@ def _open(ctx: typer.Context, model: str, variant: str | None) -> Target:
     cache = Path(app_context(ctx).settings.home) / CACHE_DIR
     session = reg.open_session(ref, cache, variant=variant)
     return Target(ref, session, info)
+
+
+@contextmanager
+def _writable(folder: Path) -> Iterator[None]:
+    """Create ``folder`` first (a report that cannot be written fails before any work); remove
+    it again, when it was new and is still empty, if the evaluation fails."""
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {folder}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _scored(session: InferenceSession, found: EvalSet) -> Report:
+    """Check every image (the digest), then score them, each with a progress bar."""
+    from visionyard.evaluate.folder import evaluate_set
+
+    with progress_bar("checking images") as bar:
+        digest = found.digest(bar)
+    with progress_bar("evaluating") as bar:
+        return evaluate_set(session, found, digest=digest, progress=bar)
 
 
 def _default_output(ctx: typer.Context, target: Target) -> Path:
