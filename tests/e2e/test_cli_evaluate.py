@@ -205,6 +205,7 @@ def test_bad_inputs_are_one_clear_line(world: World, capsys: Capture, tmp_path: 
     one_error(*evaluate("colours/1", "--data", world.colours, "--split", "test"), 5,
               "no 'test' split")  # fmt: skip
     one_error(*evaluate("colours", "--data", world.colours), 4, "give NAME/VERSION, NAME@ALIAS")
+    one_error(*evaluate("colours", "--data", world.colours, "--log"), 4, "'colours' not found")
     one_error(*evaluate("colours/1", "--data", world.colours, "--variant", "int8"), 6,
               "no variant 'int8' (it has: fp32)")  # fmt: skip
     blocker = tmp_path / "a-file"

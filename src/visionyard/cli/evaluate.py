@@ -66,7 +66,7 @@ def evaluate(
     from visionyard.evaluate.folder import check_fit, read_eval_set
     from visionyard.evaluate.report import write_report
 
-    if log and _is_folder(model):
+    if log and Path(model).exists():  # a folder wins over NAME/VERSION, as in _open
         raise ConfigError(
             f"--log records the evaluation on a registered version, and {model} is a bundle "
             "folder; evaluate NAME/VERSION or NAME@ALIAS to log it"
