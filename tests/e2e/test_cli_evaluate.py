@@ -225,7 +225,8 @@ def test_bad_inputs_are_one_clear_line(world: World, capsys: Capture, tmp_path: 
 def coco_folder(root: Path) -> Path:
     """Two 64x64 images, each holding the fixed detector's two boxes exactly."""
     (root / "images").mkdir(parents=True)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id in (1, 2):
         Image.new("RGB", (64, 64), (90, 90, 90)).save(root / "images" / f"{image_id}.png")
         images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 64, "height": 64})
