@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,14 +103,38 @@ def connect(ray: Any, address: str | None, timeout_s: float) -> bool:
     local = address is None or address in LOCAL_ADDRESSES
     if address is not None and not local and address != "auto":
         probe(address, timeout_s)
-    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if local:
         options["include_dashboard"] = False
-    try:
-        ray.init(address=None if local else address, **options)
-    except Exception as exc:  # Ray raises assorted types for an unusable cluster
-        raise ConfigError(f"cannot join the Ray cluster at {address}: {_reason(exc)}") from exc
+        ray.init(**options)
+        return True
+    assert address is not None
+    _init_within(ray, address, timeout_s, options)
     return True
+
+
+def _init_within(ray: Any, address: str, timeout_s: float, options: dict[str, Any]) -> None:
+    """``ray.init(address)`` bounded by ``timeout_s``: a port that answers TCP but is no Ray
+    (or a Ray client handshake that stalls) would otherwise keep Ray retrying for minutes."""
+    failure: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            ray.init(address=address, **options)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=join, name="vy-ray-connect", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ConfigError(
+            f"the Ray cluster at {address} did not answer within {timeout_s:g} s; "
+            "check --ray-address or RAY_ADDRESS"
+        )
+    if failure:
+        exc = failure[0]
+        raise ConfigError(f"cannot join the Ray cluster at {address}: {_reason(exc)}") from exc
 
 
 def probe(address: str, timeout_s: float) -> None:
@@ -135,7 +160,8 @@ def _run(
     from ray.data import ActorPoolStrategy
 
     _quiet(ray)
-    actors = job.plan.threads or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    cpus = job.plan.threads or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = max(1, min(cpus, -(-len(paths) // job.plan.batch_size)))  # no idle actors
     dataset = ray.data.from_arrow(_blocks(paths, job.plan.batch_size, actors))
     options = {"pack": [ray.put(pack_bundle(bundle))], "digest": bundle.digest(),
                "variant": job.variant, "output": str(job.output.resolve()), "fmt": job.fmt,
@@ -158,7 +184,8 @@ def _blocks(paths: Sequence[Path], batch_size: int, actors: int) -> list[Any]:
     so that the pool stays busy, at most ``MAX_BLOCK_BATCHES`` batches each."""
     import pyarrow as pa
 
-    batches = max(1, min(MAX_BLOCK_BATCHES, len(paths) // max(1, batch_size * actors * 4)))
+    total = -(-len(paths) // batch_size)
+    batches = max(1, min(MAX_BLOCK_BATCHES, total // (actors * 4)))
     size = batches * batch_size
     return (
         [
@@ -229,7 +256,7 @@ def _quiet(ray: Any) -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def _reason(exc: BaseException) -> str:
