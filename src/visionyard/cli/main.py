@@ -25,7 +25,10 @@ from visionyard.cli import registry_cmds
 from visionyard.cli import rollout as rollout_cmd
 from visionyard.cli import runs as runs_cmd
 from visionyard.cli.console import EXIT_CODES, AppContext, err
+from visionyard.cli.evaluate import evaluate as evaluate_cmd
 from visionyard.cli.export import export as export_cmd
+from visionyard.cli.import_model import import_model as import_cmd
+from visionyard.cli.predict import predict as predict_cmd
 from visionyard.cli.quickstart import quickstart as quickstart_cmd
 from visionyard.cli.serve import serve as serve_cmd
 from visionyard.cli.train import train as train_cmd
@@ -54,6 +57,9 @@ app.command("serve")(serve_cmd)
 app.command("export")(export_cmd)
 app.add_typer(runs_cmd.app, name="runs")
 app.command("train")(train_cmd)
+app.command("import")(import_cmd)
+app.command("predict")(predict_cmd)
+app.command("evaluate")(evaluate_cmd)
 
 
 @app.callback()
