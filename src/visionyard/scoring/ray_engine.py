@@ -29,6 +29,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,10 +253,12 @@ class Scorer:
 
 def _quiet(ray: Any) -> None:
     """No Ray Data progress bars or execution banners: the CLI draws its own bar."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    context.enable_auto_log_stats = False
+    with warnings.catch_warnings():  # Ray Data warns about its own deprecated defaults
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        context.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
