@@ -139,13 +139,13 @@ def _ray(
     variant: str | None,
     address: str | None,
 ) -> Summary:
-    from visionyard.scoring.ray_engine import RayJob, score_ray
+    from visionyard.scoring.ray_engine import RayJob, ray_cluster, run_job
 
     if output is None:
         raise ConfigError("--engine ray writes part files: give an --output folder")
     job = RayJob(address, output, fmt, plan, variant)
-    with _progress("scoring on Ray") as bar:
-        return score_ray(opened.session.bundle, files, job, bar)
+    with ray_cluster(job) as ray, _progress("scoring on Ray") as bar:
+        return run_job(ray, opened.session.bundle, files, job, bar)
 
 
 @contextmanager

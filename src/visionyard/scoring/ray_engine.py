@@ -30,7 +30,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,19 @@ def score_ray(
     bundle: Bundle, paths: Sequence[Path], job: RayJob, progress: Progress | None = None
 ) -> Summary:
     """Score ``paths`` on Ray; rows are written as part files under ``job.output``."""
+    with ray_cluster(job) as ray:
+        return run_job(ray, bundle, paths, job, progress)
+
+
+@contextmanager
+def ray_cluster(job: RayJob) -> Iterator[Any]:
+    """The ``ray`` module, connected for ``job`` (its output folder checked first); a Ray
+    started here is shut down on leaving."""
     ray = import_ray()
     prepare_output(job.output)
     started_here = connect(ray, job.address, job.connect_timeout_s)
     try:
-        return _run(ray, bundle, paths, job, progress)
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
@@ -155,9 +164,10 @@ def probe(address: str, timeout_s: float) -> None:
         ) from exc
 
 
-def _run(
+def run_job(
     ray: Any, bundle: Bundle, paths: Sequence[Path], job: RayJob, progress: Progress | None
 ) -> Summary:
+    """The Ray Data job on a connected ``ray`` (see the module docstring)."""
     from ray.data import ActorPoolStrategy
 
     _quiet(ray)
