@@ -16,6 +16,7 @@ from tests.fixtures.cli import run, store_flags
 from tests.fixtures.models import session_settings
 from tests.fixtures.runtime import COLOURS, flat_png
 from tests.registry_support import log_colour_run
+from visionyard.bundle.store import Bundle
 from visionyard.registry import Registry
 from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
@@ -136,3 +137,13 @@ def test_an_unreachable_ray_cluster_is_one_line_and_quick(
         "refused within 10 s); check --ray-address or RAY_ADDRESS"
     ]
     assert "Traceback" not in err
+
+
+def test_a_detector_writes_boxes(detector_bundle: Bundle, tmp_path: Path, capsys: Capture) -> None:
+    (tmp_path / "a.png").write_bytes(flat_png((9, 9, 9), (128, 128)))
+    code, out, err = run(capsys, "predict", detector_bundle.path, tmp_path / "a.png")
+    assert code == 0, err
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert row["labels"] == ["cat", "dog"]
+    assert row["boxes"] == [[16.0, 16.0, 48.0, 48.0], [64.0, 64.0, 112.0, 120.0]]  # 2x the input
+    assert row["error"] is None
