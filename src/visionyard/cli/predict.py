@@ -11,6 +11,7 @@ any failed; the usual codes for a bad model reference, variant or Ray address.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -125,9 +126,14 @@ def _local(
 
     session = opened.session
     columns = ranked_columns(session.contract, plan.top_k)
-    with _sink(output) as stream, _progress("scoring") as bar:
-        writer = make_writer(stream, fmt, session.contract.task, columns)
-        return score_local(session, files, writer.write, plan, bar)
+    try:
+        with _sink(output) as stream, _progress("scoring") as bar:
+            writer = make_writer(stream, fmt, session.contract.task, columns)
+            return score_local(session, files, writer.write, plan, bar)
+    except BrokenPipeError:  # `visionyard predict ... | head`: the reader has gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell pipeline reports it
 
 
 def _ray(
