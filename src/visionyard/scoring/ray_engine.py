@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -78,12 +79,29 @@ def ray_cluster(job: RayJob) -> Iterator[Any]:
     started here is shut down on leaving."""
     ray = import_ray()
     prepare_output(job.output)
+    handlers = _signal_handlers()
     started_here = connect(ray, job.address, job.connect_timeout_s)
     try:
         yield ray
     finally:
         if started_here:
             ray.shutdown()
+            _restore(handlers)  # ray.init installs a SIGTERM handler and keeps it after shutdown
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _signal_handlers() -> list[Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    return [signal.getsignal(number) for number in _SIGNALS]
+
+
+def _restore(handlers: list[Any]) -> None:
+    for number, handler in zip(_SIGNALS, handlers, strict=False):
+        if handler is not None:
+            signal.signal(number, handler)
 
 
 def import_ray() -> Any:
