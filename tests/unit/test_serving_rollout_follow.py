@@ -209,3 +209,34 @@ def test_a_breach_judged_here_stops_traffic_before_the_registry_write(
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_promotion_read_before_the_alias_moved_keeps_traffic_on_the_candidate(
+    paths: dict[str, Path],
+) -> None:
+    """The rollout reads "promoted" while the production alias still points at version 1 (the
+    decision's alias move not yet visible: another replica decided, or a stale read). Traffic
+    must not flip back to version 1 for a poll interval: the candidate keeps all of it until
+    the alias is seen on it, then it is adopted as it is (CI failure on PostgreSQL: version 1
+    answered after a canary at 100 % was promoted)."""
+    port = FakePort()
+    follower, pool, alias = _follower(paths, port)
+
+    async def scenario() -> None:
+        await pool.start()
+        port.rollout = FakeRollout(share=50.0)
+        await follower.poll("m")
+        candidate = follower.routes["m"].candidate
+        port.rollout = replace(port.rollout, status="promoted")
+        await follower.poll("m")  # the alias still says 1
+        route = follower.routes["m"]
+        assert route.candidate is candidate
+        assert (route.mode, route.share) == ("canary", 100.0)  # every request on the candidate
+        assert pool.current("m").version == "1"
+        alias.target = Resolved("2", paths["2"])
+        await follower.poll("m")
+        assert "m" not in follower.routes
+        assert pool.current("m") is candidate  # adopted, not loaded again
+        await pool.close()
+
+    asyncio.run(scenario())

@@ -27,19 +27,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from visionyard.serving.metrics import RolloutMetrics
 from visionyard.serving.model import LoadedModel
 from visionyard.serving.pool import ModelPool
-from visionyard.serving.rollout_stats import StepStats
+from visionyard.serving.rollout_stats import CANARY, StepStats
 from visionyard.serving.routing import Route, route_fields
 from visionyard.serving.shadow import ShadowConfig
 from visionyard.serving.sources import ModelSource
 
 log = logging.getLogger("visionyard.serving")
 ENDING = ("rollback", "rolled_back", "abort", "aborted")
+#: longest wait, after a promotion is read, for the alias to be seen on the candidate
+PROMOTION_WAIT_S = 30.0
 
 
 class RolloutView(Protocol):
@@ -111,6 +113,7 @@ class RolloutFollower:
         self._retiring: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
         self._states: dict[str, RolloutView] = {}  # the running rollouts as last read
+        self._promoting: dict[str, float] = {}  # promoted, alias not yet seen: since when
 
     async def poll_all(self) -> None:
         for name in self.followed:
@@ -259,13 +262,38 @@ class RolloutFollower:
             log.info("rollout route removed", extra={"fields": fields})
         return route
 
+    def _await_alias(self, name: str, route: Route) -> bool:
+        """A promotion read before the production alias is seen on the candidate (the
+        decision's alias move not yet visible here): keep every request on the candidate and
+        adopt it at a later poll, rather than flip back to the old version meanwhile; give up
+        after ``PROMOTION_WAIT_S`` (the alias went elsewhere). True while waiting."""
+        since = self._promoting.setdefault(name, time.monotonic())
+        if time.monotonic() - since > PROMOTION_WAIT_S:
+            fields = route_fields(route)
+            message = "rollout promoted but the alias never reached the candidate"
+            log.warning(message, extra={"fields": fields})
+            return False
+        if (route.mode, route.share) != (CANARY, 100.0):
+            self._install(name, _all_on_candidate(route))
+        return True
+
     async def _end(self, name: str, route: Route, rollout: RolloutView | None) -> None:
         """The rollout ended: a promoted candidate becomes production; else it is unloaded."""
         status = rollout.status if rollout is not None else "gone"
-        if status == "promoted":
-            await self.pool.adopt(name, route.candidate)
+        promoted = status == "promoted"
+        if (
+            promoted
+            and not await self.pool.adopt(name, route.candidate)
+            and self._await_alias(name, route)
+        ):
+            return
+        self._promoting.pop(name, None)
         self._unroute(name, f"rollout {status}")
         self._retire(route.candidate)  # not when it became production
+
+
+def _all_on_candidate(route: Route) -> Route:
+    return replace(route, mode=CANARY, share=100.0)
 
 
 def _same_candidate(route: Route, rollout: RolloutView) -> bool:
