@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from visionyard.settings import LoadedSettings, Settings
-
 if TYPE_CHECKING:
     from visionyard.registry import Registry
+    from visionyard.settings import LoadedSettings, Settings
 
 #: The CLI's ONE mapping from domain error codes to exit codes (0 = success, 2 = usage).
 EXIT_CODES: dict[str, int] = {
