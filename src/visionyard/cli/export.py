@@ -1,4 +1,5 @@
-"""``visionyard export``: add measured ONNX variants (int8, fp16) to a bundle or model version.
+"""``visionyard export``: add measured ONNX variants (int8, fp16, pruned<NN>[-int8]) to a bundle
+or model version.
 
 Heavy imports (onnxruntime, onnx) happen inside the command so ``visionyard --help`` stays fast.
 """
@@ -6,7 +7,7 @@ Heavy imports (onnxruntime, onnx) happen inside the command so ``visionyard --he
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from visionyard.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
     from visionyard.export.evaluation import EvalSet
+    from visionyard.export.prune_spec import PrunedModel
     from visionyard.export.quantize import CalibrationSource
     from visionyard.export.reports import VariantReport
     from visionyard.export.variants import VariantOptions
@@ -35,7 +37,9 @@ def export(
     name: str | None = typer.Argument(None, help="Registered model name (with VERSION)."),
     version: str | None = typer.Argument(None, help="Version number of the registered model."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Export a bundle directory."),
-    variants: str = typer.Option("fp32,int8", "--variants", help="fp32,int8[,fp16]"),
+    variants: str = typer.Option(
+        "fp32,int8", "--variants", help="fp32,int8[,fp16][,pruned50][,pruned50-int8]"
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Labelled dataset folder (eval: val, calib: train)."
     ),
@@ -61,6 +65,9 @@ def export(
     profile: bool = typer.Option(
         True, "--profile/--no-profile", help="Profile a version that has no reference profile."
     ),
+    finetune_epochs: int | None = typer.Option(
+        None, "--finetune-epochs", min=1, help="Pruned variants: default 30% of the training's."
+    ),
 ) -> None:
     """Build variants, measure each against FP32 on the evaluation set (its labels, or without
     --data FP32's own answers on held-out --calibration images), keep those that pass; a
@@ -70,6 +77,7 @@ def export(
         CalibrationOptions,
         TimingOptions,
         VariantOptions,
+        needs_calibration,
         parse_variants,
     )
     from visionyard.export.workflow import SetOptions, export_sets
@@ -78,7 +86,8 @@ def export(
     chosen = SetOptions(
         data, calibration, eval_split, calibration_split, calibration_data, calibration_count
     )
-    sets = export_sets(chosen, quantize="int8" in parse_variants(variants))
+    names = parse_variants(variants)
+    sets = export_sets(chosen, quantize=needs_calibration(names))
     if sets.unreadable:
         err().print(describe_unreadable(sets.unreadable, calibration or ""), highlight=False)
     options = VariantOptions(
@@ -90,6 +99,8 @@ def export(
     )
     job = _Job(variants, sets.evaluation, sets.calibration, options)
     with err().status("exporting variants") as status:
+        pruned = _pruned(ctx, target, names, (finetune_epochs, data), status.update)
+        job = replace(job, options=replace(options, pruned=pruned))
         reports = _run(ctx, target, job, status.update)
     where = str(target) if isinstance(target, Path) else "{} version {}".format(*target)
     out().print(variants_table(reports, title=f"variants of {where}"))
@@ -101,6 +112,34 @@ def export(
         assert folder is not None  # export_sets() refused neither
         profile_now(ctx, "{}/{}".format(*target), folder, eval_split or "val" if labelled else None)
     _refuse_rejected(reports, options)
+
+
+def _pruned(
+    ctx: typer.Context,
+    target: Path | tuple[str, str],
+    names: Sequence[str],
+    finetune: tuple[int | None, Path | None],
+    progress: Callable[[str], None],
+) -> dict[str, PrunedModel]:
+    """The pruned, fine-tuned models the pruned variants are built from (none asked: {})."""
+    from visionyard.export.prune_spec import is_pruned
+
+    if not any(is_pruned(n) for n in names):
+        return {}
+    from visionyard.train.prune_finetune import (
+        FinetuneOptions,
+        build_pruned,
+        pruned_for_version,
+    )
+
+    settings = app_context(ctx).settings
+    options = FinetuneOptions(epochs=finetune[0], data=finetune[1])
+    if isinstance(target, Path):
+        from visionyard.bundle.store import load_bundle
+
+        run_id = load_bundle(target).metadata.get("run_id")
+        return build_pruned(settings, run_id, f"bundle {target}", names, options, progress)
+    return pruned_for_version(settings, *target, names, options, progress)
 
 
 def _has_profile(ctx: typer.Context, name: str, version: str) -> bool:

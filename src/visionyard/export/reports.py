@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from visionyard.export.prune_spec import Pruning, lineage_text
 from visionyard.runtime.variants import Precision
 
 REPORTS_FILE = "reports/variants.json"
@@ -106,6 +107,7 @@ class VariantReport(_Frozen):
     eval_set: DataRef
     calibration: DataRef | None = None
     tool_versions: dict[str, str]
+    pruning: Pruning | None = None  # pruned variants: configuration, fine-tuning run, result
 
     def summary(self) -> dict[str, Any]:
         """The ``reports/variants.json`` entry: the runtime's fields plus the headline."""
@@ -133,10 +135,11 @@ def tag_summary(report: VariantReport) -> str:
     change = (
         f"{quality.value:.4f}" if quality.delta_points is None else f"{quality.delta_points:+.1f}pt"
     )
-    return (
+    line = (
         f"{report.status} {quality.metric} {change} "
         f"{report.speedup_vs_fp32:.2f}x {report.file_size_bytes / 1e6:.1f}MB"
     )
+    return line if report.pruning is None else f"{line}; {lineage_text(report.pruning)}"
 
 
 def report_path(name: str) -> str:

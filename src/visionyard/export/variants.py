@@ -1,6 +1,8 @@
 """Optimised variants of a bundle's FP32 model, each measured against it and kept or refused.
 
-:func:`build_variants` builds the requested variants (``int8`` static QDQ, ``fp16``), runs each
+:func:`build_variants` builds the requested variants (``int8`` static QDQ, ``fp16``, and from a
+pruned model given in :attr:`VariantOptions.pruned` ``pruned<NN>`` and ``pruned<NN>-int8``; see
+:mod:`visionyard.export.prune_spec`), runs each
 and the FP32 reference over the same evaluation set and times them the same way on this
 machine's execution provider, then decides: a variant whose headline metric (top-1 accuracy, or
 COCO mAP for detectors) drops more than ``max_drop_points``, or whose predictions agree with
@@ -21,7 +23,7 @@ stored beside it (:mod:`visionyard.export.registry`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from visionyard.evaluate.latency import LatencyReport, measure_latency
 from visionyard.export.evaluation import EvalSet, Evaluated, eval_ref, evaluate, quality
 from visionyard.export.fp16 import convert_fp16
 from visionyard.export.operators import check_operators, ort_load_error
+from visionyard.export.prune_spec import PrunedModel, Pruning, is_pruned, parse_pruned
 from visionyard.export.quantize import (
     CalibrationName,
     CalibrationSet,
@@ -86,6 +89,9 @@ class VariantOptions:
     eval_batch_size: int = 32
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     timing: TimingOptions = field(default_factory=TimingOptions)
+    #: ``pruned<NN>`` -> its pruned, fine-tuned FP32 model, built beforehand from the torch
+    #: model (:mod:`visionyard.train.prune_finetune`); ``pruned<NN>-int8`` quantizes it.
+    pruned: Mapping[str, PrunedModel] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,13 +111,17 @@ class _Context:
 
 
 def parse_variants(names: str | Sequence[str]) -> list[str]:
-    """``"fp32,int8"`` or a list -> validated, de-duplicated names (fp32 always first)."""
+    """``"fp32,int8"`` or a list -> validated, de-duplicated names (fp32 always first);
+    ``pruned<NN>`` and ``pruned<NN>-int8`` (NN from 1 to 90) are pruned variants."""
     items = names.split(",") if isinstance(names, str) else list(names)
     chosen = [n.strip().lower() for n in items if n.strip()]
-    unknown = [n for n in chosen if n not in VARIANTS]
+    for name in filter(is_pruned, chosen):
+        parse_pruned(name)  # one line for a ratio out of range
+    unknown = [n for n in chosen if n not in VARIANTS and not is_pruned(n)]
     if unknown:
         raise ExportError(
-            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}, "
+            "pruned<NN>, pruned<NN>-int8"
         )
     return [REFERENCE, *dict.fromkeys(n for n in chosen if n != REFERENCE)]
 
@@ -162,6 +172,7 @@ def measure_variants(
     """Build and measure every requested variant of a verified bundle; writes nothing."""
     opts = options or VariantOptions()
     names = parse_variants(variants)
+    _check_pruned(names, opts.pruned)
     reference = bundle.model_path(REFERENCE).read_bytes()
     check_operators(onnx.load_from_string(reference), f"the FP32 model of {bundle.path}")
     calibration = _calibration(names, bundle, calibration_set, opts.calibration)
@@ -171,7 +182,7 @@ def measure_variants(
     base = _measure(ctx, REFERENCE, reference)
     built = [Built(_reference_report(ctx, base, reference), None)]
     for name in names[1:]:
-        model = _build(name, reference, bundle, calibration, opts.calibration, say)
+        model = _build(name, _source(name, reference, opts), bundle, calibration, opts, say)
         built.append(Built(_judge(ctx, name, model, base, calibration), model))
     return built
 
@@ -194,29 +205,56 @@ def _calibration(
     source: CalibrationSource | None,
     options: CalibrationOptions,
 ) -> CalibrationSet | None:
-    if "int8" not in names:
+    if not needs_calibration(names):
         return None
     if source is None:
-        raise DatasetError("the int8 variant needs a calibration set (training images)")
+        raise DatasetError("int8 variants need a calibration set (training images)")
     return select_calibration(
         source, bundle.contract, count=options.count, method=options.method, seed=options.seed
     )
 
 
+def needs_calibration(names: Sequence[str]) -> bool:
+    """Whether any of the variants is quantized to INT8 (``int8``, ``pruned50-int8``)."""
+    return any(n == "int8" or n.endswith("-int8") for n in names)
+
+
+def _check_pruned(names: Sequence[str], pruned: Mapping[str, PrunedModel]) -> None:
+    missing = sorted({parse_pruned(n).base for n in names if is_pruned(n)} - set(pruned))
+    if missing:
+        raise ExportError(
+            f"no pruned model for {', '.join(missing)}: pruned variants are built from the "
+            "torch model of a trained version (visionyard export NAME VERSION --variants "
+            f"{missing[0]})"
+        )
+
+
+def _source(name: str, reference: bytes, options: VariantOptions) -> bytes:
+    """The FP32 model a variant is built from: the pruned one for pruned variants."""
+    return options.pruned[parse_pruned(name).base].model if is_pruned(name) else reference
+
+
+def _pruning(name: str, options: VariantOptions) -> Pruning | None:
+    return options.pruned[parse_pruned(name).base].pruning if is_pruned(name) else None
+
+
 def _build(
     name: str,
-    reference: bytes,
+    source: bytes,
     bundle: Bundle,
     calibration: CalibrationSet | None,
-    options: CalibrationOptions,
+    options: VariantOptions,
     say: Progress,
 ) -> bytes:
     if name == "fp16":
         say("converting to fp16")
-        return convert_fp16(reference)
+        return convert_fp16(source)
+    if is_pruned(name) and not parse_pruned(name).int8:
+        return source
     assert calibration is not None  # _calibration() demands it for int8
-    say(f"quantizing to int8 ({calibration.ref.count} calibration images)")
-    return quantize_int8(reference, bundle.contract, calibration, batch_size=options.batch_size)
+    say(f"quantizing {name} ({calibration.ref.count} calibration images)")
+    batch = options.calibration.batch_size
+    return quantize_int8(source, bundle.contract, calibration, batch_size=batch)
 
 
 def _measure(ctx: _Context, name: str, model: bytes) -> _Measured:
@@ -272,7 +310,7 @@ def _judge(
     ctx: _Context, name: str, model: bytes, base: _Measured, calibration: CalibrationSet | None
 ) -> VariantReport:
     measured = _measure(ctx, name, model)
-    ref = calibration.ref if name == "int8" and calibration is not None else None
+    ref = calibration.ref if calibration is not None and needs_calibration([name]) else None
     return _report(ctx, name, model, measured, base, ref)
 
 
@@ -289,7 +327,7 @@ def _report(
     status = "passed" if passed else ("forced" if ctx.options.force else "rejected")
     return VariantReport(
         name=name,
-        precision=VARIANTS[name],
+        precision=VARIANTS.get(name, "int8" if needs_calibration([name]) else "fp32"),
         status=status,
         passed=passed,
         stored=passed or ctx.options.force,
@@ -304,6 +342,7 @@ def _report(
         eval_set=ctx.eval_ref,
         calibration=calibration,
         tool_versions=tool_versions(),
+        pruning=_pruning(name, ctx.options),
     )
 
 
