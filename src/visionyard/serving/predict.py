@@ -1,12 +1,24 @@
-"""``POST /v1/models/{name}:predict``: a raw image body or a multipart upload in, JSON out.
+"""``POST /v1/models/{name}:predict``: a raw image body, a multipart upload or a KServe v1
+``{"instances": [...]}`` body in, JSON out.
 
 A convenience over the OIP infer call: the images become the ``image`` BYTES input and the
 answer is the contract's decoding as plain JSON (``predictions`` per image for classifiers,
 ``detections`` per image for detectors, boxes in original image pixels).
+
+**KServe v1** (``Content-Type: application/json``): KServe's v1 protocol is TensorFlow
+Serving's REST API, where binary values travel as ``{"b64": "..."}``. Each instance is an image
+as ``{"b64": "..."}``, or an object holding one under ``image_bytes``, ``image`` or ``data``
+(KServe's and TF Serving's image samples), as ``{"b64": ...}`` or a base64 string. The answer is
+``{"predictions": [...]}``, one item per instance: what the raw body answers per image (top-k
+``{label, score, index}`` for a classifier, the detections for a detector). :func:`parse_v1`
+refuses any other shape with one :class:`InvalidInputError` that says what to send; it counts
+the instances against ``Limits.max_images`` before decoding any of them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -74,3 +86,55 @@ def _outputs(contract: VisionContract) -> tuple[str, ...]:
     if isinstance(contract.decoding, ClassificationDecoding):
         return _CLASSIFICATION
     return ("detections",)
+
+
+#: Fields of an instance object that may hold its image (KServe / TF Serving samples).
+V1_IMAGE_FIELDS = ("image_bytes", "image", "data")
+_V1_SHAPE = 'a KServe v1 body is {"instances": [{"b64": "<base64 image>"}, ...]}'
+
+
+def is_v1(content_type: str) -> bool:
+    """Whether a ``:predict`` body is KServe v1 JSON (else it is a raw image)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def parse_v1(body: bytes, max_images: int) -> list[bytes]:
+    """The images of a KServe v1 body, in order; :class:`InvalidInputError` for a wrong shape."""
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise InvalidInputError(f"the body is not JSON ({exc}); {_V1_SHAPE}") from exc
+    instances = value.get("instances") if isinstance(value, dict) else None
+    if not isinstance(instances, list) or not instances:
+        found = "no instances" if instances is None else "instances is not a non-empty list"
+        raise InvalidInputError(f"{found}: {_V1_SHAPE}")
+    if len(instances) > max_images:
+        raise InvalidInputError(
+            f"{len(instances)} instances in one request; send 1 to {max_images}"
+        )
+    return [_v1_image(i, item) for i, item in enumerate(instances)]
+
+
+def _v1_image(index: int, item: object) -> bytes:
+    encoded = item.get("b64") if isinstance(item, dict) else None
+    if isinstance(item, dict) and encoded is None:
+        inner = next((item[f] for f in V1_IMAGE_FIELDS if f in item), None)
+        encoded = inner.get("b64") if isinstance(inner, dict) else inner
+    if not isinstance(encoded, str):
+        raise InvalidInputError(
+            f'instance {index} holds no image: send {{"b64": "<base64 image>"}} '
+            f"(or an object with it under {', '.join(V1_IMAGE_FIELDS)})"
+        )
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError(f"instance {index}: invalid base64 ({exc})") from exc
+
+
+def to_v1_json(response: InferResponse) -> dict[str, Any]:
+    """The KServe v1 answer: ``predictions`` (one per instance), model name and version."""
+    body = to_json(response)
+    if "detections" in body:
+        body["predictions"] = body.pop("detections")
+    return body

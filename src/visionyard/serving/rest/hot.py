@@ -34,7 +34,7 @@ from visionyard.serving.errors import (
     ServerBusyError,
     client_message,
 )
-from visionyard.serving.predict import predict_request, to_json
+from visionyard.serving.predict import is_v1, parse_v1, predict_request, to_json, to_v1_json
 from visionyard.serving.rest.codec import HEADER_LENGTH, encode_infer
 from visionyard.serving.rest.middleware import request_headers
 from visionyard.serving.rest.parse import BodyParser, check_json_size, json_limit, json_size
@@ -140,9 +140,11 @@ async def predict_reply(
     name: str,
     images: list[bytes],
     headers: Mapping[str, str] | None = None,
+    *,
+    v1: bool = False,
 ) -> Reply:
-    """``:predict`` (after :func:`authorize`): encoded images in, the contract's decoding out;
-    ``headers`` are read only by a sticky canary."""
+    """``:predict`` (after :func:`authorize`): encoded images in, the contract's decoding out
+    (KServe v1's ``predictions`` with ``v1``); ``headers`` are read only by a sticky canary."""
     try:
         parsed = predict_request(name, images, plane.pool.current(name).session.contract)
     except VisionyardError as exc:
@@ -150,7 +152,19 @@ async def predict_reply(
         raise
     response = await plane.infer(parsed, "rest", headers)
     state["version"] = response.model_version
-    return Reply(200, _json(to_json(response)))
+    return Reply(200, _json(to_v1_json(response) if v1 else to_json(response)))
+
+
+async def v1_reply(
+    plane: DataPlane, state: dict[str, Any], name: str, body: bytes, headers: Mapping[str, str]
+) -> Reply:
+    """``:predict`` with a KServe v1 ``{"instances": [...]}`` body (after :func:`authorize`)."""
+    try:
+        images = parse_v1(body, plane.pool.config.limits.max_images)
+    except VisionyardError as exc:
+        plane.refused(name, None, "rest", exc)
+        raise
+    return await predict_reply(plane, state, name, images, headers, v1=True)
 
 
 class HotPath:
@@ -190,7 +204,9 @@ class HotPath:
             body = await _read_body(receive)
             if body is None:
                 return  # the client went away
-            if predict:
+            if predict and is_v1(headers.get("content-type", "")):
+                reply = await v1_reply(self.plane, state, name, body, headers)
+            elif predict:
                 reply = await predict_reply(self.plane, state, name, [body], headers)
             else:
                 request = (name, version, headers)
