@@ -16,6 +16,7 @@ from visionyard.bundle import load_bundle
 from visionyard.cli.main import main
 from visionyard.registry import Registry
 from visionyard.runtime import InferenceSession
+from visionyard.settings import Settings
 from visionyard.tracking.registry_client import RegistryClient
 
 FAST = ["--calibration-count", "10", "--threads", "1"]
@@ -113,4 +114,24 @@ def test_export_of_a_registered_version_stores_variants_and_lineage_tags(
     _, bundle = Registry(settings).fetch_bundle(f"{name}/1", tmp_path / "cache")
     assert InferenceSession.open(bundle, variant="int8").variant == "int8"
     assert main([*flags, "models", "show", f"{name}/1"]) == 0
-    assert "fp32,int8" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "fp32,int8" in shown
+    _assert_export_runs(settings, name, tags, shown)
+
+
+def _assert_export_runs(settings: Settings, name: str, tags: dict[str, str], shown: str) -> None:
+    """Each variant's report is an ``export <variant>`` MLflow run beside the training run."""
+    client = RegistryClient.from_settings(settings).client
+    training = client.get_run(client.get_model_version(name, "1").run_id)
+    for variant in ("fp32", "int8"):
+        run_id = tags[f"vy.export_run.{variant}"]
+        assert f"{variant}={run_id}" in shown
+        run = client.get_run(run_id)
+        assert run.info.run_name == f"export {variant}"
+        assert run.info.experiment_id == training.info.experiment_id
+        assert run.data.tags["visionyard.exported_model"] == name
+        assert run.data.tags["visionyard.exported_version"] == "1"
+        assert run.data.params["precision"] == variant
+        for key in ("accuracy", "agreement", "latency_p50_ms", "file_size_bytes", "passed"):
+            assert key in run.data.metrics, key
+        assert any(k.startswith("class_delta/") for k in run.data.metrics)

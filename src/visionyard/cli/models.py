@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from visionyard.registry.evaluations import EvaluationRecord
     from visionyard.registry.views import AliasView
 
+#: Version tags naming each export variant's MLflow run (:mod:`visionyard.export.mlflow_record`).
+EXPORT_RUN = "vy.export_run."
 app = typer.Typer(help="Registered models: list, show, history, diff.", no_args_is_help=True)
 SYNC_NOTES = {
     "pending": "[yellow]interrupted move: the next promote/rollback completes it[/]",
@@ -165,6 +167,10 @@ def _lineage(view: VersionView) -> Table:
             name = key.removeprefix("vy.variant.")
             digest = tags.get(f"vy.variant_digest.{name}")
             rows[f"variant {name}"] = value + (f" (digest {digest[:12]})" if digest else "")
+    runs = [f"{k.removeprefix(EXPORT_RUN)}={v}" for k, v in sorted(tags.items())
+            if k.startswith(EXPORT_RUN)]  # fmt: skip
+    if runs:
+        rows["export runs"] = ", ".join(runs)
     for key, value in rows.items():
         table.add_row(key, escape(value))
     return table

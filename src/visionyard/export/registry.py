@@ -119,13 +119,17 @@ def version_tags(reports: Sequence[VariantReport], held: Iterable[str]) -> dict[
 def export_registered(
     settings: Settings, name: str, version: str, workdir: Path, **kwargs: Any
 ) -> list[VariantReport]:
-    """:func:`export_version` on the registry the settings point at."""
+    """:func:`export_version` on the registry the settings point at; each report is also an
+    MLflow run linked to the version (:mod:`visionyard.export.mlflow_record`)."""
+    from visionyard.export.mlflow_record import record_export
     from visionyard.tracking.registry_client import RegistryClient
 
-    return export_version(
+    reports = export_version(
         RegistryClient.from_settings(settings), name, version, workdir=workdir,
         signing_key=settings.registry.signing_key, **kwargs,
     )  # fmt: skip
+    record_export(settings, name, version, reports)
+    return reports
 
 
 def _sync_variants_tag(store: VersionStore, name: str, version: str, own: Iterable[str]) -> None:
