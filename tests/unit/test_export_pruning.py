@@ -14,6 +14,7 @@ from visionyard.errors import DependencyMissingError, ExportError
 from visionyard.export.prune_spec import Pruning, lineage_text, parse_pruned
 from visionyard.export.pruning import prune
 from visionyard.export.variants import needs_calibration, parse_variants
+from visionyard.settings import Settings
 from visionyard.tracking.queries import RunInfo
 from visionyard.train.models import build_model
 from visionyard.train.prune_source import config_from_params
@@ -118,3 +119,14 @@ def test_the_lineage_line_names_the_ratio_counts_and_fine_tuning_run() -> None:
         "pruned 50% (magnitude L2), params 98.2k->24.9k, MACs 14.9M->3.9M, fine-tuned 3 "
         "epoch(s) lr 0.0003 in run ft123"
     )
+
+
+def test_an_imported_version_cannot_be_pruned(tracking_settings: Settings) -> None:
+    from visionyard.tracking import start_run
+    from visionyard.train.prune_source import trained_source
+
+    tags = {"visionyard.source": "import"}
+    with start_run("imports", settings=tracking_settings, tags=tags) as run:
+        run.log_params({"import_format": "onnx"})
+    with pytest.raises(ExportError, match=r"needs a version trained with .*imported \(onnx\)"):
+        trained_source(tracking_settings, run.run_id, "version 1 of 'm'")

@@ -1,0 +1,228 @@
+"""Benchmark: pruned variants (and with INT8) vs FP32, side by side, on two trained models.
+
+1. The quickstart model (``QUICKSTART_MODEL``: small CNN, width 1.25, 64x64) trained on the
+   default synthetic shapes set.
+2. A ResNet-18-style network (``arch = resnet18``, ``--resnet-size`` input, default 224x224)
+   trained on the same set resized, so its accuracy deltas mean something.
+
+Each trained version gets ``int8, pruned25, pruned50, pruned25-int8, pruned50-int8`` exactly as
+``visionyard export NAME VERSION --variants ...`` builds them: torch-pruning removes the channels,
+a tracked run fine-tunes the pruned model (``--finetune-epochs``) with the recorded training
+configuration, and ``build_variants`` quantizes, evaluates on the validation split and stores
+them (``--force``: kept even past the bound, the bench reports the verdict). Latency at batch 1
+and throughput at batch 16 are then measured again with all six models' runs interleaved, so
+load from other processes hits each alike; ratios are against FP32 in the same run.
+Target: pruned50-int8 >= 4x faster than FP32 at batch 1 with <= 1 point top-1 drop.
+
+    .venv/bin/python bench/bench_pruning.py                # full run (quiet machine, ~20 min)
+    .venv/bin/python bench/bench_pruning.py --smoke        # seconds: proves the script works
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from visionyard.cli.quickstart import QUICKSTART_MODEL
+from visionyard.data import make_classification_set
+from visionyard.export.reports import VariantReport
+from visionyard.export.variants import (
+    CalibrationOptions,
+    TimingOptions,
+    VariantOptions,
+    build_variants,
+)
+from visionyard.export.workflow import resolve_sets
+from visionyard.runtime import InferenceSession
+from visionyard.settings import Settings
+from visionyard.train import make_config, train
+from visionyard.train.prune_finetune import FinetuneOptions, build_pruned
+
+VARIANTS = ("fp32", "int8", "pruned25", "pruned50", "pruned25-int8", "pruned50-int8")
+TARGET_VARIANT, TARGET_SPEEDUP, TARGET_DROP_POINTS = "pruned50-int8", 4.0, 1.0
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Timed:
+    b1_ms: float
+    b16_images_per_s: float
+
+
+@dataclass(frozen=True)
+class Measured:
+    model: str
+    input: str
+    reports: dict[str, VariantReport]
+    timed: dict[str, Timed]
+
+
+def main() -> None:
+    args = _parse()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    torch.set_num_threads(max(args.threads, 1))
+    with tempfile.TemporaryDirectory(prefix="vy-bench-pruning-") as tmp:
+        work = Path(tmp)
+        data = _shapes(work, args.smoke)
+        settings = Settings(
+            home=work / ".visionyard", train={"num_threads": args.train_threads, "seed": 0}
+        )
+        quick = {**QUICKSTART_MODEL, "epochs": args.epochs}
+        size = (args.resnet_size, args.resnet_size)
+        resnet = {"arch": "resnet18", "epochs": args.resnet_epochs, "input_size": size}
+        resnet["width"] = args.resnet_width
+        if args.smoke:
+            quick.update(width=0.5, input_size=(32, 32))
+        rows = [
+            _measure("quickstart model", quick, data, settings, args),
+            _measure("ResNet-18-style", resnet, data, settings, args),
+        ]
+    _print(rows)
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (runtime)")
+    parser.add_argument("--train-threads", type=int, default=2, help="torch threads (training)")
+    parser.add_argument("--iterations", type=int, default=100, help="timed runs per model")
+    parser.add_argument("--epochs", type=int, default=10, help="quickstart model epochs")
+    parser.add_argument("--resnet-epochs", type=int, default=4)
+    parser.add_argument("--resnet-size", type=int, default=224, help="ResNet input (square)")
+    parser.add_argument("--resnet-width", type=float, default=1.0)
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="default: 30 %%")
+    parser.add_argument("--calibration", type=int, default=100, help="calibration images")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and models: seconds")
+    args = parser.parse_args()
+    if args.smoke:
+        args.iterations, args.epochs, args.resnet_epochs = 5, 1, 1
+        args.resnet_size, args.resnet_width, args.calibration = 32, 0.25, 10
+        args.finetune_epochs = 1
+    return args
+
+
+def _shapes(work: Path, smoke: bool) -> Path:
+    console.print("making the synthetic shapes set")
+    counts = {"train_per_class": 12, "val_per_class": 4, "size": 32} if smoke else {}
+    return make_classification_set(work / "shapes", seed=0, **counts)
+
+
+def _measure(
+    name: str, model: dict[str, Any], data: Path, settings: Settings, args: argparse.Namespace
+) -> Measured:
+    say = _say(name)
+    say(f"training ({model['arch']}, {model['epochs']} epochs)")
+    result = train(make_config(data=data, **model), settings)
+    started = time.perf_counter()
+    pruned = build_pruned(
+        settings, result.run_id, name, VARIANTS, FinetuneOptions(args.finetune_epochs), say
+    )
+    evaluation, calibration = resolve_sets(data)
+    options = VariantOptions(
+        max_drop_points=TARGET_DROP_POINTS,
+        min_agreement=0.0,
+        force=True,  # the bench reports the verdict; it keeps every variant
+        calibration=CalibrationOptions(count=args.calibration),
+        timing=TimingOptions(threads=args.threads, iterations=5, throughput_iterations=1),
+        pruned=pruned,
+    )
+    reports = build_variants(
+        result.bundle_path, variants=VARIANTS, eval_set=evaluation,
+        calibration_set=calibration, options=options, progress=say,
+    )  # fmt: skip
+    say(f"variants built in {time.perf_counter() - started:.1f} s; timing them interleaved")
+    timed = _interleaved(result.bundle_path, args.threads, args.iterations)
+    size = InferenceSession.open(result.bundle_path).contract.preprocessing.input_size
+    return Measured(name, f"{size.height}x{size.width}", {r.name: r for r in reports}, timed)
+
+
+def _say(name: str) -> Any:
+    return lambda message: console.print(f"  {name}: {message}", highlight=False)
+
+
+def _interleaved(bundle: Path, threads: int, iterations: int) -> dict[str, Timed]:
+    """Batch-1 p50 (ms) and batch-16 images/s of every variant, runs alternating."""
+    sessions = {
+        v: InferenceSession.open(bundle, variant=v, intra_op_threads=threads) for v in VARIANTS
+    }
+    one, sixteen = sessions["fp32"].dummy_input(1), sessions["fp32"].dummy_input(16)
+    single: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    batch: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for step in range(iterations + 5):
+        for name, session in sessions.items():
+            single[name].append(_seconds(session, one))
+            if step % 5 == 0:
+                batch[name].append(_seconds(session, sixteen))
+    return {
+        v: Timed(
+            float(np.percentile(single[v][5:], 50)) * 1000.0,
+            16.0 / float(np.percentile(batch[v][1:] or batch[v], 50)),
+        )
+        for v in VARIANTS
+    }
+
+
+def _seconds(session: InferenceSession, tensor: np.ndarray) -> float:
+    start = time.perf_counter()
+    session.run(tensor)
+    return time.perf_counter() - start
+
+
+def _print(rows: list[Measured]) -> None:
+    title = "Pruned and INT8 variants vs FP32 (ONNX Runtime CPU, model time alone, one run)"
+    table = Table(title=title)
+    columns = ["model", "variant", "b=1 p50 ms", "b=1 speedup", "b=16 img/s", "b=16 ratio"]
+    columns += ["top-1", "Δ points", "agreement", "params", "MACs", "size MB", "verdict"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "variant") else "right")
+    for row in rows:
+        for variant in VARIANTS:
+            table.add_row(*_cells(row, variant))
+        table.add_section()
+    screen = Console(width=max(Console().width, 160))
+    screen.print(table)
+    screen.print(
+        f"target: {TARGET_VARIANT} >= {TARGET_SPEEDUP:g}x faster than fp32 at batch 1 with a "
+        f"top-1 drop <= {TARGET_DROP_POINTS:g} point on the synthetic validation set"
+    )
+
+
+def _cells(row: Measured, variant: str) -> list[str]:
+    report, timed, base = row.reports[variant], row.timed[variant], row.timed["fp32"]
+    quality, pruning = report.quality, report.pruning
+    speedup = base.b1_ms / timed.b1_ms
+    delta = quality.delta_points or 0.0
+    verdict = ""
+    if variant == TARGET_VARIANT:
+        ok = speedup >= TARGET_SPEEDUP and -delta <= TARGET_DROP_POINTS
+        verdict = "PASS" if ok else "MISS"
+    params = f"{pruning.params_after / pruning.params_before:.2f}x" if pruning else "1.00x"
+    macs = f"{pruning.macs_after / pruning.macs_before:.2f}x" if pruning else "1.00x"
+    return [
+        f"{row.model} {row.input}" if variant == "fp32" else "",
+        variant,
+        f"{timed.b1_ms:.2f}",
+        f"{speedup:.2f}x",
+        f"{timed.b16_images_per_s:.0f}",
+        f"{timed.b16_images_per_s / base.b16_images_per_s:.2f}x",
+        f"{quality.value:.4f}",
+        f"{quality.delta_points:+.2f}" if quality.delta_points is not None else "-",
+        f"{quality.agreement:.4f}",
+        params,
+        macs,
+        f"{report.file_size_bytes / 1e6:.2f}",
+        verdict,
+    ]
+
+
+if __name__ == "__main__":
+    main()
