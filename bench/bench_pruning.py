@@ -112,8 +112,11 @@ def _parse() -> argparse.Namespace:
 
 def _shapes(work: Path, smoke: bool) -> Path:
     console.print("making the synthetic shapes set")
-    counts = {"train_per_class": 12, "val_per_class": 4, "size": 32} if smoke else {}
-    return make_classification_set(work / "shapes", seed=0, **counts)
+    if smoke:
+        return make_classification_set(
+            work / "shapes", seed=0, train_per_class=12, val_per_class=4, size=32
+        )
+    return make_classification_set(work / "shapes", seed=0)
 
 
 def _measure(
