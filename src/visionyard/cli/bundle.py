@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import out, registry
+from visionyard.cli.console import all_option, emit_json, labels_line, out, registry
 
 app = typer.Typer(help="Verify and inspect model bundles.", no_args_is_help=True)
 
@@ -65,12 +65,22 @@ def sign(
 
 
 @app.command("show")
-def show(path: Path = typer.Argument(..., help="Bundle directory.")) -> None:
-    """Verify a bundle, then print its files, variants and contract summary."""
+def show(
+    path: Path = typer.Argument(..., help="Bundle directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (files, variants, contract)."),
+    show_all: bool = all_option(),
+) -> None:
+    """Verify a bundle, then print its files, variants and contract summary (a long label list
+    as a count and its first labels; --all lists every one)."""
     from visionyard.bundle import load_bundle
 
     bundle = load_bundle(path)
     contract = bundle.contract
+    if as_json:
+        emit_json({"path": str(path), "digest": bundle.digest(), "files": bundle.files,
+                   "variants": bundle.variants, "contract_digest": contract.digest(),
+                   "contract": contract.model_dump(mode="json")})  # fmt: skip
+        return
     pre = contract.preprocessing
     table = Table(title=f"bundle {path}")
     table.add_column("file")
@@ -82,7 +92,8 @@ def show(path: Path = typer.Argument(..., help="Bundle directory.")) -> None:
     console.print(table)
     console.print(
         f"task {contract.task}, input {pre.input_size.height}x{pre.input_size.width} "
-        f"({pre.resize}, {pre.layout}, {pre.dtype}), {len(contract.labels)} labels: "
-        f"{', '.join(contract.labels)}"
+        f"({pre.resize}, {pre.layout}, {pre.dtype}), {labels_line(contract.labels, show_all)}",
+        highlight=False,
+        soft_wrap=True,
     )
     console.print(f"variants: {bundle.variants}; contract {contract.digest()}")

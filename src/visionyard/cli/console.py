@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -79,3 +81,29 @@ def registry(ctx: typer.Context) -> Registry:
     from visionyard.registry import Registry
 
     return Registry(app_context(ctx).settings)
+
+
+def emit_json(value: Any) -> None:
+    """The ``--json`` form of every list and show command: pure JSON on stdout (indented, no
+    colour or wrapping, whatever the terminal), objects for one thing and arrays for lists."""
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+#: Label lists longer than this are shown as a count and their first labels (``--all``: all).
+LABELS_SHOWN = 10
+
+
+def labels_line(labels: Sequence[str], show_all: bool) -> str:
+    """``3 labels: cat, dog, fox``, or for a long list ``1000 labels: a, b, ... (+990 more;
+    --all lists them)``."""
+    if show_all or len(labels) <= LABELS_SHOWN:
+        return f"{len(labels)} labels: {', '.join(labels)}"
+    head = ", ".join(labels[:LABELS_SHOWN])
+    return (
+        f"{len(labels)} labels: {head}, ... (+{len(labels) - LABELS_SHOWN} more; --all lists them)"
+    )
+
+
+def all_option() -> Any:
+    """The ``--all`` option of the commands that shorten long label lists."""
+    return typer.Option(False, "--all", help="List every label (long lists show a count).")

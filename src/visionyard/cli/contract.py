@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from visionyard.cli.console import out
+from visionyard.cli.console import LABELS_SHOWN, all_option, emit_json, labels_line, out
 
 if TYPE_CHECKING:
     from visionyard.contract.schema import VisionContract
@@ -40,14 +40,19 @@ def validate(file: Path = FILE) -> None:
 def show(
     file: Path = FILE,
     as_json: bool = typer.Option(False, "--json", help="Print the full contract as JSON."),
+    show_all: bool = all_option(),
 ) -> None:
-    """Print every field of a contract (defaults included) and its labels."""
+    """Print every field of a contract (defaults included) and its labels (a long list as a
+    count and its first labels; --all lists every one)."""
     contract = _load(file)
     if as_json:
-        out().print_json(contract.to_json())
+        emit_json(json.loads(contract.to_json()))
         return
     out().print(_fields_table(contract, file))
-    out().print(_labels_table(contract))
+    if show_all or len(contract.labels) <= LABELS_SHOWN:
+        out().print(_labels_table(contract))
+    else:
+        out().print(labels_line(contract.labels, show_all=False), highlight=False, soft_wrap=True)
 
 
 def _load(file: Path) -> VisionContract:

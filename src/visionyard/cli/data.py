@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from visionyard.cli.console import app_context, err, out
+from visionyard.cli.console import app_context, emit_json, err, out
 from visionyard.data.diff import ManifestDiff, diff_manifests
 from visionyard.data.manifest import NO_SPLIT, DatasetManifest, build_manifest, read_dataset
 from visionyard.data.synth import SHAPES, make_classification_set, make_detection_set
@@ -136,7 +135,7 @@ def diff(
     max_pixels = app_context(ctx).settings.images.max_pixels
     result = diff_manifests(_manifest(before, max_pixels), _manifest(after, max_pixels))
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        emit_json(result.to_dict())
         return
     console = out()
     console.print(_summary_table(result, before, after))

@@ -5,8 +5,6 @@ Every view costs a fixed number of registry reads (measured by ``bench/bench_reg
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import err, out, registry
+from visionyard.cli.console import emit_json, err, out, registry
 
 if TYPE_CHECKING:
     from visionyard.registry import AliasEvent, VersionDiff, VersionView
@@ -38,7 +36,7 @@ def list_cmd(
     """Every registered model: newest version, aliases, last alias move."""
     rows = registry(ctx).list()
     if as_json:
-        _emit_json([asdict(r) for r in rows])
+        emit_json([asdict(r) for r in rows])
         return
     table = Table(title="registered models")
     for column in ("model", "task", "latest", "aliases", "events", "last move"):
@@ -60,7 +58,7 @@ def show(
     """One version's lineage in one screen: run, data, code, aliases, who promoted it when."""
     view = registry(ctx).show(reference)
     if as_json:
-        _emit_json(_view_json(view))
+        emit_json(_view_json(view))
         return
     console = out()
     console.print(_lineage(view))
@@ -89,7 +87,7 @@ def history(
     events, aliases = registry(ctx).history(name, alias, limit or None)
     if as_json:
         body = {"events": [e.to_dict() for e in events], "aliases": [asdict(a) for a in aliases]}
-        _emit_json(body)
+        emit_json(body)
         return
     out().print(_events_table(f"history of {escape(name)}", events))
     for view in aliases:
@@ -108,7 +106,7 @@ def diff(
     """Params, metrics (overall and per class), dataset, contract and environment changes."""
     result = registry(ctx).diff(name, v1, v2)
     if as_json:
-        _emit_json(asdict(result))
+        emit_json(asdict(result))
         return
     _print_diff(result)
 
@@ -133,11 +131,6 @@ def _print_diff(d: VersionDiff) -> None:
         data.add_row(escape(ds.name), digest, _data_summary(ds.summary, ds.note),
                      escape(_examples(ds.examples)))  # fmt: skip
     console.print(data if d.datasets else "datasets: none recorded")
-
-
-def _emit_json(value: Any) -> None:
-    """JSON on stdout, unhighlighted (rich's pretty printer takes seconds on 5,000 events)."""
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def _lineage(view: VersionView) -> Table:

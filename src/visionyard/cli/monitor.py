@@ -5,18 +5,16 @@ Heavy imports (mlflow, onnxruntime, scipy) happen inside the commands.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import app_context, err, out
+from visionyard.cli.console import app_context, emit_json, err, out
 from visionyard.cli.data import progress_bar
 from visionyard.errors import ConfigError, DatasetError
 
@@ -81,7 +79,7 @@ def show(
         info, stored = load_version_profile(app_context(ctx).settings, reference, workdir)
     if as_json:
         body = {**stored.meta, "summary": stored.sample.summary(), "shares": stored.sample.shares()}
-        _emit_json(body)
+        emit_json(body)
         return
     out().print(_summary_table(stored, f"profile of {escape(info.name)} v{info.version}"))
 
@@ -110,7 +108,7 @@ def compare_cmd(
     info, result = found.version, found.comparison
     if as_json:
         about = {"model": info.name, "version": info.version, "data": str(data)}
-        _emit_json({**about, **result.to_dict(), "unreadable": found.collected.unreadable})
+        emit_json({**about, **result.to_dict(), "unreadable": found.collected.unreadable})
         return
     out().print(
         _comparison_table(result, f"{escape(info.name)} v{info.version} vs {escape(str(data))}")
@@ -168,7 +166,7 @@ def report_cmd(
         out_file.write_text(report_html(built), encoding="utf-8")
         err().print(f"report written: {escape(str(out_file))} (verdict: {built.verdict})")
     if as_json:
-        _emit_json(built.to_dict())
+        emit_json(built.to_dict())
 
 
 def _window_report(
@@ -303,7 +301,3 @@ def _number(value: float | None) -> str:
 
 def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
-
-
-def _emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")

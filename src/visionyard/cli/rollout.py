@@ -9,7 +9,6 @@ show it, and make the manual decisions. Exit codes (:data:`~visionyard.cli.conso
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import out, registry
+from visionyard.cli.console import emit_json, out, registry
 from visionyard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ def status(
     if as_json:
         body = {**rollout.to_dict(), "share": rollout.share, "overdue": _overdue(rollout),
                 "events": [_event_dict(e) for e in mine]}  # fmt: skip
-        out().print_json(json.dumps(body))
+        emit_json(body)
         return
     console = out()
     console.print(_state_table(rollout))

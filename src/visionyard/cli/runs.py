@@ -5,7 +5,6 @@ mlflow loads only inside the commands (through :mod:`visionyard.tracking`).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from visionyard.cli.console import app_context, err, out
+from visionyard.cli.console import app_context, emit_json, err, out
 
 if TYPE_CHECKING:
     from visionyard.tracking import RunInfo
@@ -29,22 +28,30 @@ SHOWN_METRICS = 4
 def list_cmd(
     ctx: typer.Context,
     experiment: str | None = typer.Option(
-        None, "--experiment", "-e", help="Only this experiment (default: all)."
+        None, "--experiment", "-e", help="Only this experiment, by name or id (default: all)."
     ),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="Newest runs to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every field of each run)."),
 ) -> None:
-    """Newest runs first, with their status and latest metrics."""
+    """Newest runs first, with their experiment, status and latest metrics."""
     from visionyard.tracking import list_runs
+    from visionyard.tracking.experiments import experiment_names, resolve_experiment
 
-    runs = list_runs(experiment, settings=app_context(ctx).settings, max_results=limit)
-    table = Table(title=f"runs ({experiment or 'all experiments'})")
+    settings = app_context(ctx).settings
+    name = resolve_experiment(experiment, settings=settings) if experiment else None
+    runs = list_runs(name, settings=settings, max_results=limit)
+    names = experiment_names(settings=settings)
+    if as_json:
+        emit_json([{**asdict(r), "experiment": names.get(r.experiment_id)} for r in runs])
+        return
+    table = Table(title=f"runs ({name or 'all experiments'})")
     for column in ("run id", "name", "experiment", "status", "started", "duration", "metrics"):
         table.add_column(column)
     for run in runs:
         table.add_row(
             run.run_id,
             run.name or "",
-            run.experiment_id,
+            names.get(run.experiment_id, run.experiment_id),
             run.status,
             _when(run.start_time),
             _duration(run),
@@ -61,13 +68,16 @@ def show(
 ) -> None:
     """One run: overview, parameters, metrics, datasets and tags."""
     from visionyard.tracking import get_run_info
+    from visionyard.tracking.experiments import experiment_names
 
-    run = get_run_info(run_id, settings=app_context(ctx).settings)
+    settings = app_context(ctx).settings
+    run = get_run_info(run_id, settings=settings)
+    experiment = experiment_names(settings=settings).get(run.experiment_id)
     if as_json:
-        out().print_json(json.dumps(asdict(run), default=str))
+        emit_json({**asdict(run), "experiment": experiment})
         return
     console = out()
-    console.print(_overview(run))
+    console.print(_overview(run, experiment))
     console.print(_pairs("parameters", run.params))
     console.print(_pairs("latest metrics", {k: f"{v:.6g}" for k, v in run.metrics.items()}))
     datasets = Table(title="datasets")
@@ -101,13 +111,13 @@ def ui(
         raise typer.Exit(subprocess.call(cmd, env=env))
 
 
-def _overview(run: RunInfo) -> Table:
+def _overview(run: RunInfo, experiment: str | None) -> Table:
     return _pairs(
         f"run {run.run_id}",
         {
             "name": run.name or "",
             "status": run.status,
-            "experiment": run.experiment_id,
+            "experiment": f"{experiment or '-'} (id {run.experiment_id})",
             "started": _when(run.start_time),
             "duration": _duration(run),
             "artifacts": run.artifact_uri,
