@@ -50,7 +50,10 @@ def test_export_prints_the_variant_table_and_stores_the_variants(
 ) -> None:
     bundle = write_colour_bundle(tmp_path / "b").path
     assert _export(bundle, data, "--variants", "fp32,int8,fp16") == 0
-    shown = capsys.readouterr().out
+    captured = capsys.readouterr()
+    shown = captured.out
+    assert "exporting variants" in captured.err
+    assert "9/9" in captured.err  # a bar of the export's stages, ended complete
     for text in ("variants of", "reference", "int8", "fp16", "passed", "accuracy 1.0000", "CPU"):
         assert text in shown
     assert set(load_bundle(bundle).variants) == {"fp32", "int8", "fp16"}

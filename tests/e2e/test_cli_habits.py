@@ -110,3 +110,19 @@ def test_runs_list_takes_an_experiment_name_or_id_and_prints_json(
     code, _, err = run(capsys, *flags, "runs", "list", "--experiment", "no-such-experiment")
     assert code == 4
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_export_bar_foresees_every_stage_the_export_reports(tmp_path: Path) -> None:
+    from tests.integration.test_export_variants import FAST, noisy_colour_set
+    from visionyard.cli.export_progress import expected_steps
+    from visionyard.data import read_imagefolder
+    from visionyard.export.variants import build_variants
+
+    colours = read_imagefolder(noisy_colour_set(tmp_path / "colours"))
+    bundle = write_colour_bundle(tmp_path / "bundle").path
+    stages: list[str] = []
+    build_variants(bundle, variants="int8,fp16", eval_set=colours.split("val"),
+                   calibration_set=colours.split("train"), options=FAST,
+                   progress=stages.append)  # fmt: skip
+    assert len(stages) == expected_steps(["fp32", "int8", "fp16"], registered=False), stages
+    assert any(s.startswith("quantizing int8") for s in stages)

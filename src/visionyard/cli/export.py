@@ -98,10 +98,13 @@ def export(
         timing=TimingOptions(threads=threads),
     )
     job = _Job(variants, sets.evaluation, sets.calibration, options)
-    with err().status("exporting variants") as status:
-        pruned = _pruned(ctx, target, names, (finetune_epochs, data), status.update)
+    from visionyard.cli.export_progress import expected_steps, step_bar
+
+    total = expected_steps(names, registered=not isinstance(target, Path))
+    with step_bar("exporting variants", total) as step:
+        pruned = _pruned(ctx, target, names, (finetune_epochs, data), step)
         job = replace(job, options=replace(options, pruned=pruned))
-        reports = _run(ctx, target, job, status.update)
+        reports = _run(ctx, target, job, step)
     where = str(target) if isinstance(target, Path) else "{} version {}".format(*target)
     out().print(variants_table(reports, title=f"variants of {where}"))
     if profile and not isinstance(target, Path) and not _has_profile(ctx, *target):
