@@ -96,7 +96,9 @@ def test_a_new_version_without_the_pinned_variant_leaves_the_old_one_serving(
     ):
         assert served_variant(running.http_url, "m") == ("int8", "int8")
         source.move("2", bundles["fp32-only"])
-        assert http.post("/v2/repository/models/m/load", headers=auth).status_code == 200
+        refused = http.post("/v2/repository/models/m/load", headers=auth)  # a failed load
+        assert refused.status_code == 404, refused.text
+        assert "version 2 has only: fp32" in refused.json()["error"]
         meta = http.get("/v2/models/m").json()
         assert meta["versions"] == ["1"]
         assert meta["parameters"]["variant"] == "int8"

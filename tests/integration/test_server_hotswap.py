@@ -148,7 +148,7 @@ def test_full_queue_is_503_with_retry_after(running: RunningServer, client: http
             )
             with pytest.raises(grpc.RpcError) as info:
                 stub.ModelInfer(request, metadata=[("authorization", "Bearer infer-secret")])
-            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # REST: 503
             assert ("retry-after", "1") in list(info.value.trailing_metadata())  # type: ignore[attr-defined]
     finally:
         running.call(_hold(model, -4))

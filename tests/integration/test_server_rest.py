@@ -177,8 +177,23 @@ def test_binary_bytes_images_and_triton_classification(client: httpx.Client) -> 
     assert strings["shape"] == [3, 2]
     first = strings["data"][0].split(":")  # type: ignore[index]
     assert first[1:] == ["0", "red"]
-    assert float(first[0]) > 0.9
     assert strings["data"][2].endswith(":2:blue")  # type: ignore[index]
+    # Triton's value is the output tensor's own value (here a logit), not a probability
+    body = {"inputs": [_images(images[0])], "outputs": [{"name": "logits"}]}
+    logits = _outputs(client.post("/v2/models/colour/infer", json=body).json())["logits"]
+    assert float(first[0]) == pytest.approx(max(logits["data"]), abs=1e-5)  # type: ignore[arg-type]
+    # the parameter classification_probabilities keeps probabilities available
+    probabilities = json.loads(header)
+    probabilities["parameters"] = {"classification_probabilities": True}
+    again = json.dumps(probabilities).encode()
+    response = client.post(
+        "/v2/models/colour/infer",
+        content=again + raw,
+        headers={"Inference-Header-Content-Length": str(len(again))},
+    )
+    top = _outputs(response.json())["logits"]["data"][0].split(":")  # type: ignore[index]
+    assert top[1:] == ["0", "red"]
+    assert 0.9 < float(top[0]) <= 1.0
 
 
 def test_detection_boxes_in_original_coordinates(client: httpx.Client) -> None:
@@ -377,8 +392,8 @@ def test_metrics_count_requests_and_show_versions(client: httpx.Client) -> None:
     )
     assert 'status="inference.invalid_input"' in text
     assert (
-        'visionyard_request_seconds_bucket{le="0.005",model="colour",protocol="rest",stage="inference"}'
-        in text
+        'visionyard_request_duration_seconds_bucket{le="0.005",model="colour",protocol="rest",'
+        'stage="inference",version="3"}' in text
     )
     assert 'visionyard_model_info{model="colour",reference=' in text
     assert "visionyard_batch_size_count" in text

@@ -145,7 +145,7 @@ def test_a_canary_of_half_answers_from_both_versions(
     assert sticky_grpc == sticky  # the same key lands on the same side over both protocols
     canary = 'model="m",role="canary",status="ok",version="2"'
     assert f"visionyard_rollout_requests_total{{{canary}}}" in metrics
-    assert 'visionyard_rollout_share_percent{mode="canary",model="m",version="2"} 50.0' in metrics
+    assert 'visionyard_rollout_share_ratio{mode="canary",model="m",version="2"} 0.5' in metrics
 
 
 def test_a_failing_shadow_costs_the_clients_nothing_and_is_rolled_back(

@@ -47,12 +47,11 @@ def _series(title: str, unit: str, queries: list[tuple[str, str]], description: 
 
 
 def _latency(q: str) -> str:
-    per_model = (
-        f"histogram_quantile({q}, sum by (model, le) "
-        f'(rate(visionyard_request_seconds_bucket{{stage="total",{_M}}}[{_RATE}])))'
+    """Per model and version (a canary, a swap): the histogram carries the version label."""
+    return (
+        f"histogram_quantile({q}, sum by (model, version, le) "
+        f'(rate(visionyard_request_duration_seconds_bucket{{stage="total",{_M}}}[{_RATE}])))'
     )
-    served = "topk by (model) (1, max by (model, version) (visionyard_model_info))"
-    return f"{per_model}\n  * on (model) group_left (version) {served}"
 
 
 def _traffic() -> list[Any]:
@@ -83,7 +82,7 @@ def _traffic() -> list[Any]:
                 (_latency("0.5"), "p50 {{model}} v{{version}}"),
                 (_latency("0.99"), "p99 {{model}} v{{version}}"),
             ],
-            "End-to-end request time per model and the version it serves.",
+            "End-to-end request time per model and version (canaries and swaps apart).",
         ),
         _series(
             "Queue depth",

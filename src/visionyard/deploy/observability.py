@@ -143,7 +143,7 @@ def _requests(model: str, status: str) -> str:
 def _latency(t: AlertThresholds) -> Alert:
     expr = (
         "histogram_quantile(0.99, sum by (model, le) "
-        f'(rate(visionyard_request_seconds_bucket{{stage="total"}}[{t.rate_window}])))\n'
+        f'(rate(visionyard_request_duration_seconds_bucket{{stage="total"}}[{t.rate_window}])))\n'
         f"  > {t.p99_seconds:g}"
     )
     return Alert(
@@ -154,7 +154,7 @@ def _latency(t: AlertThresholds) -> Alert:
         "{{ $labels.model }}: p99 latency above " + f"{t.p99_seconds:g} s",
         f"The 99th percentile of end-to-end request time of model {{{{ $labels.model }}}} has "
         f"been above {t.p99_seconds:g} s for {t.latency_for}. Compare the queue, preprocess "
-        "and inference stages of visionyard_request_seconds to see where the time goes.",
+        "and inference stages of visionyard_request_duration_seconds to see where the time goes.",
         _latency_series(t.p99_seconds),
         [Check("30m", [{"model": "slow"}])],
     )
@@ -164,7 +164,10 @@ def _latency_series(p99: float) -> dict[str, str]:
     """Model "slow" answers every request above the threshold, "fast" every one far below."""
     series: dict[str, str] = {}
     for model in ("slow", "fast"):
-        base = f'visionyard_request_seconds_bucket{{model="{model}",protocol="rest",stage="total"'
+        base = (
+            f'visionyard_request_duration_seconds_bucket{{model="{model}",version="1",'
+            'protocol="rest",stage="total"'
+        )
         series[f'{base},le="{p99 / 10:g}"}}'] = "0+0x40" if model == "slow" else "0+10x40"
         series[f'{base},le="{p99 * 10:g}"}}'] = "0+10x40"
         series[f'{base},le="+Inf"}}'] = "0+10x40"

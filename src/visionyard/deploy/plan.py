@@ -268,7 +268,7 @@ def _one_level(target: _Target, clients: int, seconds: float) -> Level:
 
 
 def _busy_seconds(target: _Target) -> float:
-    """The server's summed request time for the model (``visionyard_request_seconds_sum``,
+    """The server's summed request time for the model (``visionyard_request_duration_seconds_sum``,
     stage ``total``): its change over a window divided by the window is the mean number of
     requests in flight (Little's law), the time average of :data:`IN_FLIGHT_METRIC`."""
     try:
@@ -277,7 +277,7 @@ def _busy_seconds(target: _Target) -> float:
         raise VisionyardError(f"cannot read the server's /metrics: {exc}") from exc
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("visionyard_request_seconds_sum{"):
+        if line.startswith("visionyard_request_duration_seconds_sum{"):
             labels, value = line.rsplit(" ", 1)
             if f'model="{target.model}"' in labels and 'stage="total"' in labels:
                 total += float(value)

@@ -22,7 +22,7 @@ import grpc
 import uvicorn
 
 from visionyard.serving.batching import BatchConfig, usable_cores
-from visionyard.serving.dataplane import DataPlane
+from visionyard.serving.dataplane import REPOSITORY, DataPlane
 from visionyard.serving.grpc.server import create_grpc_server
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits
@@ -68,6 +68,8 @@ class Server:
         self.monitoring = monitoring(settings, self.metrics)
         self.pool = ModelPool(chosen, pool_config(settings), self.metrics, self.monitoring)
         self.plane = DataPlane(self.pool, self.metrics)
+        if settings.serving.admin_token is None:  # the repository extension is off
+            self.plane.extensions.remove(REPOSITORY)
         self.rollouts = follow_rollouts(settings, chosen, self.plane, self.monitoring, rollouts)
         self.parser = BodyParser()
         self.rest_app = create_rest_app(self.plane, settings.serving, self.parser, settings.monitor)

@@ -23,6 +23,10 @@ per batch (not per request). A request whose ``prepare`` or ``finish`` fails get
 the rest of its batch is served. The queue's bound is enforced before a request is queued (the
 model's admission counter, :meth:`LoadedModel.acquire`), so an overloaded server refuses work
 early instead of growing latency.
+
+Each executed batch is also reported to ``on_executed`` (an :class:`Executed`: its size and the
+seconds its rows spent in decoding, inference and output decoding), which Triton-style
+statistics count (:mod:`visionyard.serving.statistics`).
 """
 
 from __future__ import annotations
@@ -77,6 +81,17 @@ class BatchResult:
     preprocess_s: float
     inference_s: float
     batch_size: int
+    output_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Executed:
+    """One model execution: its batch size and seconds spent per stage (summed over rows)."""
+
+    batch_size: int
+    input_s: float
+    infer_s: float
+    output_s: float
 
 
 @dataclass
@@ -108,8 +123,10 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         name: str = "vy-infer",
         run_alone: RunFn | None = None,
+        on_executed: Callable[[Executed], None] | None = None,
     ) -> None:
         self._run = run
+        self._on_executed = on_executed
         self._run_alone = run_alone
         self._config = config
         self._on_batch = on_batch or (lambda size: None)
@@ -258,20 +275,26 @@ class Batcher:
                 self._release_alone()
         inference_s = time.perf_counter() - began
         self._on_batch(len(tensor))
-        offset = 0
+        offset, output_s = 0, 0.0
         for item in ready:
             count = len(item.rows) if item.rows is not None else 0
             part = {name: value[offset : offset + count] for name, value in outputs.items()}
             offset += count
+            finishing = time.perf_counter()
             try:
                 value = item.work.finish(part, item.context)
             except Exception as exc:
                 settled.done.append((item.future, exc))
                 continue
+            spent = time.perf_counter() - finishing
+            output_s += spent
             result = BatchResult(
-                value, started - item.enqueued, item.preprocess_s, inference_s, len(tensor)
+                value, started - item.enqueued, item.preprocess_s, inference_s, len(tensor), spent
             )
             settled.done.append((item.future, result))
+        if self._on_executed is not None:
+            input_s = sum(item.preprocess_s for item in ready)
+            self._on_executed(Executed(len(tensor), input_s, inference_s, output_s))
 
     def _claim_alone(self) -> bool:
         """Whether this worker may run its batch on every core: it is the only one holding a

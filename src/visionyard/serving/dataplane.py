@@ -175,7 +175,8 @@ class DataPlane:
         finally:
             self.pool.release(model)
         self.metrics.observe(model.name, model.version, protocol, "ok")
-        self.metrics.observe_timings(model.name, protocol, timings, time.perf_counter() - started)
+        total = time.perf_counter() - started
+        self.metrics.observe_timings(model.name, model.version, protocol, timings, total)
         return response, results
 
     async def _infer(

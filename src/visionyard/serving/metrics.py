@@ -1,13 +1,32 @@
-"""Prometheus metrics of the server, in their own registry (no process-global state)."""
+"""Prometheus metrics of the server, in their own registry, built from the documented list
+(:mod:`visionyard.serving.metric_names`), with the process, platform and GC collectors.
+
+``_created`` series are switched off (:func:`prometheus_client.disable_created_metrics`, a
+process-wide setting of the client library: nothing in visionyard reads them, and they double
+the series of every counter and histogram).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from visionyard.monitor.gpu import register_gpu_collector
+from visionyard.serving.metric_names import spec
 from visionyard.serving.types import Timings
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -21,47 +40,29 @@ class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
-        self.requests = Counter(
-            "visionyard_requests",
-            "Inference requests by outcome",
-            ["model", "version", "protocol", "status"],
-            registry=reg,
-        )
+        self.requests = Counter(*spec("visionyard_requests_total"), registry=reg)
         self.latency = Histogram(
-            "visionyard_request_seconds",
-            "Inference latency by stage (queue, preprocess, inference, total)",
-            ["model", "protocol", "stage"],
+            *spec("visionyard_request_duration_seconds"),
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
         self.batch_size = Histogram(
-            "visionyard_batch_size",
-            "Images per executed batch",
-            ["model"],
+            *spec("visionyard_batch_size"),
             buckets=_BATCH_BUCKETS,
             registry=reg,
         )
-        self.queue_depth = Gauge(
-            "visionyard_queue_depth", "Requests admitted and not finished", ["model"], registry=reg
-        )
-        self.model_info = Gauge(
-            "visionyard_model_info",
-            "1 for the version being served",
-            ["model", "version", "variant", "reference"],
-            registry=reg,
-        )
-        self.load_failures = Counter(
-            "visionyard_model_load_failures",
-            "Versions that failed to resolve, load or verify",
-            ["model"],
-            registry=reg,
-        )
-        self.swaps = Counter("visionyard_model_swaps", "Version switches", ["model"], registry=reg)
+        self.queue_depth = Gauge(*spec("visionyard_queue_depth"), registry=reg)
+        self.model_info = Gauge(*spec("visionyard_model_info"), registry=reg)
+        self.load_failures = Counter(*spec("visionyard_model_load_failures_total"), registry=reg)
+        self.swaps = Counter(*spec("visionyard_model_swaps_total"), registry=reg)
         self.monitor = MonitorMetrics(reg)
         self.rollout = RolloutMetrics(reg)
         self.gpu = register_gpu_collector(reg)  # per-device gauges where NVML is present
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)
         self._counters: dict[tuple[str, ...], Any] = {}
-        self._stages: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._stages: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def observe(self, model: str, version: str, protocol: str, status: str) -> None:
         key = (model, version, protocol, status)
@@ -70,11 +71,14 @@ class ServingMetrics:
             counter = self._counters.setdefault(key, self.requests.labels(*key))
         counter.inc()
 
-    def observe_timings(self, model: str, protocol: str, timings: Timings, total: float) -> None:
-        stages = self._stages.get((model, protocol))
+    def observe_timings(
+        self, model: str, version: str, protocol: str, timings: Timings, total: float
+    ) -> None:
+        key = (model, version, protocol)
+        stages = self._stages.get(key)
         if stages is None:
-            children = tuple(self.latency.labels(model, protocol, s) for s in _STAGES)
-            stages = self._stages.setdefault((model, protocol), children)
+            children = tuple(self.latency.labels(*key, s) for s in _STAGES)
+            stages = self._stages.setdefault(key, children)
         queue, preprocess, inference, whole = stages
         queue.observe(timings.queue)
         preprocess.observe(timings.preprocess)
@@ -111,43 +115,14 @@ class MonitorMetrics:
     values come from the profile and the contract, never from clients (bounded label sets)."""
 
     def __init__(self, reg: CollectorRegistry) -> None:
-        mv, mvf = ["model", "version"], ["model", "version", "feature"]
-        self.drift_statistic = Gauge(
-            "visionyard_drift_statistic", "Drift test statistic per feature", mvf, registry=reg
-        )
-        self.drift_p_value = Gauge(
-            "visionyard_drift_p_value",
-            "Drift p-value per feature, corrected for testing many features (Benjamini-Hochberg)",
-            mvf,
-            registry=reg,
-        )
-        self.drift_detected = Gauge(
-            "visionyard_drift_detected", "1 when any feature drifts, else 0", mv, registry=reg
-        )
-        self.window_size = Gauge(
-            "visionyard_monitor_window_size", "Images in the live window", mv, registry=reg
-        )
-        self.confidence_quantile = Gauge(
-            "visionyard_confidence_quantile",
-            "Top-1 confidence quantiles over the live window",
-            [*mv, "quantile"],
-            registry=reg,
-        )
-        self.class_share = Gauge(
-            "visionyard_class_share",
-            "Share of each predicted class in the live window",
-            [*mv, "label"],
-            registry=reg,
-        )
-        self.captured = Counter(
-            "visionyard_captured", "Images written by the capture writer", ["model"], registry=reg
-        )
-        self.capture_dropped = Counter(
-            "visionyard_capture_dropped",
-            "Images the capture writer dropped (queue_full, rate_limit, quota, write_error)",
-            ["model", "reason"],
-            registry=reg,
-        )
+        self.drift_statistic = Gauge(*spec("visionyard_drift_statistic"), registry=reg)
+        self.drift_p_value = Gauge(*spec("visionyard_drift_p_value"), registry=reg)
+        self.drift_detected = Gauge(*spec("visionyard_drift_detected"), registry=reg)
+        self.window_size = Gauge(*spec("visionyard_monitor_window_size"), registry=reg)
+        self.confidence_quantile = Gauge(*spec("visionyard_confidence_quantile"), registry=reg)
+        self.class_share = Gauge(*spec("visionyard_class_share"), registry=reg)
+        self.captured = Counter(*spec("visionyard_captured_total"), registry=reg)
+        self.capture_dropped = Counter(*spec("visionyard_capture_dropped_total"), registry=reg)
 
 
 class RolloutMetrics:
@@ -157,63 +132,21 @@ class RolloutMetrics:
     rollout, never from clients."""
 
     def __init__(self, reg: CollectorRegistry) -> None:
-        mvr = ["model", "version", "role"]
-        self.requests = Counter(
-            "visionyard_rollout_requests",
-            "Requests during a rollout by version, role and outcome (ok, error, client_error)",
-            [*mvr, "status"],
-            registry=reg,
-        )
+        self.requests = Counter(*spec("visionyard_rollout_requests_total"), registry=reg)
         self.latency = Histogram(
-            "visionyard_rollout_request_seconds",
-            "Latency during a rollout by version and role (a shadow's: its own inference)",
-            mvr,
+            *spec("visionyard_rollout_request_duration_seconds"),
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
-        self.shadow_compared = Counter(
-            "visionyard_shadow_compared",
-            "Images answered by production and the shadow candidate, by result (agree, disagree)",
-            ["model", "version", "result"],
-            registry=reg,
-        )
-        self.shadow_agreement = Gauge(
-            "visionyard_shadow_agreement",
-            "Share of images of the current step on which the shadow agrees with production",
-            ["model", "version"],
-            registry=reg,
-        )
+        self.shadow_compared = Counter(*spec("visionyard_shadow_compared_total"), registry=reg)
+        self.shadow_agreement = Gauge(*spec("visionyard_shadow_agreement"), registry=reg)
         self.shadow_confidence_delta = Gauge(
-            "visionyard_shadow_confidence_delta",
-            "Mean top-1 confidence of the shadow minus production's over the current step",
-            ["model", "version"],
-            registry=reg,
+            *spec("visionyard_shadow_confidence_delta"), registry=reg
         )
-        self.shadow_shed = Counter(
-            "visionyard_shadow_shed",
-            "Shadow requests not run (busy: production needs the capacity, queue_full, "
-            "candidate_busy, unavailable)",
-            ["model", "reason"],
-            registry=reg,
-        )
-        self.step = Gauge(
-            "visionyard_rollout_step",
-            "Index of the rollout step followed (present while a rollout runs)",
-            ["model", "version", "mode"],
-            registry=reg,
-        )
-        self.share = Gauge(
-            "visionyard_rollout_share_percent",
-            "Share of requests routed (canary) or mirrored (shadow) to the candidate",
-            ["model", "version", "mode"],
-            registry=reg,
-        )
-        self.decisions = Counter(
-            "visionyard_rollout_decisions",
-            "Rollout decisions recorded by this server (advance, promote, rollback)",
-            ["model", "action"],
-            registry=reg,
-        )
+        self.shadow_shed = Counter(*spec("visionyard_shadow_shed_total"), registry=reg)
+        self.step = Gauge(*spec("visionyard_rollout_step"), registry=reg)
+        self.share = Gauge(*spec("visionyard_rollout_share_ratio"), registry=reg)
+        self.decisions = Counter(*spec("visionyard_rollout_decisions_total"), registry=reg)
         self._children: dict[tuple[str, ...], Any] = {}
 
     def observe(self, model: str, version: str, role: str, status: str, seconds: float) -> None:
@@ -226,10 +159,12 @@ class RolloutMetrics:
         if status == "ok":
             child[1].observe(seconds)
 
-    def following(self, model: str, version: str, mode: str, step: int, share: float) -> None:
+    def following(
+        self, model: str, version: str, mode: str, step: int, share_percent: float
+    ) -> None:
         self.ended(model)
         self.step.labels(model, version, mode).set(step)
-        self.share.labels(model, version, mode).set(share)
+        self.share.labels(model, version, mode).set(share_percent / 100)  # base unit: a ratio
 
     def ended(self, model: str) -> None:
         """Remove the model's rollout gauges (no rollout is followed any more)."""

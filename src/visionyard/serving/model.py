@@ -28,6 +28,7 @@ from visionyard.serving.batching import Batcher, Work
 from visionyard.serving.codec import datatype_of
 from visionyard.serving.errors import ModelUnavailableError, ServerBusyError
 from visionyard.serving.outputs import output_specs
+from visionyard.serving.statistics import ModelStats
 from visionyard.serving.types import Tensor, TensorSpec
 
 if TYPE_CHECKING:
@@ -60,7 +61,14 @@ Finish = Callable[[dict[str, np.ndarray], list[ImageMeta]], Any]
 class LoadedModel:
     """A version being served; requests :meth:`acquire` it and :meth:`release` it when done."""
 
-    def __init__(self, name: str, version: str, session: InferenceSession, batcher: Batcher):
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        session: InferenceSession,
+        batcher: Batcher,
+        stats: ModelStats | None = None,
+    ):
         self.name = name
         self.version = version
         self.session = session
@@ -69,6 +77,8 @@ class LoadedModel:
         self.outputs = output_specs(session)
         self.accepts_non_finite = session.bundle.metadata.get("accepts_non_finite") is True
         self.in_flight = 0
+        #: Triton's statistics of this version (the batcher counts its executions in them)
+        self.stats = stats or ModelStats()
         self.monitor: Watcher | None = None  # set by the pool when monitoring is on
         self._closing = False
         self._drained = asyncio.Event()

@@ -5,18 +5,25 @@ Classification models add ``top_labels`` (BYTES ``[N, k]``), ``top_scores`` (FP3
 ``{"box": [x1, y1, x2, y2], "score", "index", "label"}`` per image, boxes in ORIGINAL image
 pixels), and the same as padded tensors: ``detection_boxes`` FP32 ``[N, D, 4]``,
 ``detection_scores`` FP32 ``[N, D]``, ``detection_classes`` INT64 ``[N, D]`` (-1 pads) and
-``num_detections`` INT64 ``[N]``. Asking for any classifier output with the classification
-extension (``classification: k``) returns BYTES ``[N, k]`` strings ``"score:index:label"``.
+``num_detections`` INT64 ``[N]``.
+
+The classification extension, as Triton defines it: asking for an output with the parameter
+``classification: k`` returns BYTES ``[N, k]`` strings ``"<value>:<index>:<label>"``, the k
+largest values of that output tensor itself (a classifier's logits stay logits), best first;
+the label is left out when the output has no label per class. With the request parameter
+:data:`PROBABILITIES` (``"classification_probabilities": true``) the value is the class's
+probability instead (the contract's softmax of logits), as visionyard answered before.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from visionyard.contract.postprocess import ImageResult, classify, triton_strings
+from visionyard.contract.postprocess import ImageResult, Prediction, classify
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.contract.schema import ClassificationDecoding, VisionContract
 from visionyard.errors import InvalidInputError
@@ -25,6 +32,7 @@ from visionyard.serving.codec import datatype_of, json_number, object_array
 from visionyard.serving.types import RequestedOutput, Tensor, TensorSpec
 
 Outputs = dict[str, np.ndarray]
+PROBABILITIES = "classification_probabilities"
 Builder = Callable[[list[ImageResult]], np.ndarray]
 CLASSIFICATION_OUTPUTS = ("top_labels", "top_scores", "top_indices")
 DETECTION_OUTPUTS = (
@@ -77,15 +85,18 @@ def build_outputs(
     raw: Outputs,
     metas: list[ImageMeta],
     requested: Sequence[RequestedOutput],
+    *,
+    probabilities: bool = False,
 ) -> list[Tensor]:
     """The requested outputs (all of them when none are named; names checked beforehand by
-    :func:`check_outputs`, on the event loop, before any work is queued)."""
+    :func:`check_outputs`, on the event loop, before any work is queued); ``probabilities``:
+    the classification extension's value is a probability, not the tensor's value."""
     wanted = list(requested) or [RequestedOutput(spec.name) for spec in specs]
     results: list[ImageResult] | None = None
     tensors = []
     for item in wanted:
         if item.classification:
-            tensors.append(_classification(session.contract, raw, item))
+            tensors.append(_classification(session.contract, raw, item, probabilities))
         elif item.name in raw:
             tensors.append(_tensor(item.name, raw[item.name]))
         else:
@@ -98,16 +109,48 @@ def _tensor(name: str, array: np.ndarray) -> Tensor:
     return Tensor(name, datatype_of(array.dtype), tuple(array.shape), array)
 
 
-def _classification(contract: VisionContract, raw: Outputs, item: RequestedOutput) -> Tensor:
+def classification_probabilities(parameters: Mapping[str, Any]) -> bool:
+    """The request parameter :data:`PROBABILITIES` (a boolean, default false)."""
+    value = parameters.get(PROBABILITIES, False)
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"parameter {PROBABILITIES!r} must be true or false")
+    return value
+
+
+def _classification(
+    contract: VisionContract, raw: Outputs, item: RequestedOutput, probabilities: bool
+) -> Tensor:
     decoding = contract.decoding
     if not isinstance(decoding, ClassificationDecoding):
         raise InvalidInputError("the classification extension needs a classification model")
     if item.classification < 1:
         raise InvalidInputError(f"classification count must be >= 1, got {item.classification}")
-    predictions = classify(raw[decoding.output], contract, top_k=item.classification)
-    strings = triton_strings(predictions)
+    scores = raw.get(item.name, raw[decoding.output])
+    if probabilities:
+        predictions = classify(scores, contract, top_k=item.classification)
+    else:
+        predictions = _top_values(scores, contract.labels, item.classification)
+    strings = [[_triton(p) for p in row] for row in predictions]
     array = object_array([s.encode() for row in strings for s in row])
     return _tensor(item.name, array.reshape(len(strings), -1))
+
+
+def _triton(prediction: Prediction) -> str:
+    """``value:index:label``, or ``value:index`` for an output without labels (Triton's)."""
+    return (
+        prediction.to_triton() if prediction.label else f"{prediction.score:f}:{prediction.index}"
+    )
+
+
+def _top_values(scores: np.ndarray, labels: Sequence[str], k: int) -> list[list[Prediction]]:
+    """The k largest values per row, best first; a label only when there is one per value."""
+    values = np.asarray(scores, np.float64).reshape(len(scores), -1)
+    named = len(labels) == values.shape[1]
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return [
+        [Prediction(int(i), labels[i] if named else "", float(row[i])) for i in best]
+        for row, best in zip(values, order, strict=True)
+    ]
 
 
 def _top_labels(results: list[ImageResult]) -> np.ndarray:

@@ -33,6 +33,7 @@ from visionyard.serving.errors import ModelUnavailableError, client_message
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
 from visionyard.serving.sources import ModelSource, Resolved, lookup_version
+from visionyard.serving.statistics import ModelStats
 
 if TYPE_CHECKING:
     from visionyard.serving.monitoring import Monitoring
@@ -59,6 +60,8 @@ class ModelEntry:
     state: str = "loading"
     last_error: str | None = None
     failed_version: str | None = None
+    last_exception: VisionyardError | None = None
+    failures: int = 0  # load failures so far (an admin load tells its own failure by it)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -125,14 +128,29 @@ class ModelPool:
         """Resolve the source; load and switch when its version changed. True if switched."""
         entry = self.entry(name)
         async with entry.lock:
-            if entry.state == "unloaded" and not force:
-                return False  # an admin unloaded it: only an admin load brings it back
-            if await self._adopt_preloaded(entry):
-                return True
-            resolved = await self._resolve(entry, force)
-            if resolved is None or not self._wanted(entry, resolved, force):
-                return False
-            return await self._swap(entry, resolved)
+            return await self._refresh(entry, force)
+
+    async def load(self, name: str) -> bool:
+        """An admin load: :meth:`refresh` with ``force``, raising the error of a load that
+        failed (the old version, if any, keeps serving). Two loads at once run one after the
+        other: the second finds the version serving (False: nothing switched)."""
+        entry = self.entry(name)
+        async with entry.lock:
+            failures = entry.failures
+            swapped = await self._refresh(entry, force=True)
+            if entry.failures != failures and entry.last_exception is not None:
+                raise entry.last_exception
+            return swapped
+
+    async def _refresh(self, entry: ModelEntry, force: bool) -> bool:
+        if entry.state == "unloaded" and not force:
+            return False  # an admin unloaded it: only an admin load brings it back
+        if await self._adopt_preloaded(entry):
+            return True
+        resolved = await self._resolve(entry, force)
+        if resolved is None or not self._wanted(entry, resolved, force):
+            return False
+        return await self._swap(entry, resolved)
 
     async def _resolve(self, entry: ModelEntry, force: bool) -> Resolved | None:
         """The source's answer; None when it failed, or when the source's version (looked up
@@ -246,8 +264,9 @@ class ModelPool:
             skip = resolved.version if remember else None
             self._failed(entry, resolved.version, _domain(exc), remember=skip)
             return None
-        batcher = self._batcher(entry, session, alone)
-        model = LoadedModel(entry.name, resolved.version, session, batcher)
+        stats = ModelStats()
+        batcher = self._batcher(entry, session, alone, stats)
+        model = LoadedModel(entry.name, resolved.version, session, batcher, stats)
         if self.monitoring is not None:
             model.monitor = self.monitoring.attach(
                 entry.name, model.version, session, source, resolved
@@ -292,12 +311,18 @@ class ModelPool:
         return session, alone
 
     def _batcher(
-        self, entry: ModelEntry, session: InferenceSession, alone: InferenceSession | None
+        self,
+        entry: ModelEntry,
+        session: InferenceSession,
+        alone: InferenceSession | None,
+        stats: ModelStats,
     ) -> Batcher:
         histogram = self.metrics.batch_size.labels(entry.name)
         run_alone = alone.run if alone is not None else None
         name = f"vy-{entry.name}"
-        return Batcher(session.run, self.config.batch, histogram.observe, name, run_alone)
+        return Batcher(
+            session.run, self.config.batch, histogram.observe, name, run_alone, stats.executed
+        )
 
     def _failed(
         self,
@@ -312,6 +337,7 @@ class ModelPool:
         logged at debug level: one error line per distinct failure, not one per poll."""
         message = f"{exc.code}: {client_message(exc)}"
         repeated, entry.last_error = message == entry.last_error, message
+        entry.last_exception, entry.failures = exc, entry.failures + 1
         entry.failed_version = remember or entry.failed_version
         if entry.current is None and entry.state != "unloaded":
             entry.state = "failed"

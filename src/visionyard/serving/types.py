@@ -85,3 +85,5 @@ class Timings:
     queue: float = 0.0
     inference: float = 0.0
     batch_size: int = 0
+    output: float = 0.0  # the contract's output decoding
+    rows: int = 0  # the request's images (batch rows)

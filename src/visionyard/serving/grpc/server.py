@@ -19,7 +19,10 @@ from visionyard.errors import VisionyardError
 from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.errors import ServerBusyError, client_message
+from visionyard.serving.grpc import triton
 from visionyard.serving.grpc.codec import encode_infer, parse_infer
+from visionyard.serving.grpc.health import add_standard_services
+from visionyard.serving.grpc.triton import TritonRpcs
 from visionyard.serving.logs import access, request_id
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
@@ -34,7 +37,7 @@ GRPC_STATUS: dict[str, grpc.StatusCode] = {
     "serving.unauthorized": grpc.StatusCode.UNAUTHENTICATED,
     "serving.forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "serving.body_too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "serving.busy": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "serving.busy": grpc.StatusCode.UNAVAILABLE,  # REST 503 with Retry-After
     "serving.unavailable": grpc.StatusCode.UNAVAILABLE,
 }
 Req = TypeVar("Req")
@@ -78,10 +81,19 @@ def _trailer(rid: str, exc: VisionyardError) -> tuple[tuple[str, str], ...]:
     return (("x-request-id", rid),)
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer(TritonRpcs, pb_grpc.GRPCInferenceServiceServicer):
+    """The KServe v2 rpcs here, Triton's extensions in :class:`TritonRpcs`."""
+
     def __init__(self, plane: DataPlane, settings: ServingSettings) -> None:
         self.plane = plane
         self.token = settings.inference_token
+        self.admin_token = settings.admin_token
+
+    ModelConfig = _rpc(triton.ModelConfig)
+    ModelStatistics = _rpc(triton.ModelStatistics)
+    RepositoryIndex = _rpc(triton.RepositoryIndex)
+    RepositoryModelLoad = _rpc(triton.RepositoryModelLoad)
+    RepositoryModelUnload = _rpc(triton.RepositoryModelUnload)
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
@@ -144,4 +156,5 @@ def create_grpc_server(plane: DataPlane, settings: ServingSettings) -> grpc.aio.
     server = grpc.aio.server(options=options)
     servicer = InferenceServicer(plane, settings)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    add_standard_services(server, plane)
     return server

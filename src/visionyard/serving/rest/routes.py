@@ -13,6 +13,7 @@ and scrapers.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,11 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
 from visionyard import __version__
-from visionyard.errors import VisionyardError
+from visionyard.errors import InvalidInputError, VisionyardError
+from visionyard.serving import repository
 from visionyard.serving.auth import check_admin, check_inference
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.metrics import CONTENT_TYPE
 from visionyard.serving.predict import read_images
+from visionyard.serving.repository import index_row
 from visionyard.serving.rest.hot import (
     HotPath,
     Reply,
@@ -36,6 +39,7 @@ from visionyard.serving.rest.hot import (
 )
 from visionyard.serving.rest.middleware import RequestContextMiddleware
 from visionyard.serving.rest.parse import BodyParser
+from visionyard.serving.rest.triton import error_handlers, triton_routes
 from visionyard.settings import MonitorSettings, ServingSettings
 
 
@@ -52,6 +56,8 @@ def create_rest_app(
     parser = parser or BodyParser()
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
     app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
+    error_handlers(app)
+    triton_routes(app, plane, settings)
     _health_routes(app, plane, settings)
     _infer_routes(app, plane, settings, parser)
     _admin_routes(app, plane, settings)
@@ -149,20 +155,21 @@ def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
 
     @app.post("/v2/repository/index")
     async def index(request: Request) -> JSONResponse:
+        """Triton's body ``{"ready": true}`` lists only the ready models."""
         admin(request)
-        return JSONResponse([_index_row(pool.entry(n)) for n in pool.names])
+        body = await request.body()
+        ready = bool(body.strip()) and _json_object(body).get("ready") is True
+        return JSONResponse(repository.index(pool, ready))
 
     @app.post("/v2/repository/models/{name}/load")
     async def load(request: Request, name: str) -> JSONResponse:
         admin(request)
-        swapped = await pool.refresh(name, force=True)
-        return JSONResponse({**_index_row(pool.entry(name)), "swapped": swapped})
+        return JSONResponse(await repository.load(pool, name))
 
     @app.post("/v2/repository/models/{name}/unload")
     async def unload(request: Request, name: str) -> JSONResponse:
         admin(request)
-        await pool.unload(name)
-        return JSONResponse(_index_row(pool.entry(name)))
+        return JSONResponse(await repository.unload(pool, name))
 
     @app.get("/v2/models/{name}/monitor")
     async def monitor(request: Request, name: str) -> JSONResponse:
@@ -186,7 +193,7 @@ def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
         admin(request)
         swapped = await pool.refresh_all(force=True)
         return JSONResponse(
-            {n: {**_index_row(pool.entry(n)), "swapped": s} for n, s in swapped.items()}
+            {n: {**index_row(pool.entry(n)), "swapped": s} for n, s in swapped.items()}
         )
 
 
@@ -199,14 +206,14 @@ async def monitor_report(plane: DataPlane, name: str) -> dict[str, Any]:
     return await asyncio.to_thread(model.monitor.monitor.refresh)
 
 
-def _index_row(entry: Any) -> dict[str, Any]:
-    current = entry.current
-    return {
-        "name": entry.name,
-        "version": current.version if current else None,
-        "state": entry.state.upper(),
-        "reason": entry.last_error or "",
-    }
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise InvalidInputError(f"the body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError('the body must be a JSON object such as {"ready": true}')
+    return value
 
 
 def _spec(spec: Any) -> dict[str, Any]:

@@ -83,12 +83,12 @@ class Figures:
 
     def latency(self, model: str) -> dict[str, float | None]:
         """Mean of the total latency, and the bucket bounds holding its p50 and p99 (ms)."""
-        count = sum(v for _, lab, v in self._of(model, "visionyard_request_seconds_count")
+        count = sum(v for _, lab, v in self._of(model, "visionyard_request_duration_seconds_count")
                     if lab.get("stage") == "total")  # fmt: skip
-        total = sum(v for _, lab, v in self._of(model, "visionyard_request_seconds_sum")
+        total = sum(v for _, lab, v in self._of(model, "visionyard_request_duration_seconds_sum")
                     if lab.get("stage") == "total")  # fmt: skip
         buckets: dict[float, float] = defaultdict(float)
-        for _, labels, value in self._of(model, "visionyard_request_seconds_bucket"):
+        for _, labels, value in self._of(model, "visionyard_request_duration_seconds_bucket"):
             if labels.get("stage") == "total":
                 buckets[float(labels["le"])] += value
         return {
