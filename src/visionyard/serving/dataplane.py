@@ -26,7 +26,11 @@ from visionyard.errors import VisionyardError
 from visionyard.serving.errors import ModelUnavailableError
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
-from visionyard.serving.outputs import build_outputs, check_outputs
+from visionyard.serving.outputs import (
+    build_outputs,
+    check_outputs,
+    classification_probabilities,
+)
 from visionyard.serving.pool import ModelPool
 from visionyard.serving.routing import Headers, Route, route_fields
 from visionyard.serving.types import (
@@ -44,7 +48,17 @@ if TYPE_CHECKING:
 SERVER_NAME = "visionyard"
 UNKNOWN = "_unknown"  # the model label of requests naming a model that is not served
 DRAINING = "draining"  # the state a request refused during shutdown names
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "vision_contract"]
+#: What the server implements, in Triton's extension names (and ours, ``vision_contract``);
+#: ``model_repository`` only while admin calls are on (:attr:`DataPlane.extensions`).
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "vision_contract",
+]
+REPOSITORY = "model_repository"
 
 
 class DataPlane:
@@ -57,6 +71,9 @@ class DataPlane:
         #: set by :meth:`drain` (shutdown): not ready, new inference refused
         self.draining = False
         self.in_flight = 0  # inference requests admitted and not finished
+        #: the extensions that work here: the server drops ``model_repository`` when admin
+        #: calls are off (no admin token)
+        self.extensions = list(EXTENSIONS)
 
     def live(self) -> bool:
         return True
@@ -83,7 +100,7 @@ class DataPlane:
         return not self.in_flight
 
     def server_metadata(self) -> ServerMetadata:
-        return ServerMetadata(SERVER_NAME, __version__, list(EXTENSIONS))
+        return ServerMetadata(SERVER_NAME, __version__, list(self.extensions))
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         """The serving version's tensors and contract; with no version serving (unloaded,
@@ -166,26 +183,38 @@ class DataPlane:
         decoded: bool = False,
     ) -> tuple[InferResponse, list[ImageResult] | None]:
         """Run an admitted request on ``model`` and release it; with ``decoded``, also the
-        contract's decoding of its images (what a shadow compares with)."""
+        contract's decoding of its images (what a shadow compares with). Counted in the
+        version's metrics and Triton statistics (:mod:`visionyard.serving.statistics`)."""
         try:
             response, timings, results = await self._infer(model, request, decoded)
-        except VisionyardError as exc:
-            self.metrics.observe(model.name, model.version, protocol, exc.code)
+        except BaseException as exc:
+            if isinstance(exc, VisionyardError):
+                self.metrics.observe(model.name, model.version, protocol, exc.code)
+            model.stats.failed(time.perf_counter() - started)
             raise
         finally:
             self.pool.release(model)
-        self.metrics.observe(model.name, model.version, protocol, "ok")
         total = time.perf_counter() - started
+        self.metrics.observe(model.name, model.version, protocol, "ok")
         self.metrics.observe_timings(model.name, model.version, protocol, timings, total)
+        model.stats.succeeded(timings.rows, timings, total)
         return response, results
 
     async def _infer(
         self, model: LoadedModel, request: InferRequest, decoded: bool
     ) -> tuple[InferResponse, Timings, list[ImageResult] | None]:
         check_outputs(model.outputs, request.outputs)
+        probabilities = classification_probabilities(request.parameters)
 
         def finish(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> list[Tensor]:
-            return build_outputs(model.session, model.outputs, raw, metas, request.outputs)
+            return build_outputs(
+                model.session,
+                model.outputs,
+                raw,
+                metas,
+                request.outputs,
+                probabilities=probabilities,
+            )
 
         def both(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> Any:
             return finish(raw, metas), model.session.decode(raw, metas)
@@ -193,8 +222,14 @@ class DataPlane:
         tensor = model.pick_input(request.inputs)
         work = model.work(tensor, self.pool.config.limits, both if decoded else finish)
         result = await model.batcher.submit(work)
-        timings = Timings(result.preprocess_s, result.queue_s, result.inference_s)
-        timings.batch_size = result.batch_size
+        timings = Timings(
+            result.preprocess_s,
+            result.queue_s,
+            result.inference_s,
+            result.batch_size,
+            output=result.output_s,
+            rows=work.count,
+        )
         outputs, results = result.value if decoded else (result.value, None)
         response = InferResponse(model.name, model.version, outputs, request.id)
         return response, timings, results
