@@ -11,22 +11,30 @@ else ``./visionyard.toml`` when it exists.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from pydantic_settings.sources import EnvSettingsSource
 
 from visionyard.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "visionyard.toml"
 Source = Literal["default", "file", "env", "flag"]
+#: Trackers a run can be mirrored to besides MLflow (``tracking.mirror``).
+MIRRORS = ("wandb",)
 
 
 class _Section(BaseModel):
@@ -38,6 +46,17 @@ class ImageSettings(_Section):
     max_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest encoded image accepted")
 
 
+class WandbSettings(_Section):
+    """Where the Weights & Biases mirror writes (``tracking.mirror = ["wandb"]``)."""
+
+    project: str | None = Field(None, description="W&B project; default: the MLflow experiment")
+    entity: str | None = Field(None, description="W&B team or user; default: W&B's own")
+    dir: Path | None = Field(None, description="W&B's local folder; default: $WANDB_DIR or .")
+    mode: Literal["online", "offline"] | None = Field(
+        None, description="default: $WANDB_MODE, else online"
+    )
+
+
 class TrackingSettings(_Section):
     uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under home")
     registry_uri: str | None = Field(None, description="MLflow registry URI; default: = uri")
@@ -45,6 +64,29 @@ class TrackingSettings(_Section):
     experiment: str = "visionyard"
     flush_points: int = Field(1000, gt=0, description="metric points buffered before a write")
     flush_interval_s: float = Field(5.0, gt=0, description="longest time a point waits")
+    mirror: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="also send every tracked run and registry event to: wandb (MLflow stays "
+        "the source of truth); env: VISIONYARD_TRACKING__MIRROR=wandb",
+    )
+    mirror_timeout_s: float = Field(
+        30.0, gt=0, description="longest wait at the end of a run for a mirror to catch up"
+    )
+    wandb: WandbSettings = Field(default_factory=lambda: WandbSettings())
+
+    @field_validator("mirror", mode="before")
+    @classmethod
+    def _known_mirrors(cls, value: Any) -> Any:
+        if isinstance(value, str):  # env: "wandb", "wandb,other" or a JSON list
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        names = value
+        if not isinstance(names, list | tuple):
+            return value
+        names = [str(n).strip().lower() for n in names if str(n).strip()]
+        unknown = [n for n in names if n not in MIRRORS]
+        if unknown:
+            raise ValueError(f"unknown mirror {unknown[0]!r}; known: {', '.join(MIRRORS)}")
+        return list(dict.fromkeys(names))
 
 
 class RegistrySettings(_Section):

@@ -70,6 +70,9 @@ def train(
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
     parity_max_abs: float | None = typer.Option(None, "--parity-max-abs", help="(default 1e-3)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    mirror: list[str] | None = typer.Option(
+        None, "--mirror", help="Also send the run to: wandb (default: settings tracking.mirror)."
+    ),
 ) -> None:
     """Train a classifier on an ImageFolder dataset; log metrics, checkpoint and bundle."""
     flags = {k: v for k, v in locals().items() if k in _PLAIN_FLAGS}  # parameters only here
@@ -83,10 +86,25 @@ def train(
     from visionyard.train import make_config
     from visionyard.train import train as run_training
 
-    settings = app_context(ctx).settings
+    settings = _with_mirror(app_context(ctx).settings, mirror)
     _announce_new_store(settings)
     result = run_training(make_config(**values), settings, progress=progress, console=err())
     _print_summary(result)
+
+
+def _with_mirror(settings: Settings, mirror: list[str] | None) -> Settings:
+    """``--mirror`` replaces ``tracking.mirror`` (validated like the setting)."""
+    if not mirror:
+        return settings
+    from pydantic import ValidationError
+
+    from visionyard.settings import TrackingSettings
+
+    try:
+        tracking = TrackingSettings.model_validate({**dict(settings.tracking), "mirror": mirror})
+    except ValidationError as exc:
+        raise ConfigError(f"--mirror: {exc.errors()[0]['msg']}") from exc
+    return settings.model_copy(update={"tracking": tracking})
 
 
 def _announce_new_store(settings: Settings) -> None:

@@ -24,6 +24,7 @@ from visionyard.registry.diffing import VersionDiff, diff_versions
 from visionyard.registry.evaluation import gate_runner
 from visionyard.registry.gates import load_policy
 from visionyard.registry.history import AliasEvent
+from visionyard.registry.mirroring import mirror_move, mirror_registration
 from visionyard.registry.promote import (
     MoveOutcome,
     PromoteRequest,
@@ -54,6 +55,7 @@ from visionyard.registry.views import (
 from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
 from visionyard.tracking.environment import os_user
+from visionyard.tracking.mirror import open_mirror
 from visionyard.tracking.mlflow_model import scratch_dir
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
@@ -87,11 +89,14 @@ class Registry:
         parent: str | None = None,
         actor: str | None = None,
     ) -> Registration:
+        mirror = open_mirror(self.settings)  # W&B configured but missing: refused up front
         request = RegisterRequest(
             run_id, name, actor or default_actor(), semver, force, parent,
             signing_key=self.signing_key,
         )  # fmt: skip
-        return register_run(self.client, request)
+        registration = register_run(self.client, request)
+        mirror_registration(mirror, registration)
+        return registration
 
     def promote(
         self,
@@ -113,6 +118,7 @@ class Registry:
         first, unless forced: an alias never moves to a version no server would load.
         ``dry_run``: every check and the gate, nothing moved (``result`` is None)."""
         check_alias(alias, self.aliases)
+        mirror = open_mirror(self.settings)
         runner = None
         if not gate and not force:
             self.check(f"{name}/{version}")
@@ -122,13 +128,18 @@ class Registry:
         request = PromoteRequest(
             name, str(version), alias, actor or default_actor(), gate, force, reason, dry_run
         )
-        return promote(self.client, request, runner, on_report)
+        outcome = promote(self.client, request, runner, on_report)
+        mirror_move(mirror, self.client, name, outcome)
+        return outcome
 
     def rollback(
         self, name: str, alias: str = "production", *, reason: str = "", actor: str | None = None
     ) -> MoveOutcome:
         check_alias(alias, self.aliases)
-        return rollback(self.client, name, alias, actor or default_actor(), reason)
+        mirror = open_mirror(self.settings)
+        outcome = rollback(self.client, name, alias, actor or default_actor(), reason)
+        mirror_move(mirror, self.client, name, outcome)
+        return outcome
 
     def history(
         self, name: str, alias: str | None = None, limit: int | None = None

@@ -35,6 +35,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 
 from visionyard.errors import NotFoundError, TrackingError
 from visionyard.settings import Settings, load_settings
+from visionyard.tracking import mirror as mirrors
 from visionyard.tracking.buffer import MetricBuffer, Point
 from visionyard.tracking.environment import capture_environment, environment_tags, os_user
 from visionyard.tracking.payloads import (
@@ -56,9 +57,15 @@ class TrackedRun:
     """One MLflow run, open until :meth:`end` (or the end of its ``with`` block)."""
 
     def __init__(
-        self, client: MlflowClient, run_id: str, experiment_id: str, config: TrackingConfig
+        self,
+        client: MlflowClient,
+        run_id: str,
+        experiment_id: str,
+        config: TrackingConfig,
+        mirror: mirrors.Mirror | None = None,
     ) -> None:
         self.run_id = run_id
+        self._mirror = mirror  # a copy of the run to W&B (tracking.mirror); never fails it
         self.experiment_id = experiment_id
         self.config = config
         self._client = client
@@ -107,6 +114,7 @@ class TrackedRun:
                 params=items[start : start + MAX_PER_BATCH],
                 synchronous=True,
             )
+        self._mirrored(mirrors.Params(dict(params)))
 
     def log_param(self, key: str, value: Any) -> None:
         self.log_params({key: value})
@@ -118,6 +126,7 @@ class TrackedRun:
         self._buffer.add(
             [(str(k), _number(k, v, step), now, int(step)) for k, v in metrics.items()]
         )
+        self._mirrored(mirrors.Metrics(int(step), {str(k): float(v) for k, v in metrics.items()}))
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.log_metrics(step, {key: value})
@@ -132,6 +141,7 @@ class TrackedRun:
                 tags=items[start : start + MAX_PER_BATCH],
                 synchronous=True,
             )
+        self._mirrored(mirrors.Tags({t.key: t.value for t in items}))
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -144,7 +154,10 @@ class TrackedRun:
     # -- artifacts ---------------------------------------------------------------------------
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file, or a directory's contents, under ``artifact_path``."""
-        local = Path(path)
+        self._upload(Path(path), artifact_path)
+        self._mirrored(mirrors.FilesLogged(Path(path), artifact_path))
+
+    def _upload(self, local: Path, artifact_path: str | None) -> None:
         if not local.exists():
             raise NotFoundError("artifact", str(local))
         upload = self._client.log_artifacts if local.is_dir() else self._client.log_artifact
@@ -194,6 +207,7 @@ class TrackedRun:
         )
         self.log_text(record.manifest_json, f"datasets/{name}/manifest.json")
         self.set_tags({f"visionyard.dataset.{name}": record.digest})
+        self._mirrored(mirrors.DatasetLogged(name, record.digest, context, record.manifest_json))
 
     def log_contract(self, contract: Any) -> None:
         """Log the vision contract as ``contract/contract.json``; tag its digest."""
@@ -206,7 +220,8 @@ class TrackedRun:
         file count and digest; returns the ``runs:/<id>/bundle`` URI."""
         bundle_dir, digest = bundle_source(bundle)
         files = check_bundle_dir(bundle_dir)
-        self.log_artifact(bundle_dir, "bundle")
+        self._upload(bundle_dir, "bundle")
+        self._mirrored(mirrors.BundleLogged(bundle_dir, digest, f"{self.artifact_uri}/bundle"))
         tags: dict[str, Any] = {
             "visionyard.bundle": "bundle",
             "visionyard.bundle_files": len(files),
@@ -236,6 +251,9 @@ class TrackedRun:
             self._call("end the run", self._client.set_terminated, self.run_id, status)
         except TrackingError as exc:
             error = error or exc
+        if self._mirror is not None:  # bounded wait; what was not sent is one warning
+            self._mirror.send(mirrors.RunEnded(status))
+            self._mirror.close(f"MLflow run {self.run_id}")
         if error is None:
             return
         if raise_errors:
@@ -279,6 +297,10 @@ class TrackedRun:
         raise SystemExit(128 + signum)  # unwinds the with-block, which flushes and ends KILLED
 
     # -- plumbing ----------------------------------------------------------------------------
+    def _mirrored(self, event: mirrors.MirrorEvent) -> None:
+        if self._mirror is not None:
+            self._mirror.send(event)
+
     def _write_points(self, points: Sequence[Point]) -> None:
         metrics = [Metric(k, v, ts, step) for k, v, ts, step in points]
         self._call(
@@ -305,7 +327,9 @@ def start_run(
 ) -> TrackedRun:
     """Open a run in ``experiment`` (default ``settings.tracking.experiment``); use it as a
     context manager. ``settings`` defaults to :func:`~visionyard.settings.load_settings`."""
-    config = TrackingConfig.from_settings(settings or load_settings().settings)
+    settings = settings or load_settings().settings
+    config = TrackingConfig.from_settings(settings)
+    mirror = mirrors.open_mirror(settings)  # W&B missing: refused before any run exists
     client = connect(config, create=True)
     experiment_id = ensure_experiment(client, config, experiment or config.experiment)
     env = capture_environment(seed)
@@ -314,7 +338,9 @@ def start_run(
         created = client.create_run(
             experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()}
         )
-    run = TrackedRun(client, created.info.run_id, experiment_id, config)
+    run = TrackedRun(client, created.info.run_id, experiment_id, config, mirror)
+    name = experiment or config.experiment
+    run._mirrored(mirrors.RunStarted(run.run_id, name, run_name, dict(tags or {}), env))
     try:
         run.log_dict(env, "environment.json")
     except BaseException:
