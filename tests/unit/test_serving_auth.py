@@ -5,12 +5,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
 import pytest
 
 from visionyard.serving.auth import bearer, check_admin, check_inference, token_matches
 from visionyard.serving.errors import AdminDisabledError, UnauthorizedError
-from visionyard.serving.logs import JsonFormatter, configure_logging, request_id
+from visionyard.serving.logs import (
+    JsonFormatter,
+    access,
+    adopt_request_id,
+    configure_logging,
+    peer_host,
+    request_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,17 +64,41 @@ def test_request_id_accepts_sane_ids_only() -> None:
     assert request_id(None) != request_id(None)
 
 
-def test_json_log_lines() -> None:
+def test_json_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every logger's lines (visionyard's, uvicorn's, a library's warning) as JSON; a client
+    error's access line at warning with its code and message."""
+    monkeypatch.setenv("MLFLOW_CONFIGURE_LOGGING", "true")  # restored after the test
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
     stream = io.StringIO()
+    root = logging.getLogger()
+    levels = [(n, logging.getLogger(n).level) for n in ("", "visionyard", "uvicorn")]
     handler = configure_logging("INFO", stream)
     try:
-        logging.getLogger("visionyard.access").info(
-            "request", extra={"fields": {"request_id": "r"}}
-        )
+        access({"request_id": "r", "status": 200})
+        access({"request_id": "bad", "status": 400, "error_code": "inference.invalid_input"})
+        access({"request_id": "g", "status": "INVALID_ARGUMENT"})
+        access({"request_id": "boom", "status": 500})
+        logging.getLogger("uvicorn.error").info("Started server process")
+        logging.getLogger("some.library").warning("careful")
     finally:
-        logging.getLogger("visionyard").removeHandler(handler)
-    line = json.loads(stream.getvalue().splitlines()[-1])
-    assert line["request_id"] == "r"
-    assert line["logger"] == "visionyard.access"
-    assert line["level"] == "info"
+        root.removeHandler(handler)
+        logging.captureWarnings(False)
+        for name, level in levels:
+            logging.getLogger(name).setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(x.get("request_id"), x["level"]) for x in lines] == [
+        ("r", "info"), ("bad", "warning"), ("g", "warning"), ("boom", "error"),
+        (None, "info"), (None, "warning"),
+    ]  # fmt: skip
+    assert lines[0]["logger"] == "visionyard.access"
+    assert lines[4]["message"] == "Started server process"
+    assert os.environ["MLFLOW_CONFIGURE_LOGGING"] == "true"  # set by the user: kept
     assert isinstance(JsonFormatter().format(logging.makeLogRecord({"msg": "x"})), str)
+
+
+def test_peer_host_and_oip_id() -> None:
+    assert peer_host("ipv4:10.0.0.7:5123") == "10.0.0.7"
+    assert peer_host("ipv6:[::1]:5123") == "::1"
+    assert peer_host("unix:/tmp/s") == "unix:/tmp/s"
+    assert adopt_request_id("oip-7") == "oip-7"
+    assert adopt_request_id("bad id\n") is None

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from visionyard.cli.console import app_context, err
+from visionyard.cli.console import app_context
 from visionyard.errors import ConfigError
 
 #: Seconds past ``serving.drain_s`` that closing up (listeners, models, monitoring) may take.
@@ -60,29 +60,41 @@ def serve(
 
 
 async def _serve(settings: Any) -> None:
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then drain and stop. Stdout gets one line, the
+    addresses; stderr only JSON log lines (:mod:`visionyard.serving.logs`)."""
     import asyncio
+    import logging
     import signal
 
     from visionyard.serving.app import Server
 
+    log = logging.getLogger("visionyard.serving")
+    log.info("starting", extra={"fields": {"models": dict(settings.serving.models)}})
     server = Server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _signalled(stop, sig, log))
     addresses = await server.start()
     print(f"serving http={addresses.http_url} grpc={addresses.grpc_target}", flush=True)
-    if settings.monitor.ui:
-        err().print(f"web page: {addresses.http_url}/ui")
-    err().print(f"models: {', '.join(server.pool.names)}; Ctrl-C to stop")
-    if settings.serving.variant is not None:
-        err().print(f"variant pinned: {settings.serving.variant} (serving.variant)")
-    if settings.serving.admin_token is None:
-        err().print(
-            "admin calls disabled: no serving.admin_token (VISIONYARD_SERVING__ADMIN_TOKEN)"
-        )
+    serving = settings.serving
+    fields = {"http": addresses.http_url, "grpc": addresses.grpc_target,
+              "models": server.pool.names, "variant": serving.variant,
+              "ui": f"{addresses.http_url}/ui" if settings.monitor.ui else None,
+              "admin_calls": serving.admin_token is not None}  # fmt: skip
+    log.info("serving; Ctrl-C to stop", extra={"fields": fields})
+    if serving.admin_token is None:
+        log.info("admin calls disabled: no serving.admin_token (VISIONYARD_SERVING__ADMIN_TOKEN)")
     await stop.wait()
-    await _stop(server, settings.serving.drain_s)
+    await _stop(server, serving.drain_s)
+
+
+def _signalled(stop: Any, sig: Any, log: Any) -> Any:
+    def handler() -> None:
+        log.info("stop requested", extra={"fields": {"signal": sig.name}})
+        stop.set()
+
+    return handler
 
 
 async def _stop(server: Any, drain_s: float) -> None:
@@ -95,7 +107,12 @@ async def _stop(server: Any, drain_s: float) -> None:
     try:
         await asyncio.wait_for(server.stop(drain_s), drain_s + STOP_MARGIN_S)
     except TimeoutError:
-        err().print(f"not stopped {drain_s + STOP_MARGIN_S:g}s after the signal: exiting now")
+        import logging
+
+        seconds = drain_s + STOP_MARGIN_S
+        logging.getLogger("visionyard.serving").error(
+            f"not stopped {seconds:g}s after the signal: exiting now"
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -108,11 +108,11 @@ class Server:
         listeners stay open for the requests in flight; then the listeners close and whatever
         is still running gets the rest of ``grace_s``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
+        started = loop.time()
+        deadline = started + grace_s
         self.plane.drain()
-        if self.plane.in_flight:
-            fields = {"in_flight": self.plane.in_flight, "drain_s": grace_s}
-            log.info("draining: not ready, finishing requests in flight", extra={"fields": fields})
+        fields = {"in_flight": self.plane.in_flight, "drain_s": grace_s}
+        log.info("draining: not ready, finishing requests in flight", extra={"fields": fields})
         if not await self.plane.wait_idle(grace_s):
             log.warning("drain time is up with requests in flight; they are cut off")
         left = max(deadline - loop.time(), 0.1)
@@ -130,6 +130,8 @@ class Server:
         if self.monitoring is not None:
             await asyncio.to_thread(self.monitoring.close)
         self.parser.close()
+        took = {"seconds": round(loop.time() - started, 3)}
+        log.info("stopped", extra={"fields": took})
 
 
 def monitoring(settings: Settings, metrics: ServingMetrics) -> Monitoring | None:
@@ -186,6 +188,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _uvicorn(app: Any) -> uvicorn.Server:
+    """uvicorn without a logging setup of its own (``log_config=None``): its loggers propagate
+    to the JSON handler of :func:`~visionyard.serving.logs.configure_logging`; its access log is
+    off, the request context middleware writes the (richer) access lines."""
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30
     )

@@ -1,4 +1,14 @@
-"""Structured JSON logs: one object per line; ``extra={"fields": {...}}`` adds keys."""
+"""Structured JSON logs: one object per line; ``extra={"fields": {...}}`` adds keys.
+
+:func:`configure_logging` (``visionyard serve``) puts the JSON handler on the root logger, so
+every line the server writes to stderr is JSON: visionyard's own, uvicorn's (its loggers
+propagate: the server gives uvicorn no ``log_config`` of its own, see
+:func:`visionyard.serving.app._uvicorn`), Python warnings and MLflow's (told not to install its
+own handler). Access lines (``visionyard.access``, one per REST request and gRPC call) carry
+``request_id``, ``protocol``, ``model``, ``version``, ``client``, ``status`` and
+``duration_ms``; a client error is logged at warning and a server error at error, both with the
+domain ``error_code`` and the ``error`` message the client got.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,7 @@ import contextvars
 import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -31,6 +42,25 @@ def request_id(given: str | None) -> str:
     return rid
 
 
+def adopt_request_id(oip_id: str | None) -> str | None:
+    """The OIP request ``id`` as the current request's id (when the client sent no
+    ``X-Request-ID``), if it is sane; else None (the id given earlier stays)."""
+    if oip_id and _REQUEST_ID.match(oip_id):
+        _CURRENT.set(oip_id)
+        return oip_id
+    return None
+
+
+def peer_host(peer: str) -> str:
+    """The client's address from a gRPC peer (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    return peer
+
+
 def current_request_id() -> str:
     """The id of the request this task serves (a new one outside a request)."""
     rid = _CURRENT.get(None)
@@ -53,14 +83,40 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
-    """Send ``visionyard.*`` logs as JSON lines to ``stream`` (stderr); returns the handler."""
+    """Every log line of the process as JSON to ``stream`` (stderr): visionyard's and uvicorn's
+    at ``level``, other libraries' from warning up; returns the handler."""
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # no handler of its own
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("visionyard")
+    root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(logging.WARNING)
+    for name in ("visionyard", "uvicorn"):
+        logging.getLogger(name).setLevel(level.upper())
+    logging.captureWarnings(True)
     return handler
 
 
 def access(fields: dict[str, Any]) -> None:
-    ACCESS.info("request", extra={"fields": fields})
+    """One access line; a client error at warning, a server error at error."""
+    ACCESS.log(_level(fields), "request", extra={"fields": fields})
+
+
+#: Statuses that are the client's doing (REST 4xx; gRPC codes the adapter maps client errors
+#: to); 503 (busy, draining) is logged at warning too: the server is working as designed.
+_CLIENT_GRPC = frozenset(
+    {"INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+     "UNAVAILABLE", "ALREADY_EXISTS", "FAILED_PRECONDITION", "OUT_OF_RANGE", "CANCELLED"}
+)  # fmt: skip
+
+
+def _level(fields: dict[str, Any]) -> int:
+    status = fields.get("status")
+    if isinstance(status, int):
+        if status < 400:
+            return logging.INFO
+        return logging.WARNING if status < 500 or status == 503 else logging.ERROR
+    if status in (None, "OK"):
+        return logging.INFO
+    return logging.WARNING if status in _CLIENT_GRPC else logging.ERROR

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -156,11 +157,21 @@ class ModelPool:
         """The source's answer; None when it failed, or when the source's version (looked up
         before any download) is the one serving or one that failed already."""
         version = None
+        quiet = entry.current is not None and not force  # a poll: said only when it moves
         try:
+            started = time.monotonic()
+            if not quiet:
+                log.info("looking up reference", extra={"fields": _fields(entry, None)})
             version = await asyncio.to_thread(lookup_version, entry.source)
             if version is not None and not self._wanted_version(entry, version, force):
                 return None
-            return await asyncio.to_thread(entry.source.resolve)
+            # a source that cannot look its version up is resolved on every poll: not said
+            level = logging.DEBUG if quiet and version is None else logging.INFO
+            log.log(level, "fetching version", extra={"fields": _fields(entry, version)})
+            resolved = await asyncio.to_thread(entry.source.resolve)
+            took = {**_fields(entry, resolved.version), "seconds": _since(started)}
+            log.log(level, "fetched version", extra={"fields": took})
+            return resolved
         except VisionyardError as exc:
             remembered = version if isinstance(exc, BundleError) else None
             self._failed(entry, version, exc, remember=remembered)
@@ -258,12 +269,15 @@ class ModelPool:
         self, entry: ModelEntry, source: ModelSource, resolved: Resolved, *, remember: bool = True
     ) -> LoadedModel | None:
         log.info("loading version", extra={"fields": _fields(entry, resolved.version)})
+        started = time.monotonic()
         try:
             session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving
             skip = resolved.version if remember else None
             self._failed(entry, resolved.version, _domain(exc), remember=skip)
             return None
+        took = {**_fields(entry, resolved.version), "seconds": _since(started)}
+        log.info("verified, loaded and warmed version", extra={"fields": took})
         stats = ModelStats()
         batcher = self._batcher(entry, session, alone, stats)
         model = LoadedModel(entry.name, resolved.version, session, batcher, stats)
@@ -369,6 +383,10 @@ def _domain(exc: Exception) -> VisionyardError:
     if isinstance(exc, VisionyardError):
         return exc
     return VisionyardError(f"{type(exc).__name__}: {exc}")
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
 
 
 def _fields(entry: ModelEntry, version: str | None) -> dict[str, str | None]:

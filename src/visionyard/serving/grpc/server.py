@@ -23,7 +23,7 @@ from visionyard.serving.grpc import triton
 from visionyard.serving.grpc.codec import encode_infer, parse_infer
 from visionyard.serving.grpc.health import add_standard_services
 from visionyard.serving.grpc.triton import TritonRpcs
-from visionyard.serving.logs import access, request_id
+from visionyard.serving.logs import access, peer_host, request_id
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
 from visionyard.settings import ServingSettings
@@ -51,7 +51,8 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         metadata = dict(context.invocation_metadata() or ())
-        rid = request_id(metadata.get("x-request-id"))
+        # the client's x-request-id, else the OIP request id (ModelInferRequest.id), else new
+        rid = request_id(metadata.get("x-request-id") or getattr(request, "id", None) or None)
         fields: dict[str, Any] = {
             "request_id": rid,
             "protocol": "grpc",
@@ -59,20 +60,35 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             "status": "OK",
         }
         started = time.perf_counter()
+        response = None
         try:
             context.set_trailing_metadata((("x-request-id", rid),))
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            return response
         except VisionyardError as exc:
             code = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
-            fields["status"] = code.name
+            fields.update(status=code.name, error_code=exc.code, error=client_message(exc))
             await context.abort(code, client_message(exc), trailing_metadata=_trailer(rid, exc))
             raise  # unreachable: abort raises
         finally:
-            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            fields["model"] = getattr(request, "model_name", None) or getattr(request, "name", None)
+            fields.update(_call_fields(request, response, context, started))
             access(fields)
 
     return wrapper
+
+
+def _call_fields(
+    request: Any, response: Any, context: grpc.aio.ServicerContext, started: float
+) -> dict[str, Any]:
+    """Model, version and client of a call, as the REST access line has them."""
+    model = getattr(request, "model_name", None) or getattr(request, "name", None)
+    version = getattr(response, "model_version", None) or getattr(request, "model_version", None)
+    return {
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "model": model or None,
+        "version": version or getattr(request, "version", None) or None,
+        "client": peer_host(context.peer() or ""),
+    }
 
 
 def _trailer(rid: str, exc: VisionyardError) -> tuple[tuple[str, str], ...]:

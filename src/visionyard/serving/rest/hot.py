@@ -34,6 +34,7 @@ from visionyard.serving.errors import (
     ServerBusyError,
     client_message,
 )
+from visionyard.serving.logs import adopt_request_id
 from visionyard.serving.predict import is_v1, parse_v1, predict_request, to_json, to_v1_json
 from visionyard.serving.rest.codec import HEADER_LENGTH, encode_infer
 from visionyard.serving.rest.middleware import request_headers
@@ -125,6 +126,8 @@ async def infer_reply(
     except VisionyardError as exc:
         plane.refused(name, version, "rest", exc)
         raise
+    if "x-request-id" not in headers and (rid := adopt_request_id(parsed.id)):
+        state["request_id"] = rid  # the OIP request id names the request (logs, capture)
     response = await plane.infer(parsed, "rest", headers)
     state["version"] = response.model_version
     content, header_length = encode_infer(response, parsed)

@@ -4,6 +4,11 @@ Pure ASGI (not Starlette's ``BaseHTTPMiddleware``) so that it adds no task per r
 body limit is checked on ``Content-Length`` up front and again while the body streams in (for
 chunked uploads); the streaming check raises :class:`BodyTooLargeError` into the endpoint that
 reads the body, which the REST error table turns into 413.
+
+The request id is the client's ``X-Request-ID``, else a new one; an endpoint may replace it
+before it answers (``state["request_id"]``: the OIP infer body's ``id``). An error answer's
+JSON body (``{"error", "code"}``) is read back into the access line (``error``,
+``error_code``), so every route's errors are logged alike, without each route logging them.
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ class RequestContextMiddleware:
             if _declared(headers) > self.limit:
                 await _too_large(send, rid, self.limit, record)
                 return
-            await self.app(scope, self._limited(receive), _tagged(send, rid, record))
+            await self.app(scope, self._limited(receive), _tagged(send, state, record))
         finally:
-            access(_fields(scope, rid, record))
+            access(_fields(scope, state.get("request_id", rid), record))
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -71,18 +76,36 @@ def _declared(headers: dict[str, str]) -> int:
         return 0
 
 
-def _tagged(send: Send, rid: str, record: dict[str, Any]) -> Send:
+def _tagged(send: Send, state: dict[str, Any], record: dict[str, Any]) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             record["status"] = message["status"]
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            rid = state["request_id"].encode()
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+        elif record["status"] >= 400 and "error" not in record:
+            record["error"] = message.get("body", b"")[:_ERROR_BYTES]
         await send(message)
 
     return wrapped
 
 
+_ERROR_BYTES = 4096  # of an error answer's body read back for the access line
+
+
+def _error_fields(body: bytes | None) -> dict[str, Any]:
+    """``error`` and ``error_code`` from an error answer's JSON body (or nothing)."""
+    try:
+        value = json.loads(body) if body else None
+    except ValueError:
+        return {}
+    if not isinstance(value, dict) or not isinstance(value.get("error"), str):
+        return {}
+    return {"error_code": value.get("code"), "error": value["error"]}
+
+
 async def _too_large(send: Send, rid: str, limit: int, record: dict[str, Any]) -> None:
-    body = json.dumps({"error": str(BodyTooLargeError(limit))}).encode()
+    error = BodyTooLargeError(limit)
+    body = json.dumps({"error": str(error), "code": error.code}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -90,6 +113,7 @@ async def _too_large(send: Send, rid: str, limit: int, record: dict[str, Any]) -
         (b"connection", b"close"),
     ]
     record["status"] = 413
+    record["error"] = body
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -106,4 +130,5 @@ def _fields(scope: Scope, rid: str, record: dict[str, Any]) -> dict[str, Any]:
         "model": state.get("model"),
         "version": state.get("version"),
         "client": (scope.get("client") or ("", 0))[0],
+        **_error_fields(record.get("error")),
     }
