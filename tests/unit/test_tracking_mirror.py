@@ -195,3 +195,41 @@ def test_a_hanging_tracker_is_waited_for_at_most_the_timeout(
     sink.release.set()
     assert report.unsent == 2  # the one being sent may still arrive
     assert "gave up waiting after 0.2 s" in caplog.text
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[MirrorEvent] = []
+        self.closed = False
+
+    def send(self, event: MirrorEvent) -> None:
+        self.events.append(event)
+
+    def close(self, what: str = "MLflow") -> list[object]:
+        self.closed = True
+        return []
+
+
+class _Versions:
+    def get_version(self, name: str, version: str) -> SimpleNamespace:
+        return SimpleNamespace(run_id="r7", tags={"vy.bundle_digest": "e" * 64})
+
+
+def test_a_rollback_is_mirrored_with_its_alias_and_a_dry_run_is_not() -> None:
+    from visionyard.registry.aliases import MoveResult
+    from visionyard.registry.history import new_event
+    from visionyard.registry.mirroring import mirror_move
+    from visionyard.registry.promote import MoveOutcome
+
+    moved = new_event("production", "3", "2", actor="ana", kind="rollback", reason="canary")
+    outcome = MoveOutcome("production", "3", "2", MoveResult(moved, "2", moved))
+    recorder = _Recorder()
+    mirror_move(recorder, _Versions(), "shapes", outcome)  # type: ignore[arg-type]
+    (event,) = recorder.events
+    assert event == RegistryEvent(
+        "rollback", "shapes", "2", "ana", "production", "3", "canary", "r7", "e" * 64
+    )
+    assert recorder.closed
+    dry = _Recorder()
+    mirror_move(dry, _Versions(), "shapes", MoveOutcome("production", "3", "2", None))  # type: ignore[arg-type]
+    assert dry.events == []
