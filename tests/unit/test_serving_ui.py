@@ -48,7 +48,7 @@ def test_gallery_lists_complete_captures_newest_first(tmp_path: Path) -> None:
 def test_figures_from_the_server_metrics() -> None:
     metrics = ServingMetrics()
     for seconds in [0.004] * 98 + [0.2, 9.0]:
-        metrics.observe_timings("m", "rest", Timings(0, 0, 0), seconds)
+        metrics.observe_timings("m", "1", "rest", Timings(0, 0, 0), seconds)
     for _ in range(3):
         metrics.observe("m", "1", "rest", "ok")
     metrics.observe("m", "1", "grpc", "image.invalid")
