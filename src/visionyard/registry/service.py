@@ -15,13 +15,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from visionyard.bundle.store import load_bundle
 from visionyard.errors import BundleIntegrityError, ConfigError, VisionyardError
 from visionyard.registry.cleanup import GcReport, collect_garbage
-from visionyard.registry.diffing import VersionDiff, diff_versions
-from visionyard.registry.evaluation import gate_runner
 from visionyard.registry.gates import load_policy
 from visionyard.registry.history import AliasEvent
 from visionyard.registry.mirroring import mirror_move, mirror_registration
@@ -52,12 +49,15 @@ from visionyard.registry.views import (
     resolve_version,
     show,
 )
-from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
 from visionyard.tracking.environment import os_user
 from visionyard.tracking.mirror import open_mirror
 from visionyard.tracking.mlflow_model import scratch_dir
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
+
+if TYPE_CHECKING:  # imported where used: `models show` needs neither onnxruntime nor manifests
+    from visionyard.registry.diffing import VersionDiff
+    from visionyard.runtime.session import InferenceSession
 
 Progress = Callable[[int, int], None]
 
@@ -123,6 +123,8 @@ class Registry:
         if not gate and not force:
             self.check(f"{name}/{version}")
         if gate:
+            from visionyard.registry.evaluation import gate_runner  # onnxruntime: gates only
+
             policy = load_policy(gate)
             runner = gate_runner(self.client, name, policy, progress, self.signing_key)
         request = PromoteRequest(
@@ -155,6 +157,8 @@ class Registry:
         return list_models(self.client)
 
     def diff(self, name: str, v1: str, v2: str) -> VersionDiff:
+        from visionyard.registry.diffing import diff_versions  # data manifests: diff only
+
         return diff_versions(self.client, name, str(v1), str(v2))
 
     def gc(
@@ -187,6 +191,8 @@ class Registry:
     def open_session(self, reference: str, cache: Path, **options: Any) -> InferenceSession:
         """An inference session on a registered version, verified against the registry
         (``options`` as for :meth:`InferenceSession.from_bundle`)."""
+        from visionyard.runtime.session import InferenceSession  # onnxruntime: sessions only
+
         _, path = self.fetch_bundle(reference, cache)
         return InferenceSession.open(path, **options)
 
@@ -242,6 +248,8 @@ def _usable(target: Path, version: VersionInfo, key: str | None) -> bool:
     may be fine)."""
     if not cached(target, version, key):
         return False
+    from visionyard.bundle.store import load_bundle  # the contract: local bundles only
+
     try:
         load_bundle(target)
     except VisionyardError:
