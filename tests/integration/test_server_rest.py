@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import struct
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.fixtures.runtime import COLOURS, write_colour_bundle, write_detector_bundle
 from tests.fixtures.serving import ADMIN_TOKEN, bomb_png, encoded, server
@@ -238,6 +240,22 @@ def test_predict_kserve_v1_instances_get_predictions(client: httpx.Client) -> No
         "/v1/models/det:predict", json={"instances": [{"b64": _b64(encoded(RED, (64, 64)))}]}
     )
     assert det.json()["predictions"][0][0]["box"] == pytest.approx([8.0, 8.0, 24.0, 24.0])
+
+
+def test_predict_kserve_v1_big_body_is_parsed_off_the_loop(client: httpx.Client) -> None:
+    """Above 256 KB the body is parsed in the helper process: same answers, same errors."""
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    assert len(buffer.getvalue()) > 256 * 1024
+    instances = [{"b64": _b64(buffer.getvalue())}, {"b64": _b64(encoded(BLUE))}]
+    answer = client.post("/v1/models/colour:predict", json={"instances": instances})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 2
+    assert answer.json()["predictions"][1][0]["label"] == "blue"
+    bad = client.post("/v1/models/colour:predict", json={"instances": [{"b64": "!" * 300_000}]})
+    assert bad.status_code == 400
+    assert "instance 0: invalid base64" in bad.json()["error"]
 
 
 @pytest.mark.parametrize(

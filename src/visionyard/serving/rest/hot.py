@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from visionyard.errors import VisionyardError
+from visionyard.errors import InvalidInputError, VisionyardError
 from visionyard.serving.auth import check_inference
 from visionyard.serving.dataplane import DRAINING, DataPlane
 from visionyard.serving.errors import (
@@ -35,10 +35,23 @@ from visionyard.serving.errors import (
     client_message,
 )
 from visionyard.serving.logs import adopt_request_id
-from visionyard.serving.predict import is_v1, parse_v1, predict_request, to_json, to_v1_json
+from visionyard.serving.predict import (
+    is_v1,
+    parse_v1,
+    parse_v1_elsewhere,
+    predict_request,
+    to_json,
+    to_v1_json,
+)
 from visionyard.serving.rest.codec import HEADER_LENGTH, encode_infer
 from visionyard.serving.rest.middleware import request_headers
-from visionyard.serving.rest.parse import BodyParser, check_json_size, json_limit, json_size
+from visionyard.serving.rest.parse import (
+    INLINE_JSON_BYTES,
+    BodyParser,
+    check_json_size,
+    json_limit,
+    json_size,
+)
 from visionyard.settings import ServingSettings
 
 log = logging.getLogger("visionyard.serving")
@@ -159,11 +172,24 @@ async def predict_reply(
 
 
 async def v1_reply(
-    plane: DataPlane, state: dict[str, Any], name: str, body: bytes, headers: Mapping[str, str]
+    plane: DataPlane,
+    parser: BodyParser,
+    state: dict[str, Any],
+    request: tuple[str, Mapping[str, str]],
+    body: bytes,
 ) -> Reply:
-    """``:predict`` with a KServe v1 ``{"instances": [...]}`` body (after :func:`authorize`)."""
+    """``:predict`` of ``(name, headers)`` with a KServe v1 ``{"instances": [...]}`` body
+    (after :func:`authorize`); a big body is parsed in the helper process."""
+    name, headers = request
+    limit = plane.pool.config.limits.max_images
     try:
-        images = parse_v1(body, plane.pool.config.limits.max_images)
+        if len(body) <= INLINE_JSON_BYTES:
+            images = parse_v1(body, limit)
+        else:
+            _, value = await parser.elsewhere(parse_v1_elsewhere, body, limit)
+            if not isinstance(value, list):
+                raise InvalidInputError(value)
+            images = value
     except VisionyardError as exc:
         plane.refused(name, None, "rest", exc)
         raise
@@ -208,7 +234,7 @@ class HotPath:
             if body is None:
                 return  # the client went away
             if predict and is_v1(headers.get("content-type", "")):
-                reply = await v1_reply(self.plane, state, name, body, headers)
+                reply = await v1_reply(self.plane, self.parser, state, (name, headers), body)
             elif predict:
                 reply = await predict_reply(self.plane, state, name, [body], headers)
             else:

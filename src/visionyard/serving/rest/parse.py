@@ -26,8 +26,10 @@ import ctypes
 import ctypes.util
 import math
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from visionyard.errors import BodyTooLargeError, InvalidInputError, VisionyardError
 from visionyard.serving.model import Limits, LoadedModel
@@ -35,6 +37,7 @@ from visionyard.serving.rest.codec import parse_infer
 from visionyard.serving.types import InferRequest
 
 INLINE_JSON_BYTES = 256 * 1024
+T = TypeVar("T")
 JSON_BYTES_PER_NUMBER = 48
 JSON_SLACK = 64 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -99,6 +102,16 @@ class BodyParser:
             raise InvalidInputError(str(value))
         assert isinstance(value, InferRequest)
         return value
+
+    async def elsewhere(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the helper process (``fn``: a module-level function; it returns
+        problems rather than raising them, since domain errors do not survive pickling)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), fn, *args)
+        except BrokenProcessPool:
+            self._pool = None  # the helper died: a new one next time
+            raise
 
     def close(self) -> None:
         if self._pool is not None:
