@@ -240,3 +240,65 @@ def test_a_promotion_read_before_the_alias_moved_keeps_traffic_on_the_candidate(
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_breach_judged_here_stays_off_the_candidate_until_its_decision_is_recorded(
+    paths: dict[str, Path],
+) -> None:
+    """The live judge saw a breach and took traffic off the candidate, but recording the
+    decision failed (a locked store under load) or has not been read back yet: a poll that
+    still reads the rollout running at the same step must not route the candidate again (CI
+    failure: version 2 answered after the route was gone; the quickstart read "running").
+    The decision is retried at the next poll cycle; a different step read from the registry
+    (another replica's decision won) routes as it says."""
+    port = FakePort()
+    follower, pool, _ = _follower(paths, port)
+
+    class Locked(FakePort):
+        def step(self, registered: str, route: Route) -> FakeDecision | None:
+            raise RuntimeError("database is locked")
+
+    async def scenario() -> None:
+        await pool.start()
+        port.rollout = FakeRollout()
+        await follower.poll("m")
+        port.local = "rollback"
+        follower.port = locked = Locked()
+        locked.rollout, locked.local = port.rollout, "rollback"
+        await follower.check_all()
+        assert "m" not in follower.routes  # traffic back on production
+        await follower.poll_all()  # the registry still reads running, step 0
+        assert "m" not in follower.routes  # and it stays there
+        follower.port = port
+        port.decision = FakeDecision("rollback", "max_error_rate")
+        await follower.decide_all()  # the pending decision is retried and recorded
+        assert len(port.seen) == 1
+        port.rollout = replace(port.rollout, status="rolled_back")
+        await follower.poll_all()
+        assert "m" not in follower.routes
+        port.rollout = FakeRollout(rollout_id="r2", step=1, share=50.0)
+        await follower.poll_all()  # a later rollout is followed as usual
+        assert follower.routes["m"].rollout_id == "r2"
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_breach_overruled_by_another_replicas_step_routes_that_step(
+    paths: dict[str, Path],
+) -> None:
+    port = FakePort()
+    follower, pool, _ = _follower(paths, port)
+
+    async def scenario() -> None:
+        await pool.start()
+        port.rollout = FakeRollout()
+        await follower.poll("m")
+        port.local, port.decision = "rollback", None  # another replica's decision won
+        port.rollout = replace(port.rollout, step=1, share=50.0)  # ... it advanced
+        await follower.check_all()
+        route = follower.routes["m"]
+        assert (route.step, route.share) == (1, 50.0)
+        await pool.close()
+
+    asyncio.run(scenario())

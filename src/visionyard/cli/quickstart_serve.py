@@ -226,6 +226,9 @@ def _drive_rollout(story: Story, http_url: str, images: list[bytes], what: str) 
         sent += 10
     registry = Registry(story.settings)
     ended = read_rollout(registry, "shapes")
+    while ended is not None and ended.running and time.perf_counter() - started < SWAP_TIMEOUT_S:
+        time.sleep(0.2)  # the server takes traffic off a breaching candidate before it writes
+        ended = read_rollout(registry, "shapes")
     outcome = f"{ended.status} ({ended.rule}: {ended.reason})" if ended else "unknown"
     story.console.print(
         f"rollout of version {ended.candidate if ended else '?'} ended after {sent} requests: "

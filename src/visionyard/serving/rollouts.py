@@ -114,6 +114,7 @@ class RolloutFollower:
         self._warned: set[str] = set()
         self._states: dict[str, RolloutView] = {}  # the running rollouts as last read
         self._promoting: dict[str, float] = {}  # promoted, alias not yet seen: since when
+        self._breached: dict[str, Route] = {}  # off by a breach judged here, not yet recorded
 
     async def poll_all(self) -> None:
         for name in self.followed:
@@ -139,6 +140,8 @@ class RolloutFollower:
     async def decide_all(self) -> None:
         for name, route in list(self.routes.items()):
             await self.decide(name, route)
+        for name, route in list(self._breached.items()):  # their recording failed: again
+            await self.decide(name, route)
 
     async def check_all(self) -> None:
         """Judge every route's live figures here (no registry call); record what is not a
@@ -158,6 +161,7 @@ class RolloutFollower:
                 continue
             if action in ENDING and self._unroute(name, f"breach: {action}") is route:
                 self._retire(route.candidate)
+                self._breached[name] = route  # routed again only if the registry says so
             await self.decide(name, route)
 
     async def decide(self, name: str, route: Route) -> Any | None:
@@ -170,9 +174,12 @@ class RolloutFollower:
             return None
         self._warned.discard(name)
         if decision is None:  # no rollout running any more, or another replica's decision won
+            self._breached.pop(name, None)
             await self.poll(name)
             return None
         action = str(getattr(decision, "action", "hold"))
+        if action not in ENDING and self._breached.pop(name, None) is not None:
+            await self.poll(name)  # the core overruled the breach judged here: route again
         if action == "hold":
             return decision
         self.metrics.decisions.labels(name, action).inc()
@@ -183,6 +190,7 @@ class RolloutFollower:
         log.info(f"rollout decision: {action}", extra={"fields": fields})
         if action in ENDING:
             self._ended.add(route.rollout_id)
+            self._breached.pop(name, None)
             if self._unroute(name, f"decision: {action}") is route:  # back on production now
                 self._retire(route.candidate)
         await self.poll(name)
@@ -215,6 +223,8 @@ class RolloutFollower:
         task.add_done_callback(self._retiring.discard)
 
     async def _follow(self, name: str, rollout: RolloutView | None) -> None:
+        if self._pending_breach(name, rollout):
+            return
         route = self.routes.get(name)
         if rollout is None or rollout.status != "running" or rollout.rollout_id in self._ended:
             self._states.pop(name, None)
@@ -232,6 +242,23 @@ class RolloutFollower:
         self._install(name, _new_route(name, rollout, candidate))
         if route is not None:
             self._retire(route.candidate)
+
+    def _pending_breach(self, name: str, rollout: RolloutView | None) -> bool:
+        """A breach judged here whose decision is not recorded yet (the write failed or is
+        not read back): while the registry still reads that rollout running at that step,
+        traffic stays on production. True while it does."""
+        breached = self._breached.get(name)
+        if breached is None:
+            return False
+        if (
+            rollout is not None
+            and rollout.status == "running"
+            and (rollout.rollout_id, rollout.step) == (breached.rollout_id, breached.step)
+        ):
+            self._states[name] = rollout
+            return True
+        del self._breached[name]  # ended, or another replica's decision moved it on
+        return False
 
     async def _candidate(self, name: str, rollout: RolloutView) -> LoadedModel | None:
         key = (rollout.rollout_id, rollout.candidate)
