@@ -58,6 +58,7 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     exit_code: int | None = None
+    started_ns: int = 0  # the run record's start time: the folder names sort by second only
 
     def artifact(self, name: str) -> dict[str, Any]:
         found = [a for a in self.artifacts if a["name"] == name]
@@ -66,9 +67,10 @@ class OfflineRun:
 
 
 def offline_runs(wandb_dir: Path) -> list[OfflineRun]:
-    """Every offline run under ``wandb_dir``, oldest first."""
-    files = sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    return [_decode(path) for path in files]
+    """Every offline run under ``wandb_dir``, oldest first (by the start time each run records:
+    two runs begun in the same second have folder names that sort by their random ids)."""
+    runs = [_decode(path) for path in wandb_dir.glob("wandb/offline-run-*/run-*.wandb")]
+    return sorted(runs, key=lambda run: run.started_ns)
 
 
 def _decode(path: Path) -> OfflineRun:
@@ -82,6 +84,7 @@ def _decode(path: Path) -> OfflineRun:
         if kind == "run":
             r = record.run
             run = OfflineRun(r.run_id, r.job_type, list(r.tags))
+            run.started_ns = r.start_time.ToNanoseconds()
             config.update(_items(r.config.update))
         elif kind == "config":
             config.update(_items(record.config.update))
