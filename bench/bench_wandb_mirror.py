@@ -10,7 +10,7 @@ also waits for W&B to finish at the end), and the ratios mirror/no-mirror. Targe
 <= 1.05. Run it on a quiet machine: with epochs under a second (``--smoke``) or other load on
 the cores, W&B's start-up alone swings the ratio far more than the mirror costs.
 
-    .venv/bin/python bench/bench_wandb_mirror.py                       # full: 3 epochs x 2
+    .venv/bin/python bench/bench_wandb_mirror.py            # full: 6 epochs x 3 pairs (~2 min)
     .venv/bin/python bench/bench_wandb_mirror.py --smoke               # seconds: proves it runs
 """
 
@@ -34,8 +34,8 @@ TARGET_RATIO = 1.05
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="off/on pairs, alternated")
+    parser.add_argument("--epochs", type=int, default=6)  # fewer: W&B start-up weighs more
+    parser.add_argument("--repeats", type=int, default=3, help="off/on pairs, alternated")
     parser.add_argument("--per-class", type=int, default=250, help="training images per class")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch, 1 pair")
