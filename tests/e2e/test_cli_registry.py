@@ -1,111 +1,27 @@
-"""End to end through the CLI on SQLite: register, promote (gates), rollback, gc, models
-list/show/history/diff, and every bad input the registry must refuse with one clear line.
+"""End to end through the CLI on SQLite: register, promote (gates), rollback, models
+list/show/history/diff, and every bad input the registry must refuse with one clear line (gc:
+``test_cli_registry_gc.py``).
 
-The runs are logged once per module (tiny colour classifiers with known answers, see
-:mod:`tests.registry_support`); every test registers under its own model name.
+The runs are logged once per module (:mod:`tests.e2e.registry_world`); every test registers
+under its own model name.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import pytest
 
-from tests.fixtures.cli import store_flags
+from tests.e2e.registry_world import World, cli, client, fresh_name, json_out, registered
 from tests.registry_support import (
-    RED_AS_GREEN,
     colour_dataset,
-    log_colour_run,
-    log_detector_run,
     write_gate,
 )
 from visionyard.cli.main import main
 from visionyard.errors import TrackingUnavailableError
 from visionyard.registry.history import parse_history
-from visionyard.settings import Settings
 from visionyard.tracking.registry_client import RegistryClient
-
-
-class World(NamedTuple):
-    settings: Settings
-    good: str  # colour classifier, logged with the training dataset
-    sharper: str  # same predictions, another bundle, another dataset and params
-    red_as_green: str  # red images predicted green
-    reordered: str  # same colours, labels in another order
-    detector: str
-    dataset: Path
-    gate: Path
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> World:
-    root = tmp_path_factory.mktemp("registry-e2e")
-    home = root / ".visionyard"
-    home.mkdir()
-    shutil.copyfile(sqlite_template, home / "mlflow.db")
-    settings = Settings(home=home, tracking={"experiment": "registry-e2e"})
-    data = colour_dataset(root / "eval")
-    changed = colour_dataset(root / "train-b")
-    (changed / "val" / "red" / "0.png").unlink()
-    (changed / "val" / "green" / "1.png").rename(changed / "val" / "blue" / "9.png")
-    reordered = ("green", "red", "blue", "white", "black")
-    sharper = log_colour_run(settings, root, sharpness=20.0, dataset=changed, params={"lr": 0.2},
-                             metrics={"accuracy": 0.95, "recall/red": 0.5})  # fmt: skip
-    _pretend_other_python(settings, sharper)
-    colours = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
-    return World(
-        settings=settings,
-        good=log_colour_run(settings, root, dataset=data, params={"lr": 0.1},
-                            metrics={"accuracy": 0.9, "recall/red": 1.0}),
-        sharper=sharper,
-        red_as_green=log_colour_run(settings, root, colours=RED_AS_GREEN),
-        reordered=log_colour_run(
-            settings, root, labels=reordered,
-            colours=[colours.get(n, (255, 255, 255) if n == "white" else (0, 0, 0))
-                     for n in reordered],
-        ),
-        detector=log_detector_run(settings, root),
-        dataset=data,
-        gate=write_gate(root / "gate.yaml", data, max_class_drop=0.05, min_samples=5),
-    )  # fmt: skip
-
-
-def _pretend_other_python(settings: Settings, run_id: str) -> None:
-    """Rewrite the run's environment.json as if it had run on another interpreter."""
-    client = RegistryClient.from_settings(settings).client
-    env = json.loads(Path(client.download_artifacts(run_id, "environment.json")).read_text())
-    client.log_text(run_id, json.dumps({**env, "python": "3.99.0"}), "environment.json")
-
-
-def cli(world: World, *args: str) -> int:
-    return main([*store_flags(world.settings), *args])
-
-
-def fresh_name() -> str:
-    return f"shapes-{uuid.uuid4().hex[:8]}"
-
-
-def registered(world: World, capsys: pytest.CaptureFixture[str], *runs: str) -> str:
-    name = fresh_name()
-    for run in runs:
-        assert cli(world, "register", run, "--name", name) == 0
-    capsys.readouterr()
-    return name
-
-
-def json_out(world: World, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
-    capsys.readouterr()
-    assert cli(world, *args, "--json") == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def client(world: World) -> RegistryClient:
-    return RegistryClient.from_settings(world.settings)
-
 
 # -- register ----------------------------------------------------------------------------------
 
@@ -338,49 +254,6 @@ def test_diff_params_metrics_dataset_and_contract(
     assert "1 relabelled" in out
 
 
-# -- gc ----------------------------------------------------------------------------------------
-
-
-def test_gc_deletes_old_versions_and_their_artifacts_but_never_live_ones(
-    world: World, capsys: pytest.CaptureFixture[str]
-) -> None:
-    name = registered(world, capsys, world.good, world.sharper, world.red_as_green,
-                      world.reordered)  # fmt: skip
-    assert cli(world, "promote", name, "1", "--to", "production") == 0
-    reg = client(world)
-    locations = {v: Path(reg.artifact_uri(reg.get_version(name, v))[7:]) for v in "1234"}
-    assert all(p.is_dir() for p in locations.values())
-    capsys.readouterr()
-    assert cli(world, "gc", name, "--keep-last", "1", "--protect-events", "0", "--dry-run") == 0
-    out = capsys.readouterr().out
-    assert "would delete 2 version(s)" in out
-    assert all(p.is_dir() for p in locations.values())
-
-    assert cli(world, "gc", name, "--keep-last", "0", "--protect-events", "0") == 0
-    out = capsys.readouterr().out
-    assert "deleted 3 version(s)" in out
-    assert "held by alias 'production'" in out
-    reclaimed = int(out.split("version(s), ")[1].split(" bytes")[0].replace(",", ""))
-    assert reclaimed > 3 * 2000
-    assert locations["1"].is_dir()
-    assert not any(locations[v].exists() for v in "234")
-    assert [v.version for v in reg.list_versions(name)] == ["1"]
-    assert reg.get_model(name).aliases == {"production": "1"}
-
-
-def test_gc_protects_versions_in_recent_history(
-    world: World, capsys: pytest.CaptureFixture[str]
-) -> None:
-    name = registered(world, capsys, world.good, world.sharper, world.red_as_green)
-    assert cli(world, "promote", name, "1", "--to", "production") == 0
-    assert cli(world, "promote", name, "2", "--to", "production") == 0
-    assert cli(world, "gc", name, "--keep-last", "0") == 0
-    out = capsys.readouterr().out
-    assert "in the last 10 events of 'production'" in out
-    assert sorted(v.version for v in client(world).list_versions(name)) == ["1", "2"]
-    assert cli(world, "rollback", name) == 0
-
-
 # -- bad inputs --------------------------------------------------------------------------------
 
 
@@ -485,23 +358,3 @@ def test_unreachable_server_is_exit_7(world: World, capsys: pytest.CaptureFixtur
     rc = main(["--tracking-uri", "http://127.0.0.1:9", "models", "list"])
     assert rc == 7
     assert "not reachable" in capsys.readouterr().err
-
-
-def test_resolve_bundle_for_the_server_follows_the_alias_and_caches(
-    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    from visionyard.bundle.store import load_bundle
-    from visionyard.registry import resolve_bundle
-
-    name = registered(world, capsys, world.good, world.sharper)
-    assert cli(world, "promote", name, "1", "--to", "production") == 0
-    cache = tmp_path / "cache"
-    version, path = resolve_bundle(world.settings, f"{name}@production", cache)
-    assert (version, path) == ("1", cache / name / "1")
-    assert load_bundle(path).contract.labels[0] == "red"
-    (path / "contract.json").write_text("{}")  # a damaged cache entry is fetched again
-    assert resolve_bundle(world.settings, f"{name}@production", cache) == ("1", path)
-    load_bundle(path)
-    assert cli(world, "promote", name, "2", "--to", "production") == 0
-    assert resolve_bundle(world.settings, f"{name}@production", cache)[0] == "2"
-    assert resolve_bundle(world.settings, f"{name}/1", cache) == ("1", path)
