@@ -190,7 +190,9 @@ def test_a_good_canary_is_promoted_and_served_without_a_second_load(
     tracking_settings: Settings, tmp_path: Path
 ) -> None:
     name = _models(tracking_settings, tmp_path, colour_classifier_onnx(sharpness=12.0))
-    policy = Policy(min_requests=10, min_step_seconds=0)
+    # the default p99 bound (1.5x production over 10 requests) fired on a loaded CI machine
+    # (rolled back, version 1 answered): this test is about promotion, not latency
+    policy = Policy(min_requests=10, min_step_seconds=0, max_p99_latency_ratio=1000.0)
     registry = Registry(tracking_settings)
     start_rollout(registry, StartRequest(name, "2", "canary", (50, 100), policy))
     wiring = RolloutWiring(config=FAST)
@@ -208,7 +210,7 @@ def test_a_good_canary_is_promoted_and_served_without_a_second_load(
                  for _ in range(10)}  # fmt: skip
         serving = running.server.pool.current("m")
     assert set(codes) == {200}
-    assert after == {"2"}
+    assert after == {"2"}, read_rollout(registry, name)
     state = read_rollout(registry, name)
     assert state is not None
     assert state.status == "promoted"
