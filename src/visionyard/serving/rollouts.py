@@ -178,9 +178,10 @@ class RolloutFollower:
             await self.poll(name)
             return None
         action = str(getattr(decision, "action", "hold"))
-        if action not in ENDING and self._breached.pop(name, None) is not None:
-            await self.poll(name)  # the core overruled the breach judged here: route again
+        overruled = action not in ENDING and self._breached.pop(name, None) is not None
         if action == "hold":
+            if overruled:  # the core held where the breach was judged here: route again
+                await self.poll(name)
             return decision
         self.metrics.decisions.labels(name, action).inc()
         fields = {**route_fields(route), "action": action, "rule": getattr(decision, "rule", None),
