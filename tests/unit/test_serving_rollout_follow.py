@@ -50,11 +50,15 @@ class FakePort:
         assert registered == "reg"
         return self.rollout
 
-    def judge(self, rollout: FakeRollout, route: Route) -> str:
+    def figures(self, route: Route) -> int:
+        """The snapshot: production's request count is enough for these tests."""
+        return route.stats.roles[PRODUCTION].requests
+
+    def judge(self, rollout: FakeRollout, figures: int) -> str:
         return self.local
 
-    def step(self, registered: str, route: Route) -> FakeDecision | None:
-        self.seen.append(route.stats.roles[PRODUCTION].requests)
+    def step(self, registered: str, figures: int) -> FakeDecision | None:
+        self.seen.append(figures)
         time.sleep(self.step_s)  # a registry write
         return self.decision
 
@@ -211,6 +215,32 @@ def test_a_breach_judged_here_stops_traffic_before_the_registry_write(
     asyncio.run(scenario())
 
 
+def test_a_breach_is_recorded_on_the_figures_it_was_judged_on(paths: dict[str, Path]) -> None:
+    """A request that finishes between the live judgment and the registry's decision must not
+    change the decision (CI failure: a slow production request landed in between, the core's
+    p99 ratio fell under the limit, it advanced where the server had rolled back, and version
+    2 answered again after the route was gone)."""
+    port = FakePort()
+    follower, pool, _ = _follower(paths, port)
+
+    class InBetween(FakePort):
+        def judge(self, rollout: FakeRollout, figures: int) -> str:
+            follower.routes["m"].stats.add(PRODUCTION, "200", 9.0)  # lands after judging
+            return "rollback"
+
+    async def scenario() -> None:
+        await pool.start()
+        port.rollout = FakeRollout()
+        await follower.poll("m")
+        follower.port = between = InBetween()
+        between.rollout, between.decision = port.rollout, FakeDecision("rollback", "p99")
+        await follower.check_all()
+        assert between.seen == [0]  # the snapshot judged, not the live figures (1 request)
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_promotion_read_before_the_alias_moved_keeps_traffic_on_the_candidate(
     paths: dict[str, Path],
 ) -> None:
@@ -255,7 +285,7 @@ def test_a_breach_judged_here_stays_off_the_candidate_until_its_decision_is_reco
     follower, pool, _ = _follower(paths, port)
 
     class Locked(FakePort):
-        def step(self, registered: str, route: Route) -> FakeDecision | None:
+        def step(self, registered: str, figures: int) -> FakeDecision | None:
             raise RuntimeError("database is locked")
 
     async def scenario() -> None:

@@ -38,12 +38,15 @@ class RegistryRollouts:
     def read(self, registered: str) -> Rollout | None:
         return read_rollout(self.registry, registered)
 
-    def judge(self, rollout: RolloutView, route: Route) -> str:
-        """(``rollout`` is what :meth:`read` returned.)"""
-        return decide(cast(Rollout, rollout), figures(route), time.time()).action
+    def figures(self, route: Route) -> RolloutFigures:
+        return figures(route)
 
-    def step(self, registered: str, route: Route) -> Decision | None:
-        return step_rollout(self.registry, registered, figures(route), time.time())
+    def judge(self, rollout: RolloutView, figures: RolloutFigures) -> str:
+        """(``rollout`` is what :meth:`read` returned.)"""
+        return decide(cast(Rollout, rollout), figures, time.time()).action
+
+    def step(self, registered: str, figures: RolloutFigures) -> Decision | None:
+        return step_rollout(self.registry, registered, figures, time.time())
 
 
 def figures(route: Route) -> RolloutFigures:

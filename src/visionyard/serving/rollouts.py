@@ -13,7 +13,9 @@ model served by its production alias (``NAME=REG@production``), :class:`RolloutF
   (:class:`~visionyard.serving.rollout_stats.StepStats`) with the core's pure rules against the
   rollout as last read (no registry call). A breach removes the route at once (traffic is back
   on production within one decision interval) and then lets the core decide and record
-  (exactly once across replicas); an advance or a promotion is recorded the same way. Every
+  (exactly once across replicas) on the same snapshot of the figures: a request finishing in
+  between cannot turn the core's decision into another one. An advance or a promotion is
+  recorded the same way. Every
   poll interval the core also decides on the fresh state (it completes an interrupted
   transition too). Recorded decisions are logged and counted.
 
@@ -70,14 +72,17 @@ class RolloutPort(Protocol):
         """The registered model's rollout (any status), or None."""
         ...
 
-    def judge(self, rollout: RolloutView, route: Route) -> str:
-        """The action the core would decide on the route's figures now (pure and cheap: no
-        registry call), so that a breach stops traffic before anything is written."""
+    def figures(self, route: Route) -> Any:
+        """A snapshot of the route's step figures (``route.stats``; cheap, no registry call)."""
         ...
 
-    def step(self, registered: str, route: Route) -> Any | None:
-        """Decide on the route's step figures (``route.stats``) and record the decision exactly
-        once; the decision
+    def judge(self, rollout: RolloutView, figures: Any) -> str:
+        """The action the core would decide on ``figures`` now (pure and cheap: no registry
+        call), so that a breach stops traffic before anything is written."""
+        ...
+
+    def step(self, registered: str, figures: Any) -> Any | None:
+        """Decide on the step's ``figures`` and record the decision exactly once; the decision
         (with ``action`` and ``rule``), or None when there was nothing to decide."""
         ...
 
@@ -114,7 +119,8 @@ class RolloutFollower:
         self._warned: set[str] = set()
         self._states: dict[str, RolloutView] = {}  # the running rollouts as last read
         self._promoting: dict[str, float] = {}  # promoted, alias not yet seen: since when
-        self._breached: dict[str, Route] = {}  # off by a breach judged here, not yet recorded
+        # off by a breach judged here, not yet recorded: the route and the figures judged
+        self._breached: dict[str, tuple[Route, Any]] = {}
 
     async def poll_all(self) -> None:
         for name in self.followed:
@@ -140,8 +146,8 @@ class RolloutFollower:
     async def decide_all(self) -> None:
         for name, route in list(self.routes.items()):
             await self.decide(name, route)
-        for name, route in list(self._breached.items()):  # their recording failed: again
-            await self.decide(name, route)
+        for name, (route, judged) in list(self._breached.items()):  # recording failed: again
+            await self.decide(name, route, judged)
 
     async def check_all(self) -> None:
         """Judge every route's live figures here (no registry call); record what is not a
@@ -153,7 +159,8 @@ class RolloutFollower:
             if state is None or state.rollout_id != route.rollout_id:
                 continue
             try:
-                action = self.port.judge(state, route)
+                judged = self.port.figures(route)
+                action = self.port.judge(state, judged)
             except Exception as exc:  # a bug in a rule: the registry's decision still runs
                 self._warn(name, "rollout figures could not be judged", exc)
                 continue
@@ -161,14 +168,16 @@ class RolloutFollower:
                 continue
             if action in ENDING and self._unroute(name, f"breach: {action}") is route:
                 self._retire(route.candidate)
-                self._breached[name] = route  # routed again only if the registry says so
-            await self.decide(name, route)
+                self._breached[name] = (route, judged)  # routed again only if the registry says
+            await self.decide(name, route, judged)
 
-    async def decide(self, name: str, route: Route) -> Any | None:
-        """Let the core decide on ``route``'s step; follow a decision at once."""
+    async def decide(self, name: str, route: Route, judged: Any = None) -> Any | None:
+        """Let the core decide on ``route``'s step (on the ``judged`` snapshot of its figures
+        when given, else on its figures now); follow a decision at once."""
         began = time.monotonic()
         try:
-            decision = await asyncio.to_thread(self.port.step, self.followed[name], route)
+            figures = self.port.figures(route) if judged is None else judged
+            decision = await asyncio.to_thread(self.port.step, self.followed[name], figures)
         except Exception as exc:  # the registry or a policy: keep serving, try again later
             self._warn(name, "rollout decision failed; trying again", exc)
             return None
@@ -248,9 +257,9 @@ class RolloutFollower:
         """A breach judged here whose decision is not recorded yet (the write failed or is
         not read back): while the registry still reads that rollout running at that step,
         traffic stays on production. True while it does."""
-        breached = self._breached.get(name)
-        if breached is None:
+        if name not in self._breached:
             return False
+        breached = self._breached[name][0]
         if (
             rollout is not None
             and rollout.status == "running"
