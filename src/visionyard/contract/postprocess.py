@@ -5,7 +5,10 @@ Open Inference Protocol classification-extension string form ``"score:index:labe
 
 Detection: boxes decoded to xyxy input pixels, per-class scores thresholded, class-wise NMS, the
 best ``max_detections`` kept, then mapped back through :class:`ImageMeta` to the ORIGINAL image
-(undoing letterbox padding, resize and crop) and clipped to it.
+(undoing letterbox padding, resize and crop) and clipped to it. :func:`detect_outputs` reads the
+outputs by ``decoding.layout``: a YOLO tensor ``[N, 4 + C, K]`` is transposed into the same boxes
+and per-class scores (one NMS implementation for both); post-NMS outputs (``nms``) only get the
+score threshold, the limit and the mapping back.
 
 NMS is hand-written in numpy (greedy, torchvision semantics: a box is suppressed when its IoU with
 a better-scoring box of the same class is ``> nms_iou``): scipy has none, ONNX Runtime only has it
@@ -76,9 +79,7 @@ def postprocess(
         return [
             ImageResult(predictions=p, embedding=e) for p, e in zip(preds, embeddings, strict=True)
         ]
-    boxes = _output(outputs, decoding.boxes_output, "decoding.boxes_output")
-    scores = _output(outputs, decoding.scores_output, "decoding.scores_output")
-    found = detect(boxes, scores, contract, metas)
+    found = detect_outputs(outputs, contract, metas)
     return [ImageResult(detections=d, embedding=e) for d, e in zip(found, embeddings, strict=True)]
 
 
@@ -124,16 +125,83 @@ def detect(
     """``boxes [N, K, 4]`` and per-class ``scores [N, K, C]`` -> detections per image."""
     decoding = _decoding(contract, DetectionDecoding)
     boxes, scores = _check_detection_shapes(boxes, scores, contract, len(metas))
-    size = contract.preprocessing.input_size
-    xyxy = to_xyxy(np.asarray(boxes, np.float64), decoding.box_format)
-    if decoding.coordinates == "normalized":
-        xyxy = xyxy * np.array([size.width, size.height] * 2, dtype=np.float64)
-    probs = np.asarray(scores, np.float64)
-    if decoding.scores == "logits":
-        probs = 1.0 / (1.0 + np.exp(-probs))
+    xyxy = _input_pixels(boxes, contract, decoding)
+    probs = _probabilities(scores, decoding)
     return [
         _detect_one(xyxy[i], probs[i], decoding, metas[i], contract.labels)
         for i in range(len(metas))
+    ]
+
+
+def detect_outputs(
+    outputs: Mapping[str, NDArray[np.generic]],
+    contract: VisionContract,
+    metas: Sequence[ImageMeta],
+) -> list[list[Detection]]:
+    """Detections per image from the named model outputs, read by ``decoding.layout``."""
+    decoding = _decoding(contract, DetectionDecoding)
+    named = {f: _output(outputs, n, f"decoding.{f}") for f, n in decoding.output_fields.items()}
+    if decoding.layout == "yolo":
+        boxes, scores = split_yolo(named["output"], contract, len(metas))
+        return detect(boxes, scores, contract, metas)
+    if decoding.layout == "nms":
+        return detect_nms(named, contract, metas)
+    return detect(named["boxes_output"], named["scores_output"], contract, metas)
+
+
+def split_yolo(
+    output: NDArray[np.generic], contract: VisionContract, n: int
+) -> tuple[NDArray[np.generic], NDArray[np.generic]]:
+    """A YOLO ``[N, 4 + C, K]`` tensor as boxes ``[N, K, 4]`` and scores ``[N, K, C]`` (views)."""
+    if output.ndim != 3 or output.shape[1] < 5:
+        raise ContractError("decoding", f"expected one output [N, 4 + C, K], got {output.shape}")
+    if output.shape[0] != n:
+        raise ContractError("decoding", f"output {output.shape} does not match {n} image(s)")
+    _check_classes(output.shape[1] - 4, contract, "YOLO output")
+    swapped = np.swapaxes(output, 1, 2)
+    return swapped[..., :4], swapped[..., 4:]
+
+
+def detect_nms(
+    outputs: Mapping[str, NDArray[np.generic]],
+    contract: VisionContract,
+    metas: Sequence[ImageMeta],
+) -> list[list[Detection]]:
+    """Outputs of a model that ran NMS itself (by field: ``boxes_output [N, D, 4]``,
+    ``scores_output [N, D]``, ``classes_output [N, D]``, optional ``count_output [N]``):
+    rows past the count or with a negative class are padding; no NMS here."""
+    decoding = _decoding(contract, DetectionDecoding)
+    boxes, scores, classes = _check_nms_shapes(outputs, len(metas))
+    xyxy = _input_pixels(boxes, contract, decoding)
+    probs = _probabilities(scores, decoding)
+    valid = (classes >= 0) & (probs >= decoding.score_threshold)
+    if "count_output" in outputs:
+        count = np.asarray(outputs["count_output"]).reshape(len(metas), -1)[:, :1]
+        valid &= np.arange(classes.shape[1])[np.newaxis] < count
+    _check_class_indices(classes[valid], contract)
+    return [
+        _kept_rows(xyxy[i], probs[i], classes[i], valid[i], meta, contract)
+        for i, meta in enumerate(metas)
+    ]
+
+
+def _kept_rows(
+    xyxy: Array,
+    probs: Array,
+    classes: NDArray[np.int64],
+    valid: NDArray[np.bool_],
+    meta: ImageMeta,
+    contract: VisionContract,
+) -> list[Detection]:
+    """One image's valid rows, best score first, at most ``max_detections``, mapped back."""
+    limit = _decoding(contract, DetectionDecoding).max_detections
+    rows = np.flatnonzero(valid)
+    rows = rows[np.argsort(-probs[rows], kind="stable")][:limit]
+    original = meta.to_original(xyxy[rows])
+    labels = contract.labels
+    return [
+        Detection(_box(box), float(probs[r]), int(classes[r]), labels[int(classes[r])])
+        for box, r in zip(original, rows, strict=True)
     ]
 
 
@@ -215,6 +283,48 @@ def _decoding(contract: VisionContract, kind: type[_D]) -> _D:
 def _check_classes(count: int, contract: VisionContract, what: str) -> None:
     if count != len(contract.labels):
         problem = f"the {what} has {count} classes but the contract lists {len(contract.labels)}"
+        raise ContractError("labels", problem)
+
+
+def _input_pixels(
+    boxes: NDArray[np.generic], contract: VisionContract, decoding: DetectionDecoding
+) -> Array:
+    """``[..., 4]`` boxes in ``box_format`` and ``coordinates`` -> xyxy input pixels."""
+    xyxy = to_xyxy(np.asarray(boxes, np.float64), decoding.box_format)
+    if decoding.coordinates == "normalized":
+        size = contract.preprocessing.input_size
+        xyxy = xyxy * np.array([size.width, size.height] * 2, dtype=np.float64)
+    return xyxy
+
+
+def _probabilities(scores: NDArray[np.generic], decoding: DetectionDecoding) -> Array:
+    probs = np.asarray(scores, np.float64)
+    return 1.0 / (1.0 + np.exp(-probs)) if decoding.scores == "logits" else probs
+
+
+def _check_nms_shapes(
+    outputs: Mapping[str, NDArray[np.generic]], n: int
+) -> tuple[NDArray[np.generic], NDArray[np.generic], NDArray[np.int64]]:
+    boxes, scores = outputs["boxes_output"], outputs["scores_output"]
+    classes = outputs["classes_output"]
+    shapes = f"boxes {boxes.shape}, scores {scores.shape}, classes {classes.shape}"
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.ndim != 2 or classes.ndim != 2:
+        problem = f"expected boxes [N, D, 4], scores [N, D] and classes [N, D], got {shapes}"
+        raise ContractError("decoding", problem)
+    if not boxes.shape[:2] == scores.shape == classes.shape or boxes.shape[0] != n:
+        raise ContractError("decoding", f"{shapes} do not match {n} image(s)")
+    count = outputs.get("count_output")
+    if count is not None and count.size != n:
+        raise ContractError("decoding", f"count {count.shape} does not hold {n} image(s)")
+    return boxes, scores, np.asarray(classes).astype(np.int64)
+
+
+def _check_class_indices(classes: NDArray[np.int64], contract: VisionContract) -> None:
+    if classes.size and int(classes.max()) >= len(contract.labels):
+        problem = (
+            f"the model returned class index {int(classes.max())} but the contract lists "
+            f"{len(contract.labels)} labels"
+        )
         raise ContractError("labels", problem)
 
 

@@ -26,10 +26,19 @@ Preprocessing, in this order (implemented once, in :mod:`visionyard.contract.pre
    they require ``scale=1, mean=0, std=1`` (normalisation then lives inside the model).
 
 Outputs. Classification: one output ``[N, C]`` of logits (softmax applied) or probabilities, with
-``C == len(labels)``. Detection: two outputs, boxes ``[N, K, 4]`` in ``box_format`` and per-class
-scores ``[N, K, C]`` (``K`` candidate boxes; scores are probabilities, or logits to which a sigmoid
-is applied), coordinates either ``normalized`` (0..1 of the input width/height) or
-``input_pixels`` (pixels of the preprocessed input tensor).
+``C == len(labels)``. Detection, by ``decoding.layout``; boxes are in ``box_format``, coordinates
+either ``normalized`` (0..1 of the input width/height) or ``input_pixels`` (pixels of the
+preprocessed input tensor); scores are probabilities, or logits to which a sigmoid is applied:
+
+- ``boxes_scores`` (the default): boxes ``[N, K, 4]`` and per-class scores ``[N, K, C]`` (``K``
+  candidate boxes), then the contract's thresholds and class-wise NMS;
+- ``yolo``: one output ``[N, 4 + C, K]`` (``output``, default ``output0``; box first, then the
+  per-class scores, as Ultralytics YOLOv8+ exports it; ``box_format`` defaults to ``cxcywh``),
+  read as the default layout once transposed;
+- ``nms``: outputs of a model that ran NMS itself: boxes ``[N, D, 4]``, scores ``[N, D]``,
+  class indices ``[N, D]`` (``classes_output``) and optionally the valid count per image ``[N]``
+  or ``[N, 1]`` (``count_output``; without it rows with a negative class are padding). Only the
+  score threshold and ``max_detections`` apply.
 """
 
 from __future__ import annotations
@@ -40,12 +49,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from visionyard.contract.problems import FieldProblem, first_problem
 from visionyard.errors import ContractError
 
 Task = Literal["classification", "detection"]
 ResizePolicy = Literal["resize", "center_crop", "letterbox"]
+DetectionLayout = Literal["boxes_scores", "yolo", "nms"]
 Channel = Annotated[int, Field(ge=0, le=255)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -108,7 +128,7 @@ class Preprocessing(_Model):
     def _consistent(self) -> Self:
         _check_shorter_side(self)
         if self.dtype == "uint8" and (self.scale, self.mean, self.std) != (1, (0, 0, 0), (1, 1, 1)):
-            raise _FieldProblem("scale", "uint8 input takes raw pixels: set scale=1, mean=0, std=1")
+            raise FieldProblem("scale", "uint8 input takes raw pixels: set scale=1, mean=0, std=1")
         return self
 
 
@@ -120,15 +140,66 @@ class ClassificationDecoding(_Model):
 
 
 class DetectionDecoding(_Model):
+    """How a detector's outputs are read; ``layout`` picks the outputs (module docstring).
+
+    Output-name fields a layout does not read are not serialised, nor is the default layout:
+    every contract written before layouts existed keeps its bytes and its digest.
+    """
+
     kind: Literal["detection"] = "detection"
+    layout: DetectionLayout = "boxes_scores"
     boxes_output: OutputName = "boxes"
     scores_output: OutputName = "scores"
+    output: OutputName | None = None
+    classes_output: OutputName | None = None
+    count_output: OutputName | None = None
     scores: Literal["probabilities", "logits"] = "probabilities"
     box_format: Literal["xyxy", "xywh", "cxcywh"] = "xyxy"
     coordinates: Literal["normalized", "input_pixels"] = "input_pixels"
     score_threshold: Unit = 0.25
     nms_iou: Unit = 0.45
     max_detections: int = Field(100, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layout_defaults(cls, data: Any) -> Any:
+        """A YOLO tensor holds cxcywh boxes in ``output0`` unless the contract says otherwise."""
+        if isinstance(data, Mapping) and data.get("layout") == "yolo":
+            return {"output": "output0", "box_format": "cxcywh", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _layout_outputs(self) -> Self:
+        if self.layout == "yolo" and self.output is None:
+            raise FieldProblem("output", "required with layout 'yolo' (its [N, 4 + C, K] output)")
+        if self.layout == "nms" and self.classes_output is None:
+            raise FieldProblem("classes_output", "required with layout 'nms' (class per box)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        read = _LAYOUT_OUTPUTS[self.layout]
+        for name in _OUTPUT_FIELDS:
+            if name not in read:
+                data.pop(name, None)
+        if self.layout == "boxes_scores":
+            data.pop("layout", None)
+        return data
+
+    @property
+    def output_fields(self) -> dict[str, str]:
+        """``{field: output name}`` of the outputs this layout reads, in their order."""
+        named = {f: getattr(self, f) for f in _LAYOUT_OUTPUTS[self.layout]}
+        return {f: name for f, name in named.items() if name is not None}
+
+
+_LAYOUT_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "boxes_scores": ("boxes_output", "scores_output"),
+    "yolo": ("output",),
+    "nms": ("boxes_output", "scores_output", "classes_output", "count_output"),
+}
+_OUTPUT_FIELDS = ("boxes_output", "scores_output", "output", "classes_output", "count_output")
 
 
 Decoding = Annotated[ClassificationDecoding | DetectionDecoding, Field(discriminator="kind")]
@@ -161,7 +232,7 @@ class VisionContract(_Model):
         seen: dict[str, int] = {}
         for index, name in enumerate(labels):
             if not name.strip():
-                raise _FieldProblem(str(index), "empty label name")
+                raise FieldProblem(str(index), "empty label name")
             if name in seen:
                 raise ValueError(f"duplicate label {name!r} at {seen[name]} and {index}")
             seen[name] = index
@@ -171,7 +242,7 @@ class VisionContract(_Model):
     def _decoding_matches_task(self) -> Self:
         if self.decoding.kind != self.task:
             problem = f"task is {self.task!r} but the decoding is for {self.decoding.kind!r}"
-            raise _FieldProblem("decoding.kind", problem)
+            raise FieldProblem("decoding.kind", problem)
         return self
 
     @property
@@ -180,7 +251,7 @@ class VisionContract(_Model):
         if isinstance(self.decoding, ClassificationDecoding):
             names = [self.decoding.output]
         else:
-            names = [self.decoding.boxes_output, self.decoding.scores_output]
+            names = list(self.decoding.output_fields.values())
         return names + ([self.embedding_output] if self.embedding_output else [])
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -239,15 +310,6 @@ class VisionContract(_Model):
         return _build("detection", labels, pre, decoding, top)
 
 
-class _FieldProblem(ValueError):
-    """A validator problem that belongs to a sub-field (``rel`` is relative to the model)."""
-
-    def __init__(self, rel: str, problem: str) -> None:
-        super().__init__(problem)
-        self.rel = rel
-        self.problem = problem
-
-
 def _all_ints(*values: Any) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
@@ -256,10 +318,10 @@ def _check_shorter_side(pre: Preprocessing) -> None:
     size = pre.input_size
     if pre.resize != "center_crop":
         if pre.resize_shorter is not None:
-            raise _FieldProblem("resize_shorter", "only used with resize='center_crop'")
+            raise FieldProblem("resize_shorter", "only used with resize='center_crop'")
         return
     if pre.resize_shorter is not None and pre.resize_shorter < max(size.height, size.width):
-        raise _FieldProblem(
+        raise FieldProblem(
             "resize_shorter",
             f"must be >= the larger input side ({max(size.height, size.width)}) so the crop fits",
         )
@@ -305,7 +367,7 @@ def parse_contract(data: Mapping[str, Any] | str | bytes) -> VisionContract:
             return VisionContract.model_validate_json(data)
         return VisionContract.model_validate(data)
     except ValidationError as exc:
-        raise _first_problem(exc) from exc
+        raise first_problem(exc) from exc
 
 
 def load_contract(source: Path | str) -> VisionContract:
@@ -318,46 +380,3 @@ def load_contract(source: Path | str) -> VisionContract:
     except (OSError, UnicodeDecodeError) as exc:
         raise ContractError(str(path), f"cannot read the contract file ({exc})") from exc
     return parse_contract(text)
-
-
-_PROBLEMS = {
-    "greater_than": "must be > {gt}",
-    "greater_than_equal": "must be >= {ge}",
-    "less_than": "must be < {lt}",
-    "less_than_equal": "must be <= {le}",
-    "missing": "required field is missing",
-    "extra_forbidden": "unknown field (check the spelling)",
-    "too_short": "must have at least {min_length} item(s)",
-    "string_too_short": "must not be empty",
-    "literal_error": "must be {expected}",
-    "too_long": "must have at most {max_length} item(s)",
-    "union_tag_invalid": "must be one of {expected_tags}",
-    "union_tag_not_found": "required field is missing",
-}
-
-
-def _first_problem(exc: ValidationError) -> ContractError:
-    """Dotted path + readable problem for the first error pydantic reports."""
-    error = exc.errors(include_url=False)[0]
-    path = [str(part) for part in error["loc"] if not _is_union_tag(part)]
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _FieldProblem):
-        return ContractError(".".join([*path, *cause.rel.split(".")]), cause.problem)
-    if error["type"] == "json_invalid":
-        return ContractError(
-            "(json)", f"not valid JSON: {error['msg'].removeprefix('Invalid JSON: ')}"
-        )
-    if error["type"].startswith("union_tag"):
-        path.append("kind")
-    template = _PROBLEMS.get(error["type"])
-    problem = template.format(**error.get("ctx", {})) if template else _plain(error["msg"])
-    return ContractError(".".join(path) or "(contract)", problem)
-
-
-def _is_union_tag(part: str | int) -> bool:
-    return part in ("classification", "detection")
-
-
-def _plain(message: str) -> str:
-    text = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    return text[:1].lower() + text[1:]
