@@ -100,3 +100,32 @@ def test_tensor_meta_describe_and_fixed() -> None:
     assert IMAGE.fixed(0) is None
     assert IMAGE.fixed(-1) == 8
     assert IMAGE.fixed(7) is None
+
+
+def test_yolo_layout_output_and_its_class_count() -> None:
+    image = TensorMeta("input", ("N", 3, 64, 64), "float32")
+    contract = detector_contract(decoding={"layout": "yolo"})
+    yolo = TensorMeta("output0", ("N", 6, 84), "float32")
+    assert check_signature(contract, [image], [yolo]) == image
+    dynamic = TensorMeta("output0", ("N", "c", "k"), "float32")
+    assert check_signature(contract, [image], [dynamic]) == image
+    with pytest.raises(ContractError, match=r"labels: .*2 labels.* scores 3 classes"):
+        check_signature(contract, [image], [TensorMeta("output0", ("N", 7, 84), "float32")])
+    with pytest.raises(ContractError, match=r"decoding.output: .*no output 'output0'"):
+        check_signature(contract, [image], [TensorMeta("boxes", ("N", 6, 84), "float32")])
+    with pytest.raises(ContractError, match=r"decoding.output: .*rank 2.*\[N, 4 \+ C, K\]"):
+        check_signature(contract, [image], [TensorMeta("output0", ("N", 6), "float32")])
+
+
+def test_nms_layout_outputs_and_their_ranks() -> None:
+    image = TensorMeta("input", ("N", 3, 64, 64), "float32")
+    contract = detector_contract(decoding={"layout": "nms", "classes_output": "labels"})
+    boxes = TensorMeta("boxes", ("N", 100, 4), "float32")
+    scores = TensorMeta("scores", ("N", 100), "float32")
+    labels = TensorMeta("labels", ("N", 100), "int64")
+    assert check_signature(contract, [image], [boxes, scores, labels]) == image
+    with pytest.raises(ContractError, match=r"decoding.classes_output: .*no output 'labels'"):
+        check_signature(contract, [image], [boxes, scores])
+    flat = TensorMeta("scores", ("N", 100, 2), "float32")
+    with pytest.raises(ContractError, match=r"decoding.scores_output: .*rank 3"):
+        check_signature(contract, [image], [boxes, flat, labels])

@@ -26,7 +26,7 @@ from visionyard.contract.postprocess import (
     ImageResult,
     Prediction,
     classify,
-    detect,
+    detect_outputs,
     postprocess,
 )
 from visionyard.contract.preprocess import ImageMeta, PreprocessedBatch, Source, preprocess_batch
@@ -181,11 +181,9 @@ class InferenceSession:
         self, sources: Sequence[Source], *, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> list[list[Detection]]:
         """Detections per image in original image pixels (detectors only)."""
-        decoding = self._decoding(DetectionDecoding)
+        self._decoding(DetectionDecoding)
         batch = self.preprocess(sources, max_pixels=max_pixels)
-        outputs = self.run(batch.tensor)
-        boxes, scores = outputs[decoding.boxes_output], outputs[decoding.scores_output]
-        return detect(boxes, scores, self.contract, batch.metas)
+        return detect_outputs(self.run(batch.tensor), self.contract, batch.metas)
 
     def dummy_input(self, batch_size: int = 1, *, seed: int = 0) -> np.ndarray:
         """A random tensor the model takes (warm-up, latency measurement)."""

@@ -125,21 +125,64 @@ def _shape_fields(contract: VisionContract) -> dict[int, str]:
 
 
 def _check_outputs(contract: VisionContract, outputs: dict[str, TensorMeta]) -> None:
-    for field, name in _output_fields(contract).items():
+    fields = _output_fields(contract)
+    for field, name in fields.items():
         if name not in outputs:
             have = ", ".join(outputs) or "none"
             raise ContractError(field, f"the model has no output {name!r} (outputs: {have})")
-    decoding = contract.decoding
-    scores = (
-        decoding.output if isinstance(decoding, ClassificationDecoding) else decoding.scores_output
-    )
-    classes = outputs[scores].fixed(-1)
+    _check_ranks(contract, {f: outputs[n] for f, n in fields.items()})
+    scored = _scored_classes(contract, outputs)
+    if scored is None:
+        return
+    output, classes = scored
     if classes is not None and classes != len(contract.labels):
         raise ContractError(
             "labels",
             f"the contract lists {len(contract.labels)} labels but the model's output "
-            f"{outputs[scores].describe()} scores {classes} classes",
+            f"{output.describe()} scores {classes} classes",
         )
+
+
+def _scored_classes(
+    contract: VisionContract, outputs: dict[str, TensorMeta]
+) -> tuple[TensorMeta, int | None] | None:
+    """The output that scores the classes and its (fixed) class count; None when no output's
+    shape states it (post-NMS outputs give one class index per box)."""
+    decoding = contract.decoding
+    if isinstance(decoding, ClassificationDecoding):
+        return outputs[decoding.output], outputs[decoding.output].fixed(-1)
+    if decoding.layout == "yolo":
+        assert decoding.output is not None
+        rows = outputs[decoding.output].fixed(1)
+        return outputs[decoding.output], None if rows is None else rows - 4
+    if decoding.layout == "nms":
+        return None
+    return outputs[decoding.scores_output], outputs[decoding.scores_output].fixed(-1)
+
+
+#: Ranks of the outputs of the detection layouts other than the default (when ORT knows them).
+_RANKS = {
+    "yolo": {"output": (3, "[N, 4 + C, K]")},
+    "nms": {
+        "boxes_output": (3, "[N, D, 4]"),
+        "scores_output": (2, "[N, D]"),
+        "classes_output": (2, "[N, D]"),
+    },
+}
+
+
+def _check_ranks(contract: VisionContract, outputs: dict[str, TensorMeta]) -> None:
+    decoding = contract.decoding
+    if isinstance(decoding, ClassificationDecoding):
+        return
+    for field, (rank, shape) in _RANKS.get(decoding.layout, {}).items():
+        have = outputs[f"decoding.{field}"]
+        if have.shape and len(have.shape) != rank:
+            raise ContractError(
+                f"decoding.{field}",
+                f"the model's output {have.describe()} has rank {len(have.shape)}; layout "
+                f"{decoding.layout!r} reads {shape} there",
+            )
 
 
 def _output_fields(contract: VisionContract) -> dict[str, str]:
@@ -147,10 +190,7 @@ def _output_fields(contract: VisionContract) -> dict[str, str]:
     if isinstance(decoding, ClassificationDecoding):
         fields = {"decoding.output": decoding.output}
     else:
-        fields = {
-            "decoding.boxes_output": decoding.boxes_output,
-            "decoding.scores_output": decoding.scores_output,
-        }
+        fields = {f"decoding.{f}": name for f, name in decoding.output_fields.items()}
     if contract.embedding_output:
         fields["embedding_output"] = contract.embedding_output
     return fields

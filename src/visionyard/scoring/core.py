@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from visionyard.contract.postprocess import classify, detect
+from visionyard.contract.postprocess import classify, detect_outputs
 from visionyard.contract.preprocess import ImageMeta, decode_for_contract, preprocess_image
 from visionyard.contract.schema import ClassificationDecoding, DetectionDecoding
 from visionyard.errors import ImageError
@@ -111,8 +111,7 @@ def decode_rows(
         found = classify(outputs[decoding.output], contract, top_k)
         return [([p.label for p in preds], [p.score for p in preds], None) for preds in found]
     assert isinstance(decoding, DetectionDecoding)
-    boxes, scores = outputs[decoding.boxes_output], outputs[decoding.scores_output]
-    detections = detect(boxes, scores, contract, metas)
+    detections = detect_outputs(outputs, contract, metas)
     return [
         ([d.label for d in dets], [d.score for d in dets], [list(d.box) for d in dets])
         for dets in detections
