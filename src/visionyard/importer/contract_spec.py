@@ -23,6 +23,7 @@ from typing import Any
 from visionyard.contract.presets import get_preset
 from visionyard.contract.schema import VisionContract, load_contract, parse_contract
 from visionyard.errors import ConfigError
+from visionyard.importer.layouts import detection_outputs
 from visionyard.runtime.signature import TensorMeta
 
 PLACEHOLDER_LABEL = "class_0"
@@ -65,7 +66,7 @@ def build_contract(
     before = dict(data.get("preprocessing", {}))
     if not explicit:
         data = deep_merge(data, facts)
-        data = deep_merge(data, output_facts(data, outputs))
+        data = deep_merge(data, output_facts(data, outputs, spec.overrides))
     data = deep_merge(data, spec.overrides)
     _refresh_shorter_side(data, before, spec.overrides)
     if "preprocessing" not in data or "input_size" not in data["preprocessing"]:
@@ -81,9 +82,14 @@ def with_labels(contract: VisionContract, labels: Sequence[str]) -> VisionContra
     return parse_contract({**contract.model_dump(mode="json"), "labels": list(labels)})
 
 
-def output_facts(data: Mapping[str, Any], outputs: Sequence[TensorMeta]) -> dict[str, Any]:
+def output_facts(
+    data: Mapping[str, Any],
+    outputs: Sequence[TensorMeta],
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The output names to read, from the model: its only output (classification); for
-    detection the outputs named boxes/scores, else the one whose last axis is 4 for boxes."""
+    detection the layout and names its output shapes imply (:mod:`visionyard.importer.layouts`;
+    ``overrides`` may state the layout or the names)."""
     if not outputs:
         return {}
     names = [o.name for o in outputs]
@@ -91,17 +97,10 @@ def output_facts(data: Mapping[str, Any], outputs: Sequence[TensorMeta]) -> dict
         if len(outputs) == 1:
             return {"decoding": {"output": names[0]}}
         return {"decoding": {"output": "logits"}} if "logits" in names else {}
-    boxes = _pick(outputs, "boxes", lambda o: o.fixed(-1) == 4)
-    scores = _pick(outputs, "scores", lambda o: o.name != boxes)
-    found = {"boxes_output": boxes, "scores_output": scores}
-    return {"decoding": {k: v for k, v in found.items() if v}}
-
-
-def _pick(outputs: Sequence[TensorMeta], name: str, test: Any) -> str | None:
-    if any(o.name == name for o in outputs):
-        return name
-    matches = [o.name for o in outputs if test(o)]
-    return matches[0] if len(outputs) == 2 and len(matches) == 1 else None
+    stated = deep_merge(data, overrides or {})
+    embedding = stated.get("embedding_output")
+    considered = [o for o in outputs if o.name != embedding]
+    return {"decoding": detection_outputs(considered, stated.get("decoding") or {})}
 
 
 def _refresh_shorter_side(
