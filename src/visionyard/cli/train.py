@@ -1,4 +1,5 @@
-"""``visionyard train``: train an image classifier, export it and log the bundle to a run.
+"""``visionyard train``: train an image classifier (ImageFolder) or a detector (``--task
+detection``, COCO folder), export it and log the bundle to a run.
 
 Flags mirror :class:`visionyard.train.config.TrainConfig`; a flag left out keeps the config's
 default (shown in ``--help``) or the settings' value (seed, device, threads, pixel limit).
@@ -26,7 +27,8 @@ _ARCHS = "small_cnn, resnet18, mobilenet_v2"
 #: Flags passed to TrainConfig under their own name when given.
 _PLAIN_FLAGS = frozenset(
     {
-        "data", "arch", "width", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+        "data", "task", "arch", "width", "score_threshold", "epochs", "batch_size", "lr",
+        "optimizer", "weight_decay",
         "resize", "monitor", "val_fraction", "seed", "device", "amp", "experiment", "run_name",
         "opset", "parity_max_abs",
     }
@@ -35,7 +37,15 @@ _PLAIN_FLAGS = frozenset(
 
 def train(
     ctx: typer.Context,
-    data: Path = typer.Option(..., "--data", help="ImageFolder root (class or split folders)."),
+    data: Path = typer.Option(
+        ..., "--data", help="ImageFolder root, or a COCO folder (annotations.json, images/)."
+    ),
+    task: str | None = typer.Option(
+        None, "--task", help="classification (default) | detection (COCO data)"
+    ),
+    score_threshold: float | None = typer.Option(
+        None, "--score-threshold", help="Detection: the served score threshold (default 0.2)."
+    ),
     arch: str | None = typer.Option(None, "--arch", help=f"{_ARCHS} (default small_cnn)"),
     width: float | None = typer.Option(None, "--width", help="Width multiplier (default 1)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Most epochs (default 10)."),
@@ -60,7 +70,9 @@ def train(
     patience: int | None = typer.Option(
         None, "--patience", help="Early stopping patience, 0 = off (default 3)."
     ),
-    monitor: str | None = typer.Option(None, "--monitor", help="val_accuracy | val_loss"),
+    monitor: str | None = typer.Option(
+        None, "--monitor", help="val_accuracy | val_loss; detection: val_map_50_95 | val_map_50"
+    ),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="Without a val split."),
     seed: int | None = typer.Option(None, "--seed", help="Default: settings train.seed."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
@@ -74,7 +86,8 @@ def train(
         None, "--mirror", help="Also send the run to: wandb (default: settings tracking.mirror)."
     ),
 ) -> None:
-    """Train a classifier on an ImageFolder dataset; log metrics, checkpoint and bundle."""
+    """Train a classifier (ImageFolder) or a detector (--task detection, COCO); log metrics,
+    reports, checkpoint and bundle."""
     flags = {k: v for k, v in locals().items() if k in _PLAIN_FLAGS}  # parameters only here
     values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if input_size is not None:
@@ -159,13 +172,18 @@ def _print_summary(result: TrainResult) -> None:
     table = Table(title="training run")
     table.add_column("")
     table.add_column("value")
+    if "val_map_50" in best:
+        quality = [("val mAP@[.5:.95]", f"{best['val_map_50_95']:.4f}"),
+                   ("val mAP@.5", f"{best['val_map_50']:.4f}")]  # fmt: skip
+    else:
+        quality = [("val accuracy", f"{best['val_accuracy']:.4f}"),
+                   ("val macro F1", f"{best['val_macro_f1']:.4f}"),
+                   ("val loss", f"{best['val_loss']:.4f}")]  # fmt: skip
     rows = [
         ("run id", result.run_id),
         ("best epoch", f"{result.best_epoch} of {result.epochs_run}"),
         ("stopped early", "yes" if result.stopped_early else "no"),
-        ("val accuracy", f"{best['val_accuracy']:.4f}"),
-        ("val macro F1", f"{best['val_macro_f1']:.4f}"),
-        ("val loss", f"{best['val_loss']:.4f}"),
+        *quality,
         ("ONNX parity", _parity_text(result)),
         ("bundle", str(result.bundle_path)),
         ("checkpoint", str(result.checkpoint_path)),
@@ -179,6 +197,8 @@ def _print_summary(result: TrainResult) -> None:
 
 def _parity_text(result: TrainResult) -> str:
     parity = result.parity
+    if not hasattr(parity, "top1_agreement"):
+        return parity.describe()
     return (
         f"max abs diff {parity.max_abs_diff:.2e}, top-1 agreement "
         f"{parity.top1_agreement:.4f} on {parity.n_images} images"

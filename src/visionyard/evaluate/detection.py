@@ -165,6 +165,24 @@ def detection_report(
     )
 
 
+def precision_recall_50(
+    truth: Sequence[ImageTruth],
+    predictions: Sequence[Sequence[DetectionLike]],
+    labels: Sequence[str],
+) -> dict[str, list[float]]:
+    """Per class with objects, COCO's interpolated precision at IoU 0.5 on its 101 recall
+    points (0, 0.01, ..., 1; -1 where the recall is never reached)."""
+    support = _support(truth, len(labels))
+    categories = [i for i in range(len(labels)) if support[i]]
+    if not categories:
+        return {}
+    precision = _run_coco(truth, predictions, labels, categories).eval["precision"]
+    return {
+        labels[category]: [float(v) for v in precision[0, :, k, 0, -1]]
+        for k, category in enumerate(categories)
+    }
+
+
 def _support(truth: Sequence[ImageTruth], count: int) -> list[int]:
     support = [0] * count
     for image in truth:

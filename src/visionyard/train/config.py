@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from visionyard.contract.schema import IMAGENET_MEAN, IMAGENET_STD, VisionContract
 from visionyard.errors import ConfigError
@@ -27,6 +27,11 @@ EMBEDDING_OUTPUT = "embedding"
 #: The registry's names (visionyard.train.models.ARCHITECTURES); a test keeps them equal.
 ARCH_NAMES = ("small_cnn", "resnet18", "mobilenet_v2")
 Amp = Literal["none", "bf16", "fp16"]
+#: What each task may monitor for early stopping and the best epoch (the first is the default).
+MONITORS = {
+    "classification": ("val_accuracy", "val_loss"),
+    "detection": ("val_map_50_95", "val_map_50"),
+}
 
 
 class _Model(BaseModel):
@@ -59,6 +64,7 @@ class TrainConfig(_Model):
     """Everything one training run needs; logged as the run's parameters."""
 
     data: Path
+    task: Literal["classification", "detection"] = "classification"
     arch: str = "small_cnn"
     width: float = Field(1.0, gt=0, le=4, description="channel width multiplier")
     epochs: int = Field(10, ge=1)
@@ -81,7 +87,10 @@ class TrainConfig(_Model):
         "1.0 stops at once",
     )
     min_delta: float = Field(0.0, ge=0)
-    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    monitor: Literal["val_accuracy", "val_loss", "val_map_50_95", "val_map_50"] = "val_accuracy"
+    score_threshold: float = Field(
+        0.2, gt=0, lt=1, description="detection: the contract's score threshold"
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="used when there is no val split")
     seed: int | None = None
     device: str | None = None
@@ -95,6 +104,21 @@ class TrainConfig(_Model):
     parity_max_abs: float = Field(1e-3, gt=0)
     parity_min_agreement: float = Field(1.0, ge=0, le=1)
     parity_images: int = Field(64, ge=1, description="validation images used for parity")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """A detector monitors mAP and letterboxes unless told otherwise."""
+        if isinstance(data, dict) and data.get("task") == "detection":
+            data = {"monitor": MONITORS["detection"][0], "resize": "letterbox", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _monitor_fits_task(self) -> TrainConfig:
+        if self.monitor not in MONITORS[self.task]:
+            allowed = " or ".join(MONITORS[self.task])
+            raise ValueError(f"monitor: a {self.task} run monitors {allowed}, not {self.monitor}")
+        return self
 
     @field_validator("arch")
     @classmethod
@@ -126,6 +150,15 @@ class TrainConfig(_Model):
     def contract(self, labels: Sequence[str]) -> VisionContract:
         """The vision contract these transforms define (what the bundle will carry), with the
         embedding output every architecture here exports."""
+        if self.task == "detection":
+            return VisionContract.detection(
+                labels,
+                input_size=self.input_size,
+                resize=self.resize,
+                mean=self.mean,
+                std=self.std,
+                decoding={"score_threshold": self.score_threshold},
+            )
         return VisionContract.classification(
             labels,
             input_size=self.input_size,

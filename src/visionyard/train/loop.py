@@ -49,6 +49,10 @@ class EpochResult:
             "batch_size": float(self.batch_size),
         }
 
+    def status(self) -> str:
+        """The progress bar's line for the epoch."""
+        return f"val acc {self.val.accuracy:.4f} · val loss {self.val.loss:.4f}"
+
 
 @dataclass
 class FitResult:
@@ -58,12 +62,21 @@ class FitResult:
     stopped_early: bool
 
 
+class EpochLike(Protocol):
+    """What the hooks read of an epoch (classification's or detection's)."""
+
+    @property
+    def epoch(self) -> int: ...
+    def metrics(self) -> dict[str, float]: ...
+    def status(self) -> str: ...
+
+
 class LoopHooks(Protocol):
     """What the loop reports; the trainer logs to the run and drives the progress bars."""
 
     def epoch_started(self, epoch: int, batches: int) -> None: ...
     def batch_done(self, loss: float) -> None: ...
-    def epoch_ended(self, result: EpochResult) -> None: ...
+    def epoch_ended(self, result: EpochLike) -> None: ...
     def backoff(self, old: int, new: int) -> None: ...
 
 

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from visionyard.train.loop import EpochResult
+from visionyard.train.loop import EpochLike
 
 OOM_TAG = "visionyard.train.oom_backoff"
 BATCH_SIZE_TAG = "visionyard.train.batch_size"
@@ -80,11 +80,10 @@ class TrainingProgress:
         if self._progress is not None and self._batches is not None:
             self._progress.update(self._batches, advance=1, status=f"loss {loss:.4f}")
 
-    def epoch_ended(self, result: EpochResult) -> None:
+    def epoch_ended(self, result: EpochLike) -> None:
         self.run.log_metrics(result.epoch, result.metrics())
         if self._progress is not None and self._epochs is not None:
-            status = f"val acc {result.val.accuracy:.4f} · val loss {result.val.loss:.4f}"
-            self._progress.update(self._epochs, advance=1, status=status)
+            self._progress.update(self._epochs, advance=1, status=result.status())
 
     def backoff(self, old: int, new: int) -> None:
         """An out-of-memory error halved the batch size: tag the run and warn."""

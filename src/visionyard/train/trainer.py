@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -42,6 +42,9 @@ from visionyard.train.models import build_model, with_embedding
 from visionyard.train.progress import TrainingProgress
 from visionyard.train.report import per_class_json, per_class_markdown
 
+if TYPE_CHECKING:
+    from visionyard.export.parity_boxes import BoxParityReport
+
 log = logging.getLogger(__name__)
 DATASET_NAME = "train"
 
@@ -57,7 +60,7 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     checkpoint_path: Path
-    parity: ParityReport
+    parity: ParityReport | BoxParityReport
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,12 @@ def train(
     progress: bool = False,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train, export and log one model; see the module docstring for the steps."""
+    """Train, export and log one model; see the module docstring for the steps (a detector:
+    :mod:`visionyard.train.detection.trainer`)."""
+    if config.task == "detection":
+        from visionyard.train.detection.trainer import train_detection
+
+        return train_detection(config, settings, progress=progress, console=console)
     config = config.resolved(settings)
     device = resolve_device(config.device or "auto")
     data = prepare_data(config)
