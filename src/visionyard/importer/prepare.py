@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from visionyard.contract.schema import ClassificationDecoding, VisionContract, load_contract
+from visionyard.contract.schema import (
+    ClassificationDecoding,
+    DetectionDecoding,
+    VisionContract,
+    load_contract,
+)
 from visionyard.errors import ConfigError, DependencyMissingError
 from visionyard.importer import checks
 from visionyard.importer.contract_spec import ContractSpec, build_contract, with_labels
@@ -27,7 +32,12 @@ from visionyard.importer.labels import (
     read_labels_file,
 )
 from visionyard.importer.onnx_source import load_onnx_source, model_facts
-from visionyard.runtime.signature import TensorMeta, check_signature, expected_input_shape
+from visionyard.runtime.signature import (
+    TensorMeta,
+    check_output_names,
+    check_signature,
+    expected_input_shape,
+)
 
 if TYPE_CHECKING:
     from visionyard.export.onnx import ParityReport
@@ -115,11 +125,11 @@ def _prepare_onnx(path: Path, spec: ContractSpec, label_spec: LabelSpec) -> Prep
     session = _ort_session(src.model_bytes, path)
     inputs = tuple(TensorMeta.from_ort(a) for a in session.get_inputs())
     outputs = tuple(TensorMeta.from_ort(a) for a in session.get_outputs())
-    name = scores_output(provisional)
-    classes = _classes(session, provisional, inputs[0], {o.name: o for o in outputs}, name)
+    classes = _classes(session, provisional, inputs[0], {o.name: o for o in outputs})
     labels = resolve_labels(label_spec, spec, src.metadata, classes, path.name)
     contract = with_labels(provisional, labels.names)
-    checks.check_label_count(contract, classes, labels.source, name)
+    if classes is not None:
+        checks.check_label_count(contract, classes, labels.source, scores_output(contract))
     check_signature(contract, inputs, outputs)
     notes = (*_size_notes(spec, contract), *_label_notes(labels))
     return Prepared(src.model_bytes, contract, labels.source, notes=notes)
@@ -152,10 +162,23 @@ def _ort_session(data: bytes, path: Path) -> ort.InferenceSession:
 
 
 def scores_output(contract: VisionContract) -> str:
+    """The output that holds the classes (scores, or class indices after NMS)."""
+    axis = class_axis(contract)
+    if axis is not None:
+        return axis[0]
+    assert isinstance(contract.decoding, DetectionDecoding)
+    return str(contract.decoding.classes_output)
+
+
+def class_axis(contract: VisionContract) -> tuple[str, int, int] | None:
+    """``(output, axis, leading rows)``: where an output's shape counts the classes (a YOLO
+    tensor's axis 1 holds 4 box rows first); None for post-NMS outputs, which never say."""
     decoding = contract.decoding
     if isinstance(decoding, ClassificationDecoding):
-        return decoding.output
-    return decoding.scores_output
+        return decoding.output, -1, 0
+    if decoding.layout == "yolo":
+        return str(decoding.output), 1, 4
+    return None if decoding.layout == "nms" else (decoding.scores_output, -1, 0)
 
 
 def _classes(
@@ -163,14 +186,16 @@ def _classes(
     contract: VisionContract,
     image: TensorMeta,
     outputs: Mapping[str, TensorMeta],
-    name: str,
-) -> int:
-    """The scored classes: the output's fixed last axis, else from one run on zeros."""
-    if name not in outputs:
-        check_signature(contract, [image], list(outputs.values()))  # names the missing output
-    fixed = outputs[name].fixed(-1)
+) -> int | None:
+    """The scored classes: from the output's fixed axis, else from one run on zeros."""
+    check_output_names(contract, outputs)  # a missing output, a rank the layout cannot read
+    axis = class_axis(contract)
+    if axis is None:
+        return None
+    name, dim, rows = axis
+    fixed = outputs[name].fixed(dim)
     if fixed is not None:
-        return fixed
+        return fixed - rows
     batch = image.fixed(0) or 1
     tensor = np.zeros(expected_input_shape(contract, batch), dtype=contract.preprocessing.dtype)
     try:
@@ -180,14 +205,18 @@ def _classes(
         raise ConfigError(
             f"the model fails on the contract's input {list(tensor.shape)}: {first}"
         ) from exc
-    return int(np.asarray(result).shape[-1])
+    return int(np.asarray(result).shape[dim]) - rows
 
 
 # --- labels ---------------------------------------------------------------------------------
 
 
 def resolve_labels(
-    label_spec: LabelSpec, spec: ContractSpec, metadata: Mapping[str, str], classes: int, where: str
+    label_spec: LabelSpec,
+    spec: ContractSpec,
+    metadata: Mapping[str, str],
+    classes: int | None,
+    where: str,
 ) -> Labels:
     """First of: labels file, contract file, model metadata, ``class_<i>`` (with a note)."""
     found: Labels | None = None
@@ -196,10 +225,19 @@ def resolve_labels(
     elif spec.file is not None:
         found = Labels(load_contract(spec.file).labels, f"contract:{spec.file.name}")
     else:
-        found = labels_from_metadata(metadata, where) or generated_labels(classes)
+        found = labels_from_metadata(metadata, where) or _generated(classes)
     names = dedupe(found.names) if label_spec.dedupe else found.names
     check_unique(names)
     return Labels(names, found.source)
+
+
+def _generated(classes: int | None) -> Labels:
+    if classes is None:
+        raise ConfigError(
+            "the model's outputs do not say how many classes it has (post-NMS outputs give one "
+            "class index per box) and it carries no labels: give --labels FILE"
+        )
+    return generated_labels(classes)
 
 
 def _label_notes(labels: Labels) -> tuple[str, ...]:
@@ -235,7 +273,8 @@ def _prepare_torch(
     classes = ts.output_classes(loaded.module, provisional)
     labels = resolve_labels(label_spec, spec, loaded.metadata, classes, source.weights.name)
     contract = with_labels(provisional, labels.names)
-    checks.check_label_count(contract, classes, labels.source, scores_output(contract))
+    if classes is not None:
+        checks.check_label_count(contract, classes, labels.source, scores_output(contract))
     model = ts.export(loaded, contract, source.opset)
     images, names = _parity_images(check)
     report = ts.parity(loaded, model, contract, images, names, (check.max_abs, check.min_agreement))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from visionyard.contract.preprocess import Source
-from visionyard.contract.schema import ClassificationDecoding, VisionContract
+from visionyard.contract.schema import ClassificationDecoding, DetectionDecoding, VisionContract
 from visionyard.errors import ConfigError
 from visionyard.export.onnx import ParityReport, check_parity, export_torch
 
@@ -169,9 +169,10 @@ def _listed(what: str, items: Sequence[str], most: int = 4) -> str:
 
 
 @torch.inference_mode()
-def output_classes(module: nn.Module, contract: VisionContract) -> int:
+def output_classes(module: nn.Module, contract: VisionContract) -> int | None:
     """The classes the module scores on a zero input: the last axis of its output (of its
-    second output, the scores, for a detector)."""
+    second output, the scores, for a detector; axis 1 less the 4 box rows of a YOLO tensor;
+    None for post-NMS outputs)."""
     pre = contract.preprocessing
     h, w = pre.input_size.height, pre.input_size.width
     shape = (1, 3, h, w) if pre.layout == "NCHW" else (1, h, w, 3)
@@ -184,6 +185,9 @@ def output_classes(module: nn.Module, contract: VisionContract) -> int:
         ) from exc
     outputs = list(out) if isinstance(out, tuple | list) else [out]
     decoding = contract.decoding
+    if isinstance(decoding, DetectionDecoding) and decoding.layout != "boxes_scores":
+        # a YOLO tensor [N, 4 + C, K]; post-NMS outputs do not say (the labels must)
+        return int(outputs[0].shape[1]) - 4 if decoding.layout == "yolo" else None
     index = 0 if isinstance(decoding, ClassificationDecoding) else 1  # detection: (boxes, scores)
     if index >= len(outputs):
         raise ConfigError(

@@ -8,7 +8,7 @@ field to fix instead; the per-request check names the expected shape in contract
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,13 +124,18 @@ def _shape_fields(contract: VisionContract) -> dict[int, str]:
     return {1: f"{size}.height", 2: f"{size}.width", 3: "preprocessing.layout"}
 
 
-def _check_outputs(contract: VisionContract, outputs: dict[str, TensorMeta]) -> None:
+def check_output_names(contract: VisionContract, outputs: Mapping[str, TensorMeta]) -> None:
+    """Every output the contract reads exists, with a rank its layout can read."""
     fields = _output_fields(contract)
     for field, name in fields.items():
         if name not in outputs:
             have = ", ".join(outputs) or "none"
             raise ContractError(field, f"the model has no output {name!r} (outputs: {have})")
     _check_ranks(contract, {f: outputs[n] for f, n in fields.items()})
+
+
+def _check_outputs(contract: VisionContract, outputs: dict[str, TensorMeta]) -> None:
+    check_output_names(contract, outputs)
     scored = _scored_classes(contract, outputs)
     if scored is None:
         return
