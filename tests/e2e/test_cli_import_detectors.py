@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.cli import Capture, run, store_flags
-from tests.fixtures.detector_layouts import COLOURS, nms_onnx, pooled_onnx, yolo_onnx
+from tests.fixtures.detector_layouts import COLOURS, TF_NAMES, nms_onnx, pooled_onnx, yolo_onnx
 from tests.fixtures.models import session_settings
 from tests.fixtures.serving import server
 from visionyard.contract.schema import DetectionDecoding
@@ -176,3 +176,26 @@ def test_the_server_answers_predict_with_boxes_in_original_pixels(
         meta = client.get("/v2/models/det").json()
         assert meta["contract"]["decoding"]["layout"] == "yolo"
         assert {"output0", "detections"} <= {o["name"] for o in meta["outputs"]}
+
+
+def test_raw_outputs_named_like_the_decoded_ones_are_listed_once(
+    capsys: Capture, world: World
+) -> None:
+    """TF-style post-NMS names (``detection_boxes`` ...) are also the server's decoded outputs:
+    the model's own tensors keep those names, ``detections`` holds the original-pixel boxes."""
+    name = _name()
+    model = nms_onnx(world.root / "tf_names.onnx", TF_NAMES)
+    code, _, stderr = _import(
+        capsys, world, "--onnx", model, "--preset", "yolo", "--labels", world.labels, "-n", name
+    )
+    assert code == 0, stderr
+    source = LocalBundleSource(_bundle(world, f"{name}/1"))
+    with server({"det": source}) as running, httpx.Client(base_url=running.http_url) as client:
+        names = [o["name"] for o in client.get("/v2/models/det").json()["outputs"]]
+        assert sorted(names) == sorted(set(names))
+        assert set(TF_NAMES) | {"detections"} <= set(names)
+        answer = client.post("/v1/models/det:predict", content=world.red.read_bytes(), timeout=30)
+        assert answer.status_code == 200, answer.text
+        (detections,) = answer.json()["detections"]
+        assert [d["label"] for d in detections] == ["red", "green"]
+        np.testing.assert_allclose(detections[0]["box"], RED_BOX, atol=ATOL)

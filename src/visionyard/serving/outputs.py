@@ -45,7 +45,8 @@ DETECTION_OUTPUTS = (
 
 
 def output_specs(session: InferenceSession) -> list[TensorSpec]:
-    """Raw model outputs, then the decoded ones."""
+    """Raw model outputs, then the decoded ones; a raw output keeps its name (a post-NMS
+    detector may call its tensors ``detection_boxes`` ...) and hides the decoded namesake."""
     raw = [
         TensorSpec(
             o.name, datatype_of(o.dtype), tuple(o.fixed(i) or -1 for i in range(len(o.shape)))
@@ -68,7 +69,7 @@ def output_specs(session: InferenceSession) -> list[TensorSpec]:
             TensorSpec("detection_classes", "INT64", (-1, -1)),
             TensorSpec("num_detections", "INT64", (-1,)),
         ]
-    return raw + decoded
+    return raw + [spec for spec in decoded if spec.name not in {r.name for r in raw}]
 
 
 def check_outputs(specs: Sequence[TensorSpec], requested: Sequence[RequestedOutput]) -> None:
