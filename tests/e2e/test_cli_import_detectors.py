@@ -21,7 +21,14 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.cli import Capture, run, store_flags
-from tests.fixtures.detector_layouts import COLOURS, TF_NAMES, nms_onnx, pooled_onnx, yolo_onnx
+from tests.fixtures.detector_layouts import (
+    COLOURS,
+    TF_NAMES,
+    end2end_onnx,
+    nms_onnx,
+    pooled_onnx,
+    yolo_onnx,
+)
 from tests.fixtures.models import session_settings
 from tests.fixtures.serving import server
 from visionyard.contract.schema import DetectionDecoding
@@ -199,3 +206,18 @@ def test_raw_outputs_named_like_the_decoded_ones_are_listed_once(
         (detections,) = answer.json()["detections"]
         assert [d["label"] for d in detections] == ["red", "green"]
         np.testing.assert_allclose(detections[0]["box"], RED_BOX, atol=ATOL)
+
+
+def test_an_end_to_end_export_is_one_tensor_of_detections(capsys: Capture, world: World) -> None:
+    name = _name()
+    model = end2end_onnx(world.root / "end2end.onnx")
+    code, _, stderr = _import(
+        capsys, world, "--onnx", model, "--preset", "yolo", "--labels", world.labels, "-n", name
+    )
+    assert code == 0, stderr
+    session = InferenceSession.open(_bundle(world, f"{name}/1"))
+    assert (_decoding(session).layout, _decoding(session).output) == ("end2end", "output0")
+    red, black = session.detect([world.red, world.black])
+    assert [d.label for d in red] == ["red", "green"]
+    np.testing.assert_allclose(red[0].box, RED_BOX, atol=ATOL)
+    assert black == []

@@ -213,3 +213,26 @@ def test_post_nms_names_a_missing_output() -> None:
     with pytest.raises(ContractError) as info:
         postprocess({"boxes": np.zeros((1, 1, 4))}, nms_contract(), [ImageMeta(9, 9, 1, 1, 0, 0)])
     assert info.value.field == "decoding.scores_output"
+
+
+# -- the end-to-end layout: one [N, D, 6] tensor after NMS --------------------------------------
+
+
+def test_end2end_tensor_is_read_as_post_nms_rows() -> None:
+    contract = detector(layout="end2end")
+    assert contract.output_names == ["output0"]
+    assert contract.decoding.box_format == "xyxy"  # type: ignore[union-attr]
+    assert parse_contract(contract.to_json()) == contract
+    _, meta = letterboxed()
+    nms = nms_outputs(meta)
+    rows = np.concatenate(
+        [nms["boxes"], nms["scores"][..., None], nms["labels"][..., None].astype(np.float32)],
+        axis=2,
+    )[:, :5]  # [1, 5, 6]: no count; the padding row has class -1
+    (found,) = detect_outputs({"output0": rows}, contract, [meta])
+    assert [(d.label, round(d.score, 6)) for d in found] == [
+        ("dog", 0.95), ("dog", 0.7), ("bird", 0.6),
+    ]  # fmt: skip
+    np.testing.assert_allclose(found[0].box, ORIGINAL[0], atol=1e-3)
+    with pytest.raises(ContractError, match=re.escape("expected one output [N, D, 6]")):
+        detect_outputs({"output0": rows[..., :5]}, contract, [meta])

@@ -77,6 +77,12 @@ def test_post_nms_outputs_are_recognised(
     )
 
 
+@pytest.mark.parametrize("rows", [300, "D"])
+def test_one_tensor_of_six_columns_is_the_end2end_layout(rows: int | str) -> None:
+    found = decoding(imported([meta("output0", 1, rows, 6)]))
+    assert (found.layout, found.output, found.box_format) == ("end2end", "output0", "xyxy")
+
+
 def test_boxes_and_per_class_scores_stay_the_default_layout() -> None:
     found = decoding(imported([meta("b", "N", 100, 4), meta("s", "N", 100, 3)]))
     assert (found.layout, found.boxes_output, found.scores_output) == ("boxes_scores", "b", "s")

@@ -8,7 +8,7 @@ best ``max_detections`` kept, then mapped back through :class:`ImageMeta` to the
 (undoing letterbox padding, resize and crop) and clipped to it. :func:`detect_outputs` reads the
 outputs by ``decoding.layout``: a YOLO tensor ``[N, 4 + C, K]`` is transposed into the same boxes
 and per-class scores (one NMS implementation for both); post-NMS outputs (``nms``) only get the
-score threshold, the limit and the mapping back.
+score threshold, the limit and the mapping back, as do their one-tensor form (``end2end``).
 
 NMS is hand-written in numpy (greedy, torchvision semantics: a box is suppressed when its IoU with
 a better-scoring box of the same class is ``> nms_iou``): scipy has none, ONNX Runtime only has it
@@ -146,6 +146,8 @@ def detect_outputs(
         return detect(boxes, scores, contract, metas)
     if decoding.layout == "nms":
         return detect_nms(named, contract, metas)
+    if decoding.layout == "end2end":
+        return detect_nms(split_end2end(named["output"]), contract, metas)
     return detect(named["boxes_output"], named["scores_output"], contract, metas)
 
 
@@ -160,6 +162,14 @@ def split_yolo(
     _check_classes(output.shape[1] - 4, contract, "YOLO output")
     swapped = np.swapaxes(output, 1, 2)
     return swapped[..., :4], swapped[..., 4:]
+
+
+def split_end2end(output: NDArray[np.generic]) -> dict[str, NDArray[np.generic]]:
+    """An end-to-end ``[N, D, 6]`` tensor (box, score, class) as :func:`detect_nms` outputs."""
+    if output.ndim != 3 or output.shape[-1] != 6:
+        raise ContractError("decoding", f"expected one output [N, D, 6], got {output.shape}")
+    fields = ("boxes_output", "scores_output", "classes_output")
+    return dict(zip(fields, (output[..., :4], output[..., 4], output[..., 5]), strict=True))
 
 
 def detect_nms(

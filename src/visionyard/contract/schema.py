@@ -38,7 +38,9 @@ preprocessed input tensor); scores are probabilities, or logits to which a sigmo
 - ``nms``: outputs of a model that ran NMS itself: boxes ``[N, D, 4]``, scores ``[N, D]``,
   class indices ``[N, D]`` (``classes_output``) and optionally the valid count per image ``[N]``
   or ``[N, 1]`` (``count_output``; without it rows with a negative class are padding). Only the
-  score threshold and ``max_detections`` apply.
+  score threshold and ``max_detections`` apply;
+- ``end2end``: the same in one output ``[N, D, 6]`` (``output``, default ``output0``): box, score,
+  class per row (Ultralytics ``nms=True`` and end-to-end YOLOv10 exports).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from visionyard.errors import ContractError
 
 Task = Literal["classification", "detection"]
 ResizePolicy = Literal["resize", "center_crop", "letterbox"]
-DetectionLayout = Literal["boxes_scores", "yolo", "nms"]
+DetectionLayout = Literal["boxes_scores", "yolo", "nms", "end2end"]
 Channel = Annotated[int, Field(ge=0, le=255)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -163,15 +165,17 @@ class DetectionDecoding(_Model):
     @model_validator(mode="before")
     @classmethod
     def _layout_defaults(cls, data: Any) -> Any:
-        """A YOLO tensor holds cxcywh boxes in ``output0`` unless the contract says otherwise."""
+        """One-tensor layouts read ``output0``; a YOLO tensor holds cxcywh boxes."""
         if isinstance(data, Mapping) and data.get("layout") == "yolo":
             return {"output": "output0", "box_format": "cxcywh", **data}
+        if isinstance(data, Mapping) and data.get("layout") == "end2end":
+            return {"output": "output0", **data}
         return data
 
     @model_validator(mode="after")
     def _layout_outputs(self) -> Self:
-        if self.layout == "yolo" and self.output is None:
-            raise FieldProblem("output", "required with layout 'yolo' (its [N, 4 + C, K] output)")
+        if self.layout in ("yolo", "end2end") and self.output is None:
+            raise FieldProblem("output", f"required with layout {self.layout!r} (its one output)")
         if self.layout == "nms" and self.classes_output is None:
             raise FieldProblem("classes_output", "required with layout 'nms' (class per box)")
         return self
@@ -198,6 +202,7 @@ _LAYOUT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "boxes_scores": ("boxes_output", "scores_output"),
     "yolo": ("output",),
     "nms": ("boxes_output", "scores_output", "classes_output", "count_output"),
+    "end2end": ("output",),
 }
 _OUTPUT_FIELDS = ("boxes_output", "scores_output", "output", "classes_output", "count_output")
 

@@ -10,9 +10,12 @@ The layouts of :class:`~visionyard.contract.schema.DetectionDecoding`, recognise
   transposed ``[N, K, 4 + C]`` tensor is refused rather than read as ``K - 4`` classes. Its boxes
   are ``cxcywh`` (a flag may still say otherwise);
 - ``nms``: three or four outputs of a model that ran NMS itself (TensorRT EfficientNMS,
-  Ultralytics ``nms=True``, torchvision, TF object detection): boxes ``[N, D, 4]``, scores and
+  torchvision, TF object detection): boxes ``[N, D, 4]``, scores and
   class indices ``[N, D]``, and optionally the count per image ``[N]`` or ``[N, 1]``. The class
-  output is the integer one or, when both are float (TF), the one named for classes or labels.
+  output is the integer one or, when both are float (TF), the one named for classes or labels;
+- ``end2end``: exactly one rank-3 output ``[N, D, 6]`` with ``D`` dynamic or above 6 (Ultralytics
+  ``nms=True``, end-to-end YOLOv10): x1, y1, x2, y2, score, class per row. Tried before ``yolo``,
+  which a dynamic ``[N, D, 6]`` would fit too.
 
 A layout the flags state (``--set decoding.layout=...``) is the only one tried; output names the
 flags give are taken as given (the runtime's signature check then names any mismatch). Outputs
@@ -31,6 +34,7 @@ Outputs = Sequence[TensorMeta]
 OUTPUT_FIELDS = ("boxes_output", "scores_output", "output", "classes_output", "count_output")
 SHAPES = {
     "boxes_scores": "boxes [N, K, 4] + per-class scores [N, K, C]",
+    "end2end": "end-to-end [N, D, 6]",
     "yolo": "YOLO [N, 4 + C, K]",
     "nms": "post-NMS boxes [N, D, 4] + scores [N, D] + classes [N, D] (+ count [N])",
 }
@@ -66,7 +70,7 @@ def _refusal(outputs: Outputs, layout: str | None) -> str:
     return (
         f"the model's outputs {have} fit no detection layout visionyard reads "
         f"({'; '.join(SHAPES.values())}): state one with --set decoding.layout=boxes_scores|yolo|"
-        f"nms and {how}"
+        f"nms|end2end and {how}"
     )
 
 
@@ -90,6 +94,13 @@ def _yolo(outputs: Outputs) -> dict[str, Any] | None:
     if rows is not None and (rows < 5 or (anchors is not None and rows > anchors)):
         return None
     return {"output": outputs[0].name}
+
+
+def _end2end(outputs: Outputs) -> dict[str, Any] | None:
+    if len(outputs) != 1 or len(outputs[0].shape) != 3 or outputs[0].fixed(-1) != 6:
+        return None
+    rows = outputs[0].fixed(1)
+    return None if rows is not None and rows <= 6 else {"output": outputs[0].name}
 
 
 def _nms(outputs: Outputs) -> dict[str, Any] | None:
@@ -140,6 +151,7 @@ def _rank(output: TensorMeta, rank: int) -> bool:
 
 _MATCHERS: dict[str, Callable[[Outputs], dict[str, Any] | None]] = {
     "boxes_scores": _boxes_scores,
+    "end2end": _end2end,
     "yolo": _yolo,
     "nms": _nms,
 }

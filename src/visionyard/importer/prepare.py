@@ -167,7 +167,7 @@ def scores_output(contract: VisionContract) -> str:
     if axis is not None:
         return axis[0]
     assert isinstance(contract.decoding, DetectionDecoding)
-    return str(contract.decoding.classes_output)
+    return str(contract.decoding.classes_output or contract.decoding.output)
 
 
 def class_axis(contract: VisionContract) -> tuple[str, int, int] | None:
@@ -178,7 +178,9 @@ def class_axis(contract: VisionContract) -> tuple[str, int, int] | None:
         return decoding.output, -1, 0
     if decoding.layout == "yolo":
         return str(decoding.output), 1, 4
-    return None if decoding.layout == "nms" else (decoding.scores_output, -1, 0)
+    if decoding.layout in ("nms", "end2end"):
+        return None
+    return decoding.scores_output, -1, 0
 
 
 def _classes(

@@ -160,7 +160,7 @@ def _scored_classes(
         assert decoding.output is not None
         rows = outputs[decoding.output].fixed(1)
         return outputs[decoding.output], None if rows is None else rows - 4
-    if decoding.layout == "nms":
+    if decoding.layout in ("nms", "end2end"):
         return None
     return outputs[decoding.scores_output], outputs[decoding.scores_output].fixed(-1)
 
@@ -168,6 +168,7 @@ def _scored_classes(
 #: Ranks of the outputs of the detection layouts other than the default (when ORT knows them).
 _RANKS = {
     "yolo": {"output": (3, "[N, 4 + C, K]")},
+    "end2end": {"output": (3, "[N, D, 6]")},
     "nms": {
         "boxes_output": (3, "[N, D, 4]"),
         "scores_output": (2, "[N, D]"),
