@@ -2,8 +2,8 @@
 
 A change is *breaking* when the same image would reach the model differently (any preprocessing
 field, the input name, the task) or the model's outputs would be read differently (label names or
-order, output names, score type, box format or coordinates), or an embedding output is removed or
-renamed. Postprocessing thresholds (``top_k``, ``score_threshold``, ``nms_iou``,
+order, output layout and names, score type, box format or coordinates), or an embedding output
+is removed or renamed. Postprocessing thresholds (``top_k``, ``score_threshold``, ``nms_iou``,
 ``max_detections``) and adding an embedding output are compatible changes. The registry uses
 :attr:`ContractDiff.bump` for semantic version bumps.
 """
