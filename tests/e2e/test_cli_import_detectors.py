@@ -108,6 +108,7 @@ def test_a_yolov8_export_is_imported_as_is_and_detects_in_original_pixels(
     assert code == 0, stderr
     assert f"registered {name} version 1" in stdout
     assert "3 (metadata:names)" in stdout  # Ultralytics' names dict in the ONNX metadata
+    assert "detection, layout yolo (output0)" in stdout
     session = InferenceSession.open(_bundle(world, f"{name}/1"))
     decoding = _decoding(session)
     assert (decoding.layout, decoding.output, decoding.box_format) == ("yolo", "output0", "cxcywh")

@@ -192,7 +192,7 @@ def _print_result(request: ImportRequest, result: ImportResult) -> None:
         ("source", f"{request.source.path.name} ({request.source.kind})"),
         ("sha256", result.source_sha256),
         ("origin", request.origin or "(not given)"),
-        ("contract", f"{request.contract.origin()}, {prepared.contract.task}"),
+        ("contract", f"{request.contract.origin()}, {_task_text(prepared.contract)}"),
         ("input", _input_text(pre)),
         ("normalise", f"scale {pre.scale:.6g}, mean {_vec(pre.mean)}, std {_vec(pre.std)}"),
         ("labels", f"{len(prepared.contract.labels)} ({prepared.labels_source})"),
@@ -207,6 +207,15 @@ def _print_result(request: ImportRequest, result: ImportResult) -> None:
                   highlight=False)  # fmt: skip
     console.print(f"serve it: visionyard serve --model {escape(name)}={escape(name)}/{version}",
                   highlight=False)  # fmt: skip
+
+
+def _task_text(contract: Any) -> str:
+    """The task; for a detector also the output layout read and its outputs."""
+    decoding = contract.decoding
+    if contract.task != "detection":
+        return str(contract.task)
+    names = ", ".join(decoding.output_fields.values())
+    return f"detection, layout {decoding.layout} ({names})"
 
 
 def _input_text(pre: Any) -> str:
