@@ -168,6 +168,16 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
+def _steps(task: str) -> list[tuple[str, Step]]:
+    if task == "classification":
+        return STEPS
+    if task == "detection":
+        from visionyard.cli.quickstart_detection import STEPS as DETECTION_STEPS
+
+        return DETECTION_STEPS
+    raise ConfigError(f"--task must be classification or detection, not {task!r}")
+
+
 def _finish(story: Story, started: float) -> None:
     from visionyard.tracking import TrackingConfig, ui_command
 
@@ -189,15 +199,19 @@ def quickstart(
     ),
     epochs: int = typer.Option(8, "--epochs", min=1, help="Training epochs per model."),
     seed: int = typer.Option(0, "--seed", help="Seed for data and training."),
+    task: str = typer.Option(
+        "classification", "--task", help="classification | detection (a detector's story)."
+    ),
 ) -> None:
     """Run the whole story on synthetic data: data -> train -> track -> register -> serve."""
+    steps = _steps(task)
     loaded = app_context(ctx).loaded
     root = (workdir or loaded.settings.home / "quickstart").resolve()
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"quickstart directory {root} is not empty; remove it or pass --workdir")
     story = Story(loaded, root, out(), epochs, seed)
     started = time.perf_counter()
-    for number, (title, step) in enumerate(STEPS, start=1):
+    for number, (title, step) in enumerate(steps, start=1):
         story.console.print(Rule(f"[bold]{number}. {title}"))
         step(story)
     _finish(story, started)

@@ -24,6 +24,7 @@ from visionyard.train.detection.data import Batch, BoxSet, preprocess, train_bat
 from visionyard.train.detection.model import DecodedDetector, Detector
 from visionyard.train.detection.targets import build_targets, losses
 from visionyard.train.loop import EarlyStopping, LoopHooks, StateDict, amp_dtype, make_optimizer
+from visionyard.train.metrics import metric_safe
 from visionyard.train.oom import OomBackoff
 
 LOSS_PARTS = ("loss", "loss_heatmap", "loss_size", "loss_offset")
@@ -40,7 +41,9 @@ class DetectionEpoch:
 
     def metrics(self) -> dict[str, float]:
         """Every number of the epoch, by MLflow metric name."""
-        per_class = {f"val_ap_{c.label}": c.ap for c in self.val.per_class if c.ap is not None}
+        per_class = {
+            f"val_ap.{metric_safe(c.label)}": c.ap for c in self.val.per_class if c.ap is not None
+        }
         return {
             **{f"train_{k}": v for k, v in self.train.items()},
             "val_map_50_95": self.val.map_50_95,
