@@ -126,7 +126,8 @@ def load_bundle(directory: Path | str, *, expected_digest: str | None = None) ->
         contract = parse_contract(json.loads((root / CONTRACT).read_text(encoding="utf-8")))
     except (ContractError, json.JSONDecodeError) as exc:
         raise BundleError(root, f"contract.json is invalid: {exc}") from exc
-    variants = dict(manifest.get("variants") or {"fp32": MODEL})
+    # an explicit empty table: a bundle without a model of its own (a registered pipeline)
+    variants = dict(manifest["variants"]) if "variants" in manifest else {"fp32": MODEL}
     for variant, rel in variants.items():
         if rel not in files:
             raise BundleIntegrityError(root, f"variant {variant!r} file {rel} is not listed")
@@ -233,7 +234,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         raise BundleIntegrityError(root, f"{MANIFEST} has no file table")
     if manifest.get("bundle_version") != BUNDLE_VERSION:
         raise BundleError(root, f"unsupported bundle_version {manifest.get('bundle_version')!r}")
-    for required in (MODEL, CONTRACT):
+    modelless = manifest.get("variants") == {}  # a registered pipeline: no model.onnx
+    for required in (CONTRACT,) if modelless else (MODEL, CONTRACT):
         if required not in manifest["files"]:
             raise BundleIntegrityError(root, f"{required} is not listed in {MANIFEST}")
     return manifest

@@ -36,6 +36,7 @@ LAZY.update(
         "data": LazyCommand(_C + "data", "app", "Datasets: synthetic data, manifests and diffs."),
         "deploy": LazyCommand(_C + "deploy", "app", "Generate deployment artifacts from the settings."),  # noqa: E501
         "models": LazyCommand(_C + "models", "app", "Registered models: list, show, history, diff."),  # noqa: E501
+        "pipeline": LazyCommand(_C + "pipeline", "app", "Multi-model pipelines (detect -> crop -> classify): register, show."),  # noqa: E501
         "monitor": LazyCommand(_C + "monitor", "app", "Reference profiles and drift of registered versions."),  # noqa: E501
         "rollout": LazyCommand(_C + "rollout", "app", "Canary and shadow rollouts with automatic decisions."),  # noqa: E501
         "runs": LazyCommand(_C + "runs", "app", "Tracked runs: list, show, open the MLflow UI."),

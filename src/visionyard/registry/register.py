@@ -13,6 +13,7 @@ still a valid version, and ``gc`` can remove it.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,9 @@ def _is_semver(text: str | None) -> bool:
 
 
 def _model_dir(bundle: Bundle, target: Path, owner: dict[str, str]) -> Path:
+    if not bundle.variants:  # no ONNX of its own (a pipeline): the bundle alone, no MLmodel
+        shutil.copytree(bundle.path, target / T.BUNDLE_ARTIFACT)
+        return target
     pre = bundle.contract.preprocessing
     size = (pre.input_size.height, pre.input_size.width)
     shape = [-1, 3, *size] if pre.layout == "NCHW" else [-1, *size, 3]
