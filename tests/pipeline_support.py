@@ -9,13 +9,19 @@ for each crop depend on the crop's pixels alone.
 from __future__ import annotations
 
 import io
+import shutil
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from PIL import Image, ImageDraw
 
 from tests.fixtures.runtime import COLOURS, DETECTOR_BOXES
+from tests.registry_support import RED_AS_GREEN, log_colour_run, log_detector_run
+from visionyard.pipeline.registry import register_pipeline
+from visionyard.registry import Registry
+from visionyard.settings import Settings
 
 BACKGROUND = (128, 128, 128)
 
@@ -37,3 +43,31 @@ def write_spec(path: Path, detector: str, classifier: str, **extra: Any) -> Path
     body = {"pipeline": 1, "detector": detector, "classifier": classifier, **extra}
     path.write_text(yaml.safe_dump(body), encoding="utf-8")
     return path
+
+
+class PipelineWorld(NamedTuple):
+    settings: Settings
+    detector: str  # registered model names
+    classifier: str
+    pipeline: str
+    red_as_green: str  # a logged run: a classifier that calls red green
+    root: Path
+
+
+def make_pipeline_world(root: Path, sqlite_template: Path) -> PipelineWorld:
+    """A store with the fixed detector (v1), the colour classifier (v1, production) and a
+    pipeline over them (v1, production; the classifier followed by its alias)."""
+    home = root / ".visionyard"
+    home.mkdir(parents=True)
+    shutil.copyfile(sqlite_template, home / "mlflow.db")
+    settings = Settings(home=home, tracking={"experiment": "pipeline-tests"})
+    registry = Registry(settings)
+    detector, classifier, pipeline = (f"{k}-{uuid.uuid4().hex[:6]}" for k in ("det", "cls", "pipe"))
+    registry.register(log_detector_run(settings, root), detector)
+    registry.register(log_colour_run(settings, root), classifier)
+    registry.promote(classifier, "1", "production")
+    spec = write_spec(root / "pipeline.yaml", f"{detector}/1", f"{classifier}@production")
+    register_pipeline(registry, spec, pipeline)
+    registry.promote(pipeline, "1", "production")
+    red_as_green = log_colour_run(settings, root, colours=RED_AS_GREEN)
+    return PipelineWorld(settings, detector, classifier, pipeline, red_as_green, root)

@@ -74,6 +74,7 @@ class ResolvedPipeline:
     """A pipeline version and the stage versions to run with it."""
 
     version: str
+    path: Path  # the pipeline's own verified bundle
     spec: PinnedSpec
     stages: dict[str, StageVersion]
 
@@ -170,7 +171,7 @@ def resolve_served(settings: Settings, reference: str, cache: Path) -> ResolvedP
         check_stage(
             role, stage.reference, load_bundle(stage.path).contract, f"pipeline {reference}"
         )
-    return ResolvedPipeline(version.version, spec, stages)
+    return ResolvedPipeline(version.version, path, spec, stages)
 
 
 def lookup_served(settings: Settings, reference: str) -> str:

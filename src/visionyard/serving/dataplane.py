@@ -27,7 +27,6 @@ from visionyard.serving.errors import ModelUnavailableError
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
 from visionyard.serving.outputs import (
-    build_outputs,
     check_outputs,
     classification_probabilities,
 )
@@ -38,7 +37,6 @@ from visionyard.serving.types import (
     InferResponse,
     ModelMetadata,
     ServerMetadata,
-    Tensor,
     Timings,
 )
 
@@ -121,6 +119,7 @@ class DataPlane:
             "variant": session.variant,
             **state,
             "image_input": IMAGE_INPUT,
+            **model.parameters,
         }
         route = self.routes.get(name)
         if route is not None:
@@ -206,15 +205,7 @@ class DataPlane:
         check_outputs(model.outputs, request.outputs)
         probabilities = classification_probabilities(request.parameters)
 
-        def finish(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> list[Tensor]:
-            return build_outputs(
-                model.session,
-                model.outputs,
-                raw,
-                metas,
-                request.outputs,
-                probabilities=probabilities,
-            )
+        finish = model.finisher(request.outputs, probabilities)
 
         def both(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> Any:
             return finish(raw, metas), model.session.decode(raw, metas)
@@ -231,5 +222,7 @@ class DataPlane:
             rows=work.count,
         )
         outputs, results = result.value if decoded else (result.value, None)
-        response = InferResponse(model.name, model.version, outputs, request.id)
+        response = InferResponse(
+            model.name, model.version, outputs, request.id, dict(model.parameters)
+        )
         return response, timings, results

@@ -27,9 +27,9 @@ from visionyard.runtime.signature import check_tensor
 from visionyard.serving.batching import Batcher, Work
 from visionyard.serving.codec import datatype_of
 from visionyard.serving.errors import ModelUnavailableError, ServerBusyError
-from visionyard.serving.outputs import output_specs
+from visionyard.serving.outputs import build_outputs, output_specs
 from visionyard.serving.statistics import ModelStats
-from visionyard.serving.types import Tensor, TensorSpec
+from visionyard.serving.types import Parameters, RequestedOutput, Tensor, TensorSpec
 
 if TYPE_CHECKING:
     from visionyard.serving.monitoring import Watcher
@@ -71,6 +71,10 @@ class LoadedModel:
     ):
         self.name = name
         self.version = version
+        #: what the pool compares to tell a change (a pipeline adds its stages' versions)
+        self.revision = version
+        #: parameters of every response (a pipeline: its stages' versions)
+        self.parameters: Parameters = {}
         self.session = session
         self.batcher = batcher
         self.inputs = input_specs(session)
@@ -124,6 +128,16 @@ class LoadedModel:
         return Work(
             len(items), lambda: self.decode_images(items, limits, seen), _watched(finish, watch)
         )
+
+    def finisher(self, requested: list[RequestedOutput], probabilities: bool) -> Finish:
+        """What turns a request's slice of the outputs into its response tensors."""
+
+        def finish(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> list[Tensor]:
+            return build_outputs(
+                self.session, self.outputs, raw, metas, requested, probabilities=probabilities
+            )
+
+        return finish
 
     def tensor_input(self, tensor: Tensor) -> ModelBatch:
         """Validate a preprocessed tensor input (datatype, shape, element count)."""

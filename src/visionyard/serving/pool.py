@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from visionyard.bundle.store import Bundle, load_bundle
@@ -33,7 +34,7 @@ from visionyard.serving.batching import BatchConfig, Batcher, usable_cores
 from visionyard.serving.errors import ModelUnavailableError, client_message
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
-from visionyard.serving.sources import ModelSource, Resolved, lookup_version
+from visionyard.serving.sources import ModelSource, OpensItself, Resolved, lookup_version
 from visionyard.serving.statistics import ModelStats
 
 if TYPE_CHECKING:
@@ -200,10 +201,10 @@ class ModelPool:
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _wanted(self, entry: ModelEntry, resolved: Resolved, force: bool) -> bool:
-        return self._wanted_version(entry, resolved.version, force)
+        return self._wanted_version(entry, resolved.key, force)
 
     def _wanted_version(self, entry: ModelEntry, version: str, force: bool) -> bool:
-        if entry.current is not None and entry.current.version == version:
+        if entry.current is not None and entry.current.revision == version:
             return False
         return force or version != entry.failed_version
 
@@ -270,15 +271,24 @@ class ModelPool:
     ) -> LoadedModel | None:
         log.info("loading version", extra={"fields": _fields(entry, resolved.version)})
         started = time.monotonic()
+        stats = ModelStats()
         try:
-            session, alone = await asyncio.to_thread(self._open, resolved)
+            if isinstance(resolved, OpensItself):  # a pipeline (not monitored)
+                make = partial(self._batcher, entry, alone=None, stats=stats)
+                opened = await asyncio.to_thread(
+                    resolved.open_model, entry.name, self.config, make, entry.current
+                )
+            else:
+                session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving
-            skip = resolved.version if remember else None
+            skip = resolved.key if remember else None
             self._failed(entry, resolved.version, _domain(exc), remember=skip)
             return None
         took = {**_fields(entry, resolved.version), "seconds": _since(started)}
         log.info("verified, loaded and warmed version", extra={"fields": took})
-        stats = ModelStats()
+        if isinstance(resolved, OpensItself):
+            opened.batcher.start()
+            return opened
         batcher = self._batcher(entry, session, alone, stats)
         model = LoadedModel(entry.name, resolved.version, session, batcher, stats)
         if self.monitoring is not None:

@@ -68,6 +68,8 @@ def to_json(response: InferResponse) -> dict[str, Any]:
         "model_name": response.model_name,
         "model_version": response.model_version,
     }
+    if response.parameters:
+        body["parameters"] = response.parameters
     if "detections" in tensors:
         body["detections"] = [json.loads(item) for item in tensors["detections"]]
         return body

@@ -42,12 +42,17 @@ class RegistrySource:
 def registry_resolver(settings: Settings) -> Resolver:
     """The registry package's resolver: reference -> (version, downloaded bundle path)."""
     try:
+        from visionyard.pipeline.registry import resolve_served
         from visionyard.registry import resolve_bundle
+        from visionyard.serving.pipeline_model import resolved_pipeline
     except ImportError as exc:
         raise DependencyMissingError("the visionyard model registry", "all") from exc
     cache = Path(settings.home) / "serving-cache"
 
     def resolve(reference: str) -> Resolved:
+        pipeline = resolve_served(settings, reference, cache)  # a pipeline: its live stages
+        if pipeline is not None:
+            return resolved_pipeline(pipeline)
         version, path = resolve_bundle(settings, reference, cache)
         return Resolved(str(version), Path(path))
 
@@ -57,11 +62,11 @@ def registry_resolver(settings: Settings) -> Resolver:
 def registry_lookup(settings: Settings) -> Lookup:
     """The registry package's lookup: reference -> the version number it points at now."""
     try:
-        from visionyard.registry import resolve_version_number
+        from visionyard.pipeline.registry import lookup_served
     except ImportError as exc:
         raise DependencyMissingError("the visionyard model registry", "all") from exc
 
-    def lookup(reference: str) -> str:
-        return str(resolve_version_number(settings, reference))
+    def lookup(reference: str) -> str:  # a pipeline's: its version and its stages' versions
+        return str(lookup_served(settings, reference))
 
     return lookup

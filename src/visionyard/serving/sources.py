@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from visionyard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from visionyard.serving.model import LoadedModel
 
 _REGISTRY_REF = re.compile(
     r"^(?P<name>[A-Za-z0-9][\w.\-]*)(?:@(?P<alias>[\w\-]+)|/(?P<version>\d+))$"
@@ -27,6 +30,24 @@ class Resolved:
 
     version: str
     path: Path
+    #: what tells a change when it is more than the version (a pipeline: its stages' versions)
+    revision: str = ""
+
+    @property
+    def key(self) -> str:
+        """What the pool compares with the serving version's :attr:`LoadedModel.revision`."""
+        return self.revision or self.version
+
+
+@runtime_checkable
+class OpensItself(Protocol):
+    """A resolved version that is not one bundle (a pipeline, :mod:`.pipeline_model`): it
+    opens its served model itself; ``batcher(session)`` makes the pool's batcher for it, and
+    ``current`` is the version serving now (whose unchanged parts it may keep)."""
+
+    def open_model(
+        self, name: str, options: Any, batcher: Any, current: LoadedModel | None
+    ) -> LoadedModel: ...
 
 
 class ModelSource(Protocol):

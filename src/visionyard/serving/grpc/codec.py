@@ -67,6 +67,8 @@ def encode_infer(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
+    for key, value in response.parameters.items():
+        _set_parameter(message.parameters[key], value)
     for tensor in response.outputs:
         out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         if raw:
@@ -82,6 +84,16 @@ def parameters(values: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
         which = value.WhichOneof("parameter_choice")
         out[key] = getattr(value, which) if which else None
     return out
+
+
+def _set_parameter(target: pb.InferParameter, value: Any) -> None:
+    """A response parameter: bool, int or (anything else, as text) string."""
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.int64_param = value
+    else:
+        target.string_param = str(value)
 
 
 def _input(item: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Tensor:

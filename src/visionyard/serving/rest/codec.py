@@ -59,13 +59,15 @@ def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes,
         else:
             item["data"] = to_list(tensor.data)
         header.append(item)
-    body = {
+    body: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": response.model_version,
         "outputs": header,
     }
     if response.id:
         body["id"] = response.id
+    if response.parameters:
+        body["parameters"] = response.parameters
     text = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     return (text + b"".join(blobs), len(text)) if blobs else (text, None)
 
