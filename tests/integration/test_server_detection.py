@@ -4,6 +4,7 @@ answers; a dynamic batch of differently sized images answers each as it would al
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -130,3 +131,25 @@ def _batches(running: RunningServer) -> tuple[float, float]:
         if line.startswith('visionyard_batch_size_sum{model="det"}'):
             total = float(line.split()[-1])
     return count, total
+
+
+def test_an_image_with_no_objects_is_an_empty_answer_not_an_error(
+    running: RunningServer, local: InferenceSession, tmp_path: Path
+) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (120, 80), (90, 90, 90)).save(blank)
+    assert local.detect([blank]) == [[]]  # the detector sees nothing on a flat grey image
+    with httpx.Client(base_url=running.http_url, timeout=30) as client:
+        response = client.post("/v1/models/det:predict", content=blank.read_bytes())
+        assert response.status_code == 200, response.text
+        assert response.json()["detections"] == [[]]
+        image = base64.b64encode(blank.read_bytes()).decode()
+        tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [image],
+                  "parameters": {"content_type": "base64"}}  # fmt: skip
+        wanted = [{"name": "num_detections"}, {"name": "detections"}]
+        body = {"inputs": [tensor], "outputs": wanted}
+        typed = client.post("/v2/models/det/infer", json=body)
+        assert typed.status_code == 200, typed.text
+        outputs = {o["name"]: o["data"] for o in typed.json()["outputs"]}
+        assert outputs["num_detections"] == [0]
+        assert json.loads(outputs["detections"][0]) == []

@@ -136,3 +136,27 @@ def test_the_split_holds_out_images_by_seed(synth_detection: Path) -> None:
     assert not {i.id for i in train} & {i.id for i in val}
     assert split_images(dataset, 0.25, seed=3) == (train, val)
     assert split_images(dataset, 0.99, seed=3)[0]  # at least one image trains
+
+
+def test_an_image_without_objects_trains_as_background(
+    synth_detection: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from visionyard.train.detection.data import read_box_data
+
+    data = shutil.copytree(synth_detection, tmp_path / "coco")
+    coco = json.loads((data / "annotations.json").read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != 1]
+    (data / "annotations.json").write_text(json.dumps(coco))
+    dataset = read_dataset(data)
+    contract = make_config(data=data, task="detection").contract(dataset.labels)
+    images = list(dataset.images)  # type: ignore[union-attr]
+    _, train, _ = read_box_data(dataset, images[:3], images[3:], contract, 10**7)  # type: ignore[arg-type]
+    assert train.boxes[0].shape == (0, 4)
+    assert train.labels[0].shape == (0,)
+    targets = build_targets(train.boxes, train.labels, 4, (64, 64))
+    assert float(targets.heat[0].max()) == 0.0
+    assert targets.objects == sum(len(b) for b in train.boxes[1:])
+    assert [t.objects for t in train.truth()[:1]] == [()]
