@@ -9,6 +9,7 @@ for each crop depend on the crop's pixels alone.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -71,3 +72,25 @@ def make_pipeline_world(root: Path, sqlite_template: Path) -> PipelineWorld:
     registry.promote(pipeline, "1", "production")
     red_as_green = log_colour_run(settings, root, colours=RED_AS_GREEN)
     return PipelineWorld(settings, detector, classifier, pipeline, red_as_green, root)
+
+
+def scene_coco(root: Path, scenes: list[tuple[str, str]]) -> Path:
+    """A COCO folder (``images/`` + ``annotations.json``) of :func:`scene` images, each box
+    labelled with its painted colour (the colour classifier's labels are the categories)."""
+    (root / "images").mkdir(parents=True)
+    names = list(COLOURS)
+    images, annotations = [], []
+    for i, colours in enumerate(scenes, start=1):
+        (root / "images" / f"{i}.png").write_bytes(scene(*colours))
+        images.append({"id": i, "file_name": f"{i}.png", "width": 64, "height": 64})
+        for (box, _), colour in zip(DETECTOR_BOXES, colours, strict=True):
+            x1, y1, x2, y2 = box
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i, "iscrowd": 0,
+                "category_id": names.index(colour) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+            })  # fmt: skip
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
+    body = {"images": images, "annotations": annotations, "categories": categories}
+    (root / "annotations.json").write_text(json.dumps(body), encoding="utf-8")
+    return root

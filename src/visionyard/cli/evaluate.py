@@ -26,6 +26,7 @@ from visionyard.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from visionyard.evaluate import ClassificationReport, DetectionReport, EvalSet
+    from visionyard.pipeline.runner import PipelineRunner
     from visionyard.runtime.session import InferenceSession
     from visionyard.tracking.registry_client import VersionInfo
 
@@ -41,7 +42,7 @@ class Target:
     """What is evaluated: a registered version (``version`` set) or a bundle folder."""
 
     label: str
-    session: InferenceSession
+    session: InferenceSession | PipelineRunner  # a pipeline: scored by its end result
     version: VersionInfo | None
 
 
@@ -126,6 +127,12 @@ def _open(ctx: typer.Context, model: str, variant: str | None) -> Target:
     reg = registry(ctx)
     info = resolve_version(reg.client, parse_reference(model))
     ref = f"{info.name}/{info.version}"
+    from visionyard.pipeline.registry import is_pipeline, open_pinned
+
+    if is_pipeline(info):
+        if variant is not None:
+            raise ConfigError(f"{ref} is a pipeline: its stages run their serving variants")
+        return Target(ref, open_pinned(reg, ref), info)
     cache = Path(app_context(ctx).settings.home) / CACHE_DIR
     session = reg.open_session(ref, cache, variant=variant)
     return Target(ref, session, info)
@@ -148,7 +155,7 @@ def _writable(folder: Path) -> Iterator[None]:
         raise
 
 
-def _scored(session: InferenceSession, found: EvalSet) -> Report:
+def _scored(session: InferenceSession | PipelineRunner, found: EvalSet) -> Report:
     """Check every image (the digest), then score them, each with a progress bar."""
     from visionyard.evaluate.folder import evaluate_set
 

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from pydantic import BaseModel, ConfigDict
 
+from visionyard.contract.schema import VisionContract
 from visionyard.data.coco import CocoDataset
 from visionyard.errors import DatasetError
 from visionyard.evaluate.classification import check_labels
-from visionyard.runtime.session import InferenceSession
 
 Progress = Callable[[int, int], None]
 Box = tuple[float, float, float, float]
@@ -42,6 +43,19 @@ class DetectionLike(Protocol):
 
     @property
     def index(self) -> int: ...
+
+
+class Detector(Protocol):
+    """What detection evaluation needs of a model: an ``InferenceSession``, or a pipeline's
+    runner (:class:`visionyard.pipeline.runner.PipelineRunner`, scored by its end result)."""
+
+    @property
+    def contract(self) -> VisionContract: ...
+
+    @property
+    def variant(self) -> str: ...
+
+    def detect(self, sources: Sequence[Path]) -> Sequence[Sequence[DetectionLike]]: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,7 @@ class DetectionReport(BaseModel):
 
 
 def evaluate_detection(
-    session: InferenceSession,
+    session: Detector,
     dataset: CocoDataset,
     *,
     batch_size: int = 8,

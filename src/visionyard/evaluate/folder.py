@@ -28,7 +28,7 @@ from visionyard.evaluate.classification import (
     check_labels,
     evaluate_classification,
 )
-from visionyard.evaluate.detection import DetectionReport, evaluate_detection
+from visionyard.evaluate.detection import DetectionReport, Detector, evaluate_detection
 from visionyard.runtime.session import InferenceSession
 
 Progress = Callable[[int, int], None]
@@ -101,7 +101,7 @@ def check_fit(found: EvalSet, contract: VisionContract, who: str = "the model") 
 
 
 def evaluate_set(
-    session: InferenceSession,
+    session: InferenceSession | Detector,
     found: EvalSet,
     *,
     digest: str | None = None,
@@ -110,6 +110,8 @@ def evaluate_set(
     """Classification or COCO detection metrics of ``session`` on ``found``."""
     if isinstance(found.data, CocoDataset):
         return evaluate_detection(session, found.data, dataset_digest=digest, progress=progress)
+    if not isinstance(session, InferenceSession):  # check_fit refused it (a pipeline detects)
+        raise DatasetError(f"{found.root} is an ImageFolder; this model is scored on COCO data")
     return evaluate_classification(
         session, found.data.samples, dataset_digest=digest, progress=progress,
         dataset_labels=found.labels,

@@ -24,7 +24,7 @@ from pathlib import Path
 from visionyard.bundle.store import CONTRACT, Bundle, file_entry, load_bundle, seal
 from visionyard.contract.schema import VisionContract
 from visionyard.errors import ConfigError, NotFoundError, RegistryError
-from visionyard.pipeline.runner import pipeline_contract
+from visionyard.pipeline.runner import PipelineRunner, pipeline_contract
 from visionyard.pipeline.spec import (
     ROLES,
     SPEC_FILE,
@@ -38,6 +38,7 @@ from visionyard.pipeline.spec import (
 from visionyard.pipeline.validate import check_stage
 from visionyard.registry.service import Registry
 from visionyard.registry.views import parse_reference, resolve_version
+from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
@@ -248,3 +249,13 @@ def _log_run(settings: Settings, name: str, spec: PinnedSpec, bundle: Bundle) ->
 
 def _cache(registry: Registry) -> Path:
     return Path(registry.settings.home) / CACHE_DIR
+
+
+def open_pinned(registry: Registry, reference: str) -> PipelineRunner:
+    """The pipeline version ``reference`` points at, on its PINNED stages (evaluation: the
+    version is scored as registered, whatever its stage aliases point at now)."""
+    version, spec = show_pipeline(registry, reference)
+    stages = pinned_stages(registry, spec)
+    sessions = {role: InferenceSession.open(stage.path) for role, stage in stages.items()}
+    versions = {role: stage.reference for role, stage in stages.items()}
+    return PipelineRunner(spec, sessions["detector"], sessions["classifier"], versions)

@@ -22,7 +22,9 @@ from visionyard.evaluate.classification import check_labels, evaluate_classifica
 from visionyard.evaluate.compare import prediction_agreement
 from visionyard.evaluate.detection import evaluate_detection
 from visionyard.evaluate.latency import measure_latency
+from visionyard.pipeline.runner import PipelineRunner
 from visionyard.registry.gates import EvalSummary, GatePolicy, GateReport, build_report
+from visionyard.registry.pipeline_gate import is_pipeline_bundle, pinned_runner, pipeline_summary
 from visionyard.registry.trust import materialize
 from visionyard.runtime.session import InferenceSession
 from visionyard.runtime.variants import REFERENCE, choose_variant, precision_of, resolve_providers
@@ -150,6 +152,19 @@ def gate_runner(
             old = None
             if holder is not None:
                 old = _verified(client, holder, dataset, tmp / "holder", signing_key)
+            if is_pipeline_bundle(new):  # scored by its end result (registry.pipeline_gate)
+                (version, runner), held = _pipelines(
+                    client, (candidate, new), (holder, old), tmp, signing_key
+                )
+                after = pipeline_summary(version, runner, dataset.data, dataset.digest,
+                                         timed=policy.latency_p50_ms is not None,
+                                         progress=progress)  # fmt: skip
+                before = None
+                if held is not None:
+                    before = pipeline_summary(*held, dataset.data, dataset.digest,
+                                              progress=progress)  # fmt: skip
+                context = _context(name, alias, dataset, "end results, stages pinned")
+                return build_report(policy, context, before, after, None)
             pair = like_for_like(new, old)
             serving = InferenceSession.from_bundle(new, variant=pair.serving)
             timed = serving if policy.latency_p50_ms is not None else None
@@ -168,6 +183,29 @@ def gate_runner(
         return build_report(policy, context, before, after, agreement)
 
     return run
+
+
+def _pipelines(
+    client: RegistryClient,
+    candidate: tuple[VersionInfo, Bundle],
+    holder: tuple[VersionInfo | None, Bundle | None],
+    tmp: Path,
+    key: str | None,
+) -> tuple[tuple[VersionInfo, PipelineRunner], tuple[VersionInfo, PipelineRunner] | None]:
+    """Each side's pipeline on its pinned stages (a holder that is not a pipeline is refused
+    by the promotion's task/labels checks, or scored as None here)."""
+    new = (candidate[0], pinned_runner(client, candidate[1], tmp / "candidate-stages", key))
+    version, bundle = holder
+    if version is None or bundle is None or not is_pipeline_bundle(bundle):
+        return new, None
+    return new, (version, pinned_runner(client, bundle, tmp / "holder-stages", key))
+
+
+def _context(name: str, alias: str, dataset: GateDataset, comparison: str) -> dict[str, str]:
+    return {
+        "model": name, "alias": alias, "dataset": str(dataset.root),
+        "dataset_digest": dataset.digest, "comparison": comparison,
+    }  # fmt: skip
 
 
 def _verified(
