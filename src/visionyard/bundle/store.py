@@ -53,6 +53,11 @@ class Bundle:
 
     def model_path(self, variant: str = "fp32") -> Path:
         """Path of a variant's ONNX file; ``fp32`` is ``model.onnx``."""
+        if not self.variants:
+            raise BundleError(
+                self.path, "has no model of its own (a registered pipeline: serve or evaluate "
+                "it, or run its stages; `visionyard pipeline show` names them)",
+            )  # fmt: skip
         if variant not in self.variants:
             known = ", ".join(sorted(self.variants))
             raise BundleError(self.path, f"has no variant {variant!r} (it has: {known})")
