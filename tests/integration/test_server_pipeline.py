@@ -70,6 +70,8 @@ def test_rest_and_oip_answers_carry_crop_classes_and_stage_versions(
               "data": [__import__("base64").b64encode(SCENE).decode()],
               "parameters": {"content_type": "base64"}}  # fmt: skip
     oip = httpx.post(f"{running.http_url}/v2/models/pipe/infer", json={"inputs": [tensor]}).json()
+    stats = running.server.pool.current("pipe").stats
+    assert (stats.execution_count, stats.inference_count) == (3, 3)  # the batcher counts there too
     assert oip["parameters"]["detector_version"] == "1"
     (detections,) = oip["outputs"]
     assert _labels(json.loads(detections["data"][0])) == ["red", "blue"]

@@ -54,13 +54,14 @@ class PipelineResolved(Resolved):
     pipeline: ResolvedPipeline | None = None
 
     def open_model(
-        self, name: str, options: Any, batcher: MakeBatcher, current: LoadedModel | None
-    ) -> LoadedModel:
+        self, name: str, options: Any, batcher: MakeBatcher, current: LoadedModel | None,
+        stats: ModelStats,
+    ) -> LoadedModel:  # fmt: skip
         assert self.pipeline is not None
         threads = int(getattr(options, "intra_op_threads", 1))
         runner = open_runner(self.pipeline, threads, current)
         made = batcher(runner.detector)
-        return PipelineModel(name, self.version, runner, made, self.key)
+        return PipelineModel(name, self.version, runner, made, stats, self.key)
 
 
 def resolved_pipeline(pipeline: ResolvedPipeline) -> PipelineResolved:
@@ -97,9 +98,10 @@ class PipelineModel(LoadedModel):
     """A pipeline version being served (see the module docstring)."""
 
     def __init__(
-        self, name: str, version: str, runner: PipelineRunner, batcher: Batcher, revision: str
-    ) -> None:
-        super().__init__(name, version, runner.detector, batcher, ModelStats())
+        self, name: str, version: str, runner: PipelineRunner, batcher: Batcher,
+        stats: ModelStats, revision: str,
+    ) -> None:  # fmt: skip
+        super().__init__(name, version, runner.detector, batcher, stats)
         self.runner = runner
         self.revision = revision
         self.inputs = [TensorSpec(IMAGE_INPUT, "BYTES", (-1,))]

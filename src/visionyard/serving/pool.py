@@ -275,9 +275,8 @@ class ModelPool:
         try:
             if isinstance(resolved, OpensItself):  # a pipeline (not monitored)
                 make = partial(self._batcher, entry, alone=None, stats=stats)
-                opened = await asyncio.to_thread(
-                    resolved.open_model, entry.name, self.config, make, entry.current
-                )
+                args = (entry.name, self.config, make, entry.current, stats)
+                opened = await asyncio.to_thread(resolved.open_model, *args)
             else:
                 session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving

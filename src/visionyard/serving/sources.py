@@ -42,11 +42,12 @@ class Resolved:
 @runtime_checkable
 class OpensItself(Protocol):
     """A resolved version that is not one bundle (a pipeline, :mod:`.pipeline_model`): it
-    opens its served model itself; ``batcher(session)`` makes the pool's batcher for it, and
-    ``current`` is the version serving now (whose unchanged parts it may keep)."""
+    opens its served model itself; ``batcher(session)`` makes the pool's batcher for it (which
+    counts in ``stats``), and ``current`` is the version serving now (whose unchanged parts it
+    may keep)."""
 
     def open_model(
-        self, name: str, options: Any, batcher: Any, current: LoadedModel | None
+        self, name: str, options: Any, batcher: Any, current: LoadedModel | None, stats: Any
     ) -> LoadedModel: ...
 
 
