@@ -26,7 +26,7 @@ LAZY.update(
         "gc": LazyCommand(_C + "registry_cmds", "gc", "Delete old versions (artifacts and metadata); never one an alias holds or recently held."),  # noqa: E501
         "serve": LazyCommand(_C + "serve", "serve", "Serve models (registry references or bundle paths); stop with Ctrl-C."),  # noqa: E501
         "export": LazyCommand(_C + "export", "export", "Build variants, measure each against FP32 on the evaluation set (its labels, or without --data FP32's own answers on held-out --calibration images), keep those that pass; a registered version without a reference profile also gets one."),  # noqa: E501
-        "train": LazyCommand(_C + "train", "train", "Train a classifier on an ImageFolder dataset; log metrics, checkpoint and bundle."),  # noqa: E501
+        "train": LazyCommand(_C + "train", "train", "Train a classifier (ImageFolder) or a detector (--task detection, COCO); log metrics, reports, checkpoint and bundle."),  # noqa: E501
         "import": LazyCommand(_C + "import_model", "import_model", 'Import an existing model as a new registered version (an "import" run, then register).'),  # noqa: E501
         "predict": LazyCommand(_C + "predict", "predict", "Score images with a model: top-k labels (classifiers) or boxes (detectors) per file, as JSONL or CSV, with unreadable files listed with their error."),  # noqa: E501
         "evaluate": LazyCommand(_C + "evaluate", "evaluate", "Classification report (per-class precision/recall/F1, confusion matrix PNG) or COCO detection mAP of a model on a labelled folder."),  # noqa: E501
