@@ -8,13 +8,11 @@ A version that fails to resolve, load, verify or warm up leaves the old one serv
 is logged (once while it repeats), counted in metrics and shown in the model's metadata
 (``parameters.last_error``).
 
-With a pinned variant (``serving.variant``) every version is opened on that variant; a version
-that lacks it is refused like a broken one (:func:`check_pinned_variant`), never served on
-another variant.
-
-A version that failed is remembered: polls skip it (without downloading it again, when the
-source can look its version up first) until the source points elsewhere; an admin load retries
-it. An admin unload sticks: polls leave the model unloaded until an admin loads it again.
+With a pinned variant (``serving.variant``) every version is opened on that variant; one that
+lacks it is refused like a broken one (:func:`check_pinned_variant`). A version that failed is
+remembered: polls skip it (without downloading it again, when the source can look its version
+up first) until the source points elsewhere; an admin load retries it. An admin unload sticks:
+polls leave the model unloaded until an admin loads it again.
 """
 
 from __future__ import annotations
