@@ -18,7 +18,7 @@
    FP32 and INT8).
 
     .venv/bin/python bench/bench_detection.py [--images 600] [--epochs 30] [--seconds 5] \
-        [--repeat 3]
+        [--repeat 3] [--monitor on|off]
 """
 
 from __future__ import annotations
@@ -181,12 +181,16 @@ def grpc_bodies(model: str, images: list[bytes]) -> list[Any]:
     return out
 
 
-def serving(bundles: dict[str, Path], images: list[bytes], seconds: float, repeat: int) -> Any:
+def serving(
+    bundles: dict[str, Path], images: list[bytes], seconds: float, repeat: int, monitor: str
+) -> Any:
     from visionyard.serving.launch import serve_subprocess
 
     rounds: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:
-        urls = stack.enter_context(serve_subprocess({k: str(v) for k, v in bundles.items()}))
+        env = {"VISIONYARD_MONITOR__ENABLED": "true" if monitor == "on" else "false"}
+        models = {k: str(v) for k, v in bundles.items()}
+        urls = stack.enter_context(serve_subprocess(models, env=env))
         targets: dict[str, Any] = {}
         for variant in bundles:
             path = f"/v1/models/{variant}:predict"
@@ -226,6 +230,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--monitor",
+        choices=("on", "off"),
+        default="on",
+        help="the server's monitoring (drift features of every image)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vy-bench-det-") as tmp:
         root = Path(tmp)
@@ -236,7 +246,7 @@ def main() -> None:
         int8, maps = int8_bundle(root, trained)
         images = scenes(trained["data"])
         bundles = {"fp32": trained["bundle"], "int8": int8, **resnet_bundles(root, images)}
-        rounds = serving(bundles, images, args.seconds, args.repeat)
+        rounds = serving(bundles, images, args.seconds, args.repeat, args.monitor)
     report(args, trained, maps, rounds)
 
 
@@ -255,7 +265,8 @@ def report(args: argparse.Namespace, trained: dict[str, Any], maps: dict[str, fl
           f" mAP@.5 {maps['fp32_50']:.4f} -> {maps['int8_50']:.4f})"
           f" -> {'met' if drop <= 1.0 else 'NOT met'} (<= 1 point)")  # fmt: skip
     print(
-        f"serving, {CONCURRENCY} clients, median of {len(rounds)} rounds (images/s; ratio to"
+        f"serving (monitoring {args.monitor}), {CONCURRENCY} clients, median of {len(rounds)}"
+        " rounds (images/s; ratio to"
         " the in-process best of the same round):"
     )
     for variant in ("fp32", "int8", "r18-fp32", "r18-int8"):
