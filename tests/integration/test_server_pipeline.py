@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,3 +112,26 @@ def test_classifier_alias_move_swaps_that_stage_only(
     assert after.runner.detector is before.runner.detector  # kept, not reloaded
     assert after.runner.classifier is not before.runner.classifier
     assert running.call(running.server.pool.refresh("pipe")) is False  # nothing moved since
+
+
+def test_tritonclient_reads_the_pipelines_answer_and_stage_versions(
+    running: RunningServer, world: PipelineWorld, tmp_path: Path
+) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(SCENE)
+    script = Path(__file__).with_name("triton_detection_check.py")
+    result = subprocess.run(
+        [sys.executable, str(script), running.http_url.removeprefix("http://"),
+         running.grpc_target, "pipe", "--json-only", str(image)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["protocol"] for a in answers] == ["http", "grpc"]
+    expected = _predict(running.http_url, SCENE)
+    for answer in answers:
+        assert answer["detections"] == expected["detections"]
+        assert len(answer["detections"][0]) == 2  # (the labels depend on the live classifier)
+        assert answer["version"] == expected["model_version"]
+        for key in ("detector_version", "classifier_version"):
+            assert answer["parameters"][key] == expected["parameters"][key], answer["parameters"]
