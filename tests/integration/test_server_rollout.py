@@ -27,8 +27,8 @@ from visionyard.registry import Registry
 from visionyard.serving.app import RunningServer, running_server
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
-from visionyard.serving.rollout_wiring import RolloutWiring
-from visionyard.serving.rollouts import RolloutConfig
+from visionyard.serving.rollout.follower import RolloutConfig
+from visionyard.serving.rollout.wiring import RolloutWiring
 from visionyard.settings import Settings
 from visionyard.tracking import start_run
 

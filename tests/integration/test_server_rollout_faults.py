@@ -44,8 +44,8 @@ from visionyard.monitor.rollout.state import Rollout, read_rollout
 from visionyard.monitor.store import Images, profile_version
 from visionyard.registry import Registry
 from visionyard.serving.app import RunningServer, running_server
-from visionyard.serving.rollout_wiring import RolloutWiring
-from visionyard.serving.rollouts import RolloutConfig
+from visionyard.serving.rollout.follower import RolloutConfig
+from visionyard.serving.rollout.wiring import RolloutWiring
 from visionyard.settings import Settings
 from visionyard.tracking import start_run
 

@@ -15,9 +15,9 @@ import pytest
 from tests.fixtures.runtime import write_colour_bundle
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.pool import ModelPool, PoolConfig
-from visionyard.serving.rollout_stats import PRODUCTION
-from visionyard.serving.rollouts import RolloutFollower
-from visionyard.serving.routing import Route
+from visionyard.serving.rollout.follower import RolloutFollower
+from visionyard.serving.rollout.routing import Route
+from visionyard.serving.rollout.stats import PRODUCTION
 from visionyard.serving.sources import LocalBundleSource, ModelSource, Resolved
 
 

@@ -19,17 +19,17 @@ from tests.registry_support import RED_AS_GREEN
 from visionyard.contract.postprocess import Detection, ImageResult, Prediction
 from visionyard.errors import InferenceError
 from visionyard.runtime.session import InferenceSession
-from visionyard.serving.agreement import box_iou, compare_one
 from visionyard.serving.batching import BatchConfig, Batcher
 from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import LoadedModel
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.predict import predict_request
-from visionyard.serving.rollout_stats import CANARY, PRODUCTION, SHADOW, StepStats
-from visionyard.serving.routed import Router
-from visionyard.serving.routing import Route, bucket
-from visionyard.serving.shadow import ShadowConfig, ShadowJob, ShadowRunner
+from visionyard.serving.rollout.agreement import box_iou, compare_one
+from visionyard.serving.rollout.routed import Router
+from visionyard.serving.rollout.routing import Route, bucket
+from visionyard.serving.rollout.shadow import ShadowConfig, ShadowJob, ShadowRunner
+from visionyard.serving.rollout.stats import CANARY, PRODUCTION, SHADOW, StepStats
 from visionyard.serving.sources import LocalBundleSource
 
 Run = Callable[[np.ndarray], dict[str, np.ndarray]]

@@ -30,7 +30,7 @@ from visionyard.serving.monitoring import Monitoring
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.rest.parse import BodyParser
 from visionyard.serving.rest.routes import create_rest_app
-from visionyard.serving.rollout_wiring import RolloutWiring, follow_rollouts
+from visionyard.serving.rollout.wiring import RolloutWiring, follow_rollouts
 from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
 from visionyard.settings import Settings
 

@@ -31,7 +31,7 @@ from visionyard.serving.outputs import (
     classification_probabilities,
 )
 from visionyard.serving.pool import ModelPool
-from visionyard.serving.routing import Headers, Route, route_fields
+from visionyard.serving.rollout.routing import Headers, Route, route_fields
 from visionyard.serving.types import (
     InferRequest,
     InferResponse,
@@ -41,7 +41,7 @@ from visionyard.serving.types import (
 )
 
 if TYPE_CHECKING:
-    from visionyard.serving.routed import Router
+    from visionyard.serving.rollout.routed import Router
 
 SERVER_NAME = "visionyard"
 UNKNOWN = "_unknown"  # the model label of requests naming a model that is not served
@@ -63,7 +63,7 @@ class DataPlane:
     def __init__(self, pool: ModelPool, metrics: ServingMetrics) -> None:
         self.pool = pool
         self.metrics = metrics
-        #: models in a rollout (set by :mod:`visionyard.serving.rollouts`); empty otherwise
+        #: models in a rollout (set by :mod:`visionyard.serving.rollout.follower`); empty otherwise
         self.routes: dict[str, Route] = {}
         self.router: Router | None = None
         #: set by :meth:`drain` (shutdown): not ready, new inference refused
@@ -145,7 +145,7 @@ class DataPlane:
         self, request: InferRequest, protocol: str, headers: Headers | None = None
     ) -> InferResponse:
         """Serve one request; ``headers`` (REST headers or gRPC metadata, lower-case names)
-        are read only by a sticky canary (:mod:`visionyard.serving.routing`)."""
+        are read only by a sticky canary (:mod:`visionyard.serving.rollout.routing`)."""
         if self.draining:
             exc = ModelUnavailableError(request.model_name, DRAINING, "the server is stopping")
             self.refused(request.model_name, request.model_version, protocol, exc)

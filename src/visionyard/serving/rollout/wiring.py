@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from visionyard.serving.rollouts import (
+from visionyard.serving.rollout.follower import (
     CandidateSource,
     RolloutConfig,
     RolloutFollower,
     RolloutPort,
 )
-from visionyard.serving.routed import Router
-from visionyard.serving.shadow import ShadowConfig, ShadowRunner
+from visionyard.serving.rollout.routed import Router
+from visionyard.serving.rollout.shadow import ShadowConfig, ShadowRunner
 from visionyard.serving.sources import ModelSource
 from visionyard.settings import Settings
 
@@ -111,7 +111,7 @@ def default_config(settings: Settings) -> RolloutConfig:
 def registry_port(settings: Settings) -> RolloutPort | None:
     """The registry's rollout core (:mod:`visionyard.monitor.rollout`); None without it."""
     try:
-        from visionyard.serving.rollout_port import RegistryRollouts
+        from visionyard.serving.rollout.port import RegistryRollouts
     except ImportError as exc:
         log.warning("rollouts are not followed: %s", exc)
         return None

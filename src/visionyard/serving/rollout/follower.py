@@ -6,11 +6,11 @@ model served by its production alias (``NAME=REG@production``), :class:`RolloutF
 - every poll interval reads the registered model's rollout (one registry call). While one runs,
   it loads the candidate version beside production (verified, warmed and monitored like every
   load, :meth:`~visionyard.serving.pool.ModelPool.open_version`) and installs a
-  :class:`~visionyard.serving.routing.Route` in the data plane; a new step installs a new route
+  :class:`~.routing.Route` in the data plane; a new step installs a new route
   with fresh figures. When the rollout ends the route goes and the candidate is unloaded, or,
   when it was promoted, adopted as the production version without loading it again.
 - every decision interval judges the live figures of each running step
-  (:class:`~visionyard.serving.rollout_stats.StepStats`) with the core's pure rules against the
+  (:class:`~visionyard.serving.rollout.stats.StepStats`) with the core's pure rules against the
   rollout as last read (no registry call). A breach removes the route at once (traffic is back
   on production within one decision interval) and then lets the core decide and record
   (exactly once across replicas) on the same snapshot of the figures: a request finishing in
@@ -20,7 +20,7 @@ model served by its production alias (``NAME=REG@production``), :class:`RolloutF
   transition too). Recorded decisions are logged and counted.
 
 The core is reached through :class:`RolloutPort` (tests give a fake; the server gives
-:class:`~visionyard.serving.rollout_port.RegistryRollouts`).
+:class:`~visionyard.serving.rollout.port.RegistryRollouts`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from typing import Any, Protocol
 from visionyard.serving.metrics import RolloutMetrics
 from visionyard.serving.model import LoadedModel
 from visionyard.serving.pool import ModelPool
-from visionyard.serving.rollout_stats import CANARY, StepStats
-from visionyard.serving.routing import Route, route_fields
-from visionyard.serving.shadow import ShadowConfig
+from visionyard.serving.rollout.routing import Route, route_fields
+from visionyard.serving.rollout.shadow import ShadowConfig
+from visionyard.serving.rollout.stats import CANARY, StepStats
 from visionyard.serving.sources import ModelSource
 
 log = logging.getLogger("visionyard.serving")

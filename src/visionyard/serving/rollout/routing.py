@@ -2,7 +2,7 @@
 sample of a shadow.
 
 A :class:`Route` is an immutable snapshot of one model's running rollout as this server follows
-it (:mod:`visionyard.serving.rollouts` replaces it whole when the registry's rollout moves), so
+it (:mod:`.follower` replaces it whole when the registry's rollout moves), so
 the request path reads it without a lock. The data plane consults routes only while one exists:
 with no rollout running, a request pays one truthiness check of an empty dict.
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from visionyard.serving.model import IMAGE_INPUT, LoadedModel
-from visionyard.serving.rollout_stats import CANARY, SHADOW, StepStats
+from visionyard.serving.rollout.stats import CANARY, SHADOW, StepStats
 from visionyard.serving.types import InferRequest
 
 Headers = Mapping[str, str]
@@ -39,7 +39,7 @@ def bucket(rollout_id: str, key: str) -> float:
 @dataclass(frozen=True)
 class Route:
     """One model's running rollout as served here: the loaded candidate, mode and share, and
-    the live figures of the step (:class:`~visionyard.serving.rollout_stats.StepStats`)."""
+    the live figures of the step (:class:`~visionyard.serving.rollout.stats.StepStats`)."""
 
     model: str
     rollout_id: str

@@ -16,14 +16,14 @@ from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigu
 from visionyard.monitor.rollout.record import step_rollout
 from visionyard.monitor.rollout.state import Rollout, read_rollout
 from visionyard.registry.service import Registry
-from visionyard.serving.rollout_stats import PRODUCTION, RoleStats
-from visionyard.serving.rollouts import RolloutView
-from visionyard.serving.routing import Route
+from visionyard.serving.rollout.follower import RolloutView
+from visionyard.serving.rollout.routing import Route
+from visionyard.serving.rollout.stats import PRODUCTION, RoleStats
 from visionyard.settings import Settings
 
 
 class RegistryRollouts:
-    """:class:`~visionyard.serving.rollouts.RolloutPort` over the registry (blocking calls)."""
+    """:class:`~.follower.RolloutPort` over the registry (blocking calls)."""
 
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings

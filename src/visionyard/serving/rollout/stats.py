@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from visionyard.serving.agreement import Agreement
+from visionyard.serving.rollout.agreement import Agreement
 
 CANARY = "canary"
 SHADOW = "shadow"

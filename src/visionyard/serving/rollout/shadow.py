@@ -14,7 +14,7 @@ workers are all taken and a queue is forming), or when the candidate refuses it
 (``candidate_busy``, ``unavailable``). A job that outlives ``timeout_s`` is abandoned (its
 result, if any, is dropped) and counts as a candidate error.
 
-Agreement (:mod:`visionyard.serving.agreement`) is computed on the candidate's batcher worker,
+Agreement (:mod:`.agreement`) is computed on the candidate's batcher worker,
 from production's decoded answer kept with the job; disagreeing images go to the capture
 writer (when one is configured) with reason ``shadow_disagreement``.
 Written by hand: the queue, the shedding and the comparison are specific to this server.
@@ -36,14 +36,14 @@ from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
 from visionyard.monitor import source_info
-from visionyard.serving.agreement import Agreement, compare_results
 from visionyard.serving.capture import CaptureJob, CaptureWriter
 from visionyard.serving.logs import request_id
 from visionyard.serving.metrics import RolloutMetrics
 from visionyard.serving.model import IMAGE_INPUT, LoadedModel
 from visionyard.serving.pool import ModelPool
-from visionyard.serving.rollout_stats import SHADOW
-from visionyard.serving.routing import Route
+from visionyard.serving.rollout.agreement import Agreement, compare_results
+from visionyard.serving.rollout.routing import Route
+from visionyard.serving.rollout.stats import SHADOW
 from visionyard.serving.types import InferRequest
 
 log = logging.getLogger("visionyard.serving")

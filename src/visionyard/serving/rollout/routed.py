@@ -1,15 +1,15 @@
 """Inference for a model in a rollout: the canary split and the shadow's sample, once for REST
 and gRPC (the data plane calls :meth:`Router.infer` only while the model has a
-:class:`~visionyard.serving.routing.Route`).
+:class:`~visionyard.serving.rollout.routing.Route`).
 
 - Canary: the request goes to production or to the candidate (``route.chosen``); the response
   names the version that answered (``model_version``), and the client sees the candidate's
   errors (that is what a canary measures).
 - Shadow: the request is served by production; when sampled, production's answer is also
   decoded and, once the response is made, a job is offered to the
-  :class:`~visionyard.serving.shadow.ShadowRunner` (a non-blocking put).
+  :class:`~visionyard.serving.rollout.shadow.ShadowRunner` (a non-blocking put).
 
-Each request counts in the step's figures (:class:`~visionyard.serving.rollout_stats.StepStats`)
+Each request counts in the step's figures (:class:`~visionyard.serving.rollout.stats.StepStats`)
 and in ``visionyard_rollout_requests_total{model,version,role,status}``.
 """
 
@@ -22,9 +22,9 @@ from visionyard.errors import VisionyardError
 from visionyard.serving.logs import current_request_id
 from visionyard.serving.metrics import RolloutMetrics
 from visionyard.serving.model import LoadedModel
-from visionyard.serving.rollout_stats import CANARY, PRODUCTION, SHADOW, is_version_error
-from visionyard.serving.routing import Headers, Route
-from visionyard.serving.shadow import ShadowJob, ShadowRunner
+from visionyard.serving.rollout.routing import Headers, Route
+from visionyard.serving.rollout.shadow import ShadowJob, ShadowRunner
+from visionyard.serving.rollout.stats import CANARY, PRODUCTION, SHADOW, is_version_error
 from visionyard.serving.types import InferRequest, InferResponse
 
 if TYPE_CHECKING:
