@@ -103,3 +103,27 @@ def test_the_same_seed_gives_the_same_run_and_the_best_epoch_is_kept(
     assert set(fit.best_state) == set(build_detector("small_cnn", 4, 0.25, (64, 64)).state_dict())
     assert len(fit.best_found) == 2  # the best epoch's detections, one list per val image
     assert {"train_loss_heatmap", "val_map_50_95", "val_map_50"} <= set(first[0])
+
+
+def test_early_stopping_waits_for_a_detector_to_find_anything() -> None:
+    """mAP stays exactly 0 for the first epochs while the heatmaps learn where objects are: those
+    epochs are no plateau (a default patience of 3 stopped a 30-epoch run at epoch 4 with
+    nothing found). Waiting starts at the first nonzero mAP."""
+    from visionyard.train.loop import EarlyStopping
+
+    stopper = EarlyStopping("val_map_50_95", patience=2, min_delta=0.0)
+    for value in (0.0, 0.0, 0.0, 0.0):
+        stopper.update(value)
+        assert not stopper.should_stop
+    assert stopper.update(0.1)
+    stopper.update(0.1)
+    assert not stopper.should_stop
+    stopper.update(0.05)
+    assert stopper.should_stop
+    assert not EarlyStopping("val_map_50", patience=1, min_delta=0.0).should_stop
+
+
+def test_a_detection_run_waits_longer_by_default(tmp_path: Path) -> None:
+    assert make_config(data=tmp_path, task="detection").patience == 8
+    assert make_config(data=tmp_path, task="detection", patience=2).patience == 2
+    assert make_config(data=tmp_path).patience == 3

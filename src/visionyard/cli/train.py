@@ -68,7 +68,7 @@ def train(
         None, "--jitter", help="Colour jitter amount (default 0.2)."
     ),
     patience: int | None = typer.Option(
-        None, "--patience", help="Early stopping patience, 0 = off (default 3)."
+        None, "--patience", help="Early stopping patience, 0 = off (default 3; detection 8)."
     ),
     monitor: str | None = typer.Option(
         None, "--monitor", help="val_accuracy | val_loss; detection: val_map_50_95 | val_map_50"

@@ -92,12 +92,15 @@ class EarlyStopping:
     """Tracks the monitored metric; ``improved`` when better by more than ``min_delta``.
 
     Stops after ``patience`` epochs without improvement, or at once when an accuracy reaches
-    1.0 (nothing can improve on it; waiting would only burn time).
+    1.0 (nothing can improve on it; waiting would only burn time). A detector's mAP stays at
+    exactly 0 for the first epochs while its heatmaps learn where objects are: epochs at 0 before
+    anything was found are no plateau, so waiting starts at the first nonzero mAP.
     """
 
     def __init__(self, monitor: str, patience: int | None, min_delta: float) -> None:
         self.sign = -1.0 if monitor.endswith("loss") else 1.0
         self.ceiling = 1.0 if monitor.endswith("accuracy") else None
+        self.floor = 0.0 if "_map_" in monitor else None
         self.patience = patience
         self.min_delta = min_delta
         self.best: float | None = None
@@ -105,6 +108,10 @@ class EarlyStopping:
 
     def update(self, value: float) -> bool:
         score = self.sign * value
+        if self.floor is not None and score <= self.floor and (self.best or 0.0) <= self.floor:
+            improved = self.best is None
+            self.best = score
+            return improved
         if self.best is None or score > self.best + self.min_delta:
             self.best = score
             self.waited = 0
