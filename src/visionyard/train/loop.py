@@ -145,7 +145,53 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
-class Loop:
+class Optimisation:
+    """What every training loop here shares: the model on its device, the optimiser and its
+    schedule, mixed precision (autocast, the fp16 grad scaler) and the out-of-memory backoff.
+    The classification :class:`Loop` and the detection loop add their data and losses."""
+
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, device: torch.device, hooks: LoopHooks
+    ) -> None:
+        self.model = model.to(device)
+        self.config = config
+        self.device = device
+        self.hooks = hooks
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = self._scheduler()
+        self.dtype = amp_dtype(config.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.backoff = OomBackoff(config.batch_size, on_backoff=hooks.backoff)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        if self.config.scheduler == "none":
+            return None
+        return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.config.epochs)
+
+    def snapshot(self) -> StateDict:
+        """A CPU copy of the model's current state (parameters and buffers)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            torch.autograd.backward(self.scaler.scale(loss))
+        else:
+            torch.autograd.backward(loss)
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+
+class Loop(Optimisation):
     """Runs :meth:`fit` once over the given model, data and configuration."""
 
     def __init__(
@@ -156,22 +202,9 @@ class Loop:
         device: torch.device,
         hooks: LoopHooks,
     ) -> None:
-        self.model = model.to(device)
+        super().__init__(model, config, device, hooks)
         self.data = data
-        self.config = config
-        self.device = device
-        self.hooks = hooks
-        self.optimizer = make_optimizer(self.model, config)
-        self.scheduler = self._scheduler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.dtype = amp_dtype(config.amp, device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
-        self.backoff = OomBackoff(config.batch_size, on_backoff=hooks.backoff)
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        if self.config.scheduler == "none":
-            return None
-        return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.config.epochs)
 
     def fit(self) -> FitResult:
         stopper = EarlyStopping(self.config.monitor, self.config.patience, self.config.min_delta)
@@ -187,10 +220,6 @@ class Loop:
                 break
         assert best is not None  # epochs >= 1
         return FitResult(best[0], best[1], history, len(history) < self.config.epochs)
-
-    def snapshot(self) -> StateDict:
-        """A CPU copy of the model's current state (parameters and buffers)."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def run_epoch(self, epoch: int) -> EpochResult:
         started = time.perf_counter()
@@ -220,11 +249,6 @@ class Loop:
             self.hooks.batch_done(batch_loss)
         return loss_sum / n, correct / n
 
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
     def _step(self, x: Tensor, y: Labels, chunk: int) -> tuple[float, int]:
         """One optimiser step over the batch, in chunks of ``chunk`` images."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -241,19 +265,6 @@ class Loop:
             correct += int((logits.argmax(1) == yb).sum())
         self._optimizer_step()
         return loss_sum / total, correct
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        if self.scaler is not None:
-            torch.autograd.backward(self.scaler.scale(loss))
-        else:
-            torch.autograd.backward(loss)
-
-    def _optimizer_step(self) -> None:
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
 
     def evaluate(self, x: Tensor, y: Labels) -> ClassificationMetrics:
         """Loss and per-class metrics over preprocessed images (no augmentation)."""

@@ -7,7 +7,6 @@ scores with COCO mAP, exactly as a served model would be scored.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -23,9 +22,8 @@ from visionyard.train.config import TrainConfig
 from visionyard.train.detection.data import Batch, BoxSet, preprocess, train_batches
 from visionyard.train.detection.model import DecodedDetector, Detector
 from visionyard.train.detection.targets import build_targets, losses
-from visionyard.train.loop import EarlyStopping, LoopHooks, StateDict, amp_dtype, make_optimizer
+from visionyard.train.loop import EarlyStopping, LoopHooks, Optimisation, StateDict
 from visionyard.train.metrics import metric_safe
-from visionyard.train.oom import OomBackoff
 
 LOSS_PARTS = ("loss", "loss_heatmap", "loss_size", "loss_offset")
 
@@ -67,7 +65,7 @@ class DetectionFit:
     stopped_early: bool
 
 
-class DetectionLoop:
+class DetectionLoop(Optimisation):
     """Runs :meth:`fit` once over the given detector, data and configuration."""
 
     def __init__(
@@ -80,19 +78,10 @@ class DetectionLoop:
         device: torch.device,
         hooks: LoopHooks,
     ) -> None:
-        self.model = model.to(device)
+        super().__init__(model, config, device, hooks)
+        self.detector = model  # the same module as self.model, typed as a detector
         self.train, self.val, self.contract = train, val, contract
-        self.config, self.device, self.hooks = config, device, hooks
         self.val_batch = preprocess(val.images, val.boxes, val.labels, contract)
-        self.optimizer = make_optimizer(self.model, config)
-        self.scheduler = (
-            None
-            if config.scheduler == "none"
-            else torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs)
-        )
-        self.dtype = amp_dtype(config.amp, device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
-        self.backoff = OomBackoff(config.batch_size, on_backoff=hooks.backoff)
 
     def fit(self) -> DetectionFit:
         stopper = EarlyStopping(self.config.monitor, self.config.patience, self.config.min_delta)
@@ -109,9 +98,6 @@ class DetectionLoop:
         assert best is not None  # epochs >= 1
         stopped = len(history) < self.config.epochs
         return DetectionFit(best[0], best[1], best[2], history, stopped)
-
-    def snapshot(self) -> StateDict:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def run_epoch(self, epoch: int) -> tuple[DetectionEpoch, list[list[Detection]]]:
         started = time.perf_counter()
@@ -139,11 +125,6 @@ class DetectionLoop:
             self.hooks.batch_done(parts["loss"])
         return {key: value / n for key, value in sums.items()}
 
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
     def _step(self, batch: Batch, chunk: int) -> dict[str, float]:
         """One optimiser step over the batch, in chunks of ``chunk`` images."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -163,16 +144,6 @@ class DetectionLoop:
         self._optimizer_step()
         return totals
 
-    def _backward(self, loss: torch.Tensor) -> None:
-        torch.autograd.backward(self.scaler.scale(loss) if self.scaler is not None else loss)
-
-    def _optimizer_step(self) -> None:
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-
     def evaluate(self) -> tuple[DetectionReport, list[list[Detection]]]:
         """COCO metrics of the validation set, decoded by the contract."""
         found = self.backoff.run(lambda size: self.detect(self.val_batch, size))
@@ -183,7 +154,7 @@ class DetectionLoop:
     def detect(self, batch: Batch, batch_size: int) -> list[list[Detection]]:
         """Detections per image in original pixels, through the contract's postprocessing."""
         self.model.eval()
-        decoded = DecodedDetector(self.model)
+        decoded = DecodedDetector(self.detector)
         decoding: Any = self.contract.decoding
         found: list[list[Detection]] = []
         for start in range(0, len(batch.metas), batch_size):
