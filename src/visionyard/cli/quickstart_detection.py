@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +22,6 @@ if TYPE_CHECKING:
 MODEL = "shapes-detector"
 DETECTOR: dict[str, Any] = {"arch": "small_cnn", "width": 1.0, "lr": 3e-3, "patience": None}
 IMAGES = (400, 640)
-SWAP_TIMEOUT_S = 60.0
 #: the served sample: an image of v1 padded to 96x64, so that the letterbox is undone visibly
 SAMPLE_SIZE = (96, 64)
 
@@ -105,6 +102,7 @@ def step_export(story: Story) -> None:
 
 def step_serve(story: Story) -> None:
     """Serve the detector: boxes over REST and gRPC, hot swap to v2, roll back while serving."""
+    from visionyard.cli.quickstart_serve import wait_for_version
     from visionyard.serving.app import running_server
 
     serving = story.settings.serving.model_copy(
@@ -121,10 +119,10 @@ def step_serve(story: Story) -> None:
         story.console.print(f"serving http={server.http_url} grpc={server.grpc_target}")
         _show(story, server.http_url, server.grpc_target, image)
         story.cli("promote", MODEL, "2", "--to", "production", "--reason", "hot swap demo")
-        _wait_for_version(story, server.http_url, "2")
+        wait_for_version(story, server.http_url, "2", MODEL)
         _show(story, server.http_url, server.grpc_target, image)
         story.cli("rollback", MODEL, "--reason", "quickstart: roll back while serving")
-        _wait_for_version(story, server.http_url, "1")
+        wait_for_version(story, server.http_url, "1", MODEL)
 
 
 def _sample(story: Story) -> Path:
@@ -150,8 +148,10 @@ def _sample(story: Story) -> Path:
 
 
 def _show(story: Story, http_url: str, grpc_target: str, image: Path) -> None:
+    from visionyard.cli.quickstart_serve import rest_predict
+
     data = image.read_bytes()
-    rest = _rest_predict(http_url, data)
+    rest = rest_predict(http_url, data, MODEL)
     boxes = rest["detections"][0]
     rows = {
         f"REST  {b['label']} {b['score']:.2f}": "box " + ", ".join(f"{v:.1f}" for v in b["box"])
@@ -163,16 +163,6 @@ def _show(story: Story, http_url: str, grpc_target: str, image: Path) -> None:
     rows["REST  version / boxes"] = f"{rest['model_version']} / {len(boxes)}"
     rows["gRPC  version / boxes"] = f"{grpc_version} / {len(grpc_boxes)}"
     story.table(f"detections in {image.name} (96x64, original pixels)", rows)
-
-
-def _rest_predict(http_url: str, data: bytes) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{http_url}/v1/models/{MODEL}:predict", data=data,
-        headers={"Content-Type": "image/png"}, method="POST",
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
-        body: dict[str, Any] = json.loads(response.read())
-    return body
 
 
 def _grpc_detections(target: str, data: bytes) -> tuple[str, list[dict[str, Any]]]:
@@ -193,21 +183,6 @@ def _grpc_detections(target: str, data: bytes) -> tuple[str, list[dict[str, Any]
     raw = reply.raw_output_contents[0]
     found: list[dict[str, Any]] = json.loads(raw[4 : 4 + struct.unpack("<I", raw[:4])[0]])
     return reply.model_version, found
-
-
-def _wait_for_version(story: Story, http_url: str, version: str) -> None:
-    started = time.perf_counter()
-    while time.perf_counter() - started < SWAP_TIMEOUT_S:
-        with urllib.request.urlopen(f"{http_url}/v2/models/{MODEL}", timeout=10) as response:  # noqa: S310
-            served = json.loads(response.read()).get("versions", [None])[0]
-        if served == version:
-            story.console.print(
-                f"server now answers with version {version} "
-                f"({time.perf_counter() - started:.1f} s after the alias moved, no restart)"
-            )
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"the server did not switch to version {version} in {SWAP_TIMEOUT_S} s")
 
 
 STEPS: list[tuple[str, Step]] = [

@@ -69,10 +69,10 @@ def serve_story(story: Story) -> None:
         story.console.print(f"serving http={server.http_url} grpc={server.grpc_target}")
         _show_requests(story, server.http_url, server.grpc_target, image)
         story.cli("promote", "shapes", "2", "--to", "production", "--reason", "hot swap demo")
-        _wait_for_version(story, server.http_url, "2")
+        wait_for_version(story, server.http_url, "2")
         _show_requests(story, server.http_url, server.grpc_target, image)
         story.cli("rollback", "shapes", "--reason", "quickstart: roll back while serving")
-        _wait_for_version(story, server.http_url, "1")
+        wait_for_version(story, server.http_url, "1")
         _show_drift(story, server.http_url, token, val, captures)
         _show_rollouts(story, server.http_url, val)
 
@@ -84,7 +84,7 @@ def _sample_image(story: Story) -> Path:
 
 def _show_requests(story: Story, http_url: str, grpc_target: str, image: Path) -> None:
     data = image.read_bytes()
-    rest = _rest_predict(http_url, data)
+    rest = rest_predict(http_url, data)
     top = rest["predictions"][0][0]
     story.table(
         f"requests with {image.name} (a star)",
@@ -97,9 +97,9 @@ def _show_requests(story: Story, http_url: str, grpc_target: str, image: Path) -
     )
 
 
-def _rest_predict(http_url: str, data: bytes) -> dict[str, Any]:
+def rest_predict(http_url: str, data: bytes, model: str = "shapes") -> dict[str, Any]:
     request = urllib.request.Request(
-        f"{http_url}/v1/models/shapes:predict",
+        f"{http_url}/v1/models/{model}:predict",
         data=data,
         headers={"Content-Type": "image/png"},
         method="POST",
@@ -135,10 +135,11 @@ def _grpc_top_label(target: str, data: bytes) -> str:
     return f"version {reply.model_version}: {label} ({score:.3f})"
 
 
-def _wait_for_version(story: Story, http_url: str, version: str) -> None:
+def wait_for_version(story: Story, http_url: str, version: str, model: str = "shapes") -> None:
+    """Until ``model``'s metadata names ``version`` (the server followed the alias)."""
     started = time.perf_counter()
     while time.perf_counter() - started < SWAP_TIMEOUT_S:
-        served = _metadata(http_url).get("versions", [None])[0]
+        served = _metadata(http_url, model).get("versions", [None])[0]
         if served == version:
             story.console.print(
                 f"server now answers with version {version} "
@@ -158,7 +159,7 @@ def _show_drift(story: Story, http_url: str, token: str, val: Path, captures: Pa
         f"sending {len(paths)} validation images darkened by {DARKEN:.0%} (a camera gone dark)"
     )
     for path in paths:
-        _rest_predict(http_url, _darkened(path))
+        rest_predict(http_url, _darkened(path))
     body = _monitor(http_url, token)
     drifting = ", ".join(body.get("drifting", [])[:6]) or "none"
     saved = _captured(captures)
@@ -205,7 +206,7 @@ def _show_rollouts(story: Story, http_url: str, val: Path) -> None:
     )  # fmt: skip
     _drive_rollout(story, http_url, images, "canary: version 2 gets 50 %, then 100 %")
     story.cli("rollout", "status", MODEL)
-    _wait_for_version(story, http_url, "2")
+    wait_for_version(story, http_url, "2")
 
 
 def _drive_rollout(story: Story, http_url: str, images: list[bytes], what: str) -> None:
@@ -221,7 +222,7 @@ def _drive_rollout(story: Story, http_url: str, images: list[bytes], what: str) 
         if time.perf_counter() - started > SWAP_TIMEOUT_S:
             raise TimeoutError(f"the rollout did not end in {SWAP_TIMEOUT_S} s")
         for data in images[:10]:
-            _rest_predict(http_url, data)
+            rest_predict(http_url, data)
         images = images[10:] + images[:10]
         sent += 10
     registry = Registry(story.settings)
@@ -238,8 +239,8 @@ def _drive_rollout(story: Story, http_url: str, images: list[bytes], what: str) 
     )
 
 
-def _metadata(http_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{http_url}/v2/models/shapes", timeout=10) as response:  # noqa: S310
+def _metadata(http_url: str, model: str = "shapes") -> dict[str, Any]:
+    with urllib.request.urlopen(f"{http_url}/v2/models/{model}", timeout=10) as response:  # noqa: S310
         body: dict[str, Any] = json.loads(response.read())
     return body
 
