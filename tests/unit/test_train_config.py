@@ -19,6 +19,16 @@ def test_defaults_are_the_quickstart_configuration() -> None:
     assert config.seed is None  # taken from the settings
 
 
+def test_a_resnet_classifier_defaults_to_the_learning_rate_it_trains_at() -> None:
+    # at 3e-3 a ResNet-18 never left chance on the shapes set (see CLASSIFIER_LR)
+    assert make_config(data=Path("d"), arch="resnet18").lr == 5e-4
+    assert make_config(data=Path("d"), arch="small_cnn").lr == 3e-3
+    assert make_config(data=Path("d"), arch="resnet18", lr=0.01).lr == 0.01  # said: kept
+    assert make_config(data=Path("d"), arch="resnet18", lr=None).lr == 5e-4  # a CLI's unset flag
+    assert make_config(data=Path("d"), arch="resnet18", optimizer="sgd").lr == 3e-3
+    assert make_config(data=Path("d"), arch="resnet18", task="detection").lr == 3e-3
+
+
 def test_unknown_architecture_is_one_clear_line() -> None:
     with pytest.raises(ConfigError) as caught:
         make_config(data=Path("d"), arch="vgg16")

@@ -60,6 +60,12 @@ class Augmentation(_Model):
         return value
 
 
+#: AdamW learning rates of classifiers whose architecture does not train at the default 3e-3.
+#: Measured on the synthetic shapes set at 112x112, 6 epochs: a ResNet-18 at 3e-3 never left
+#: chance (train loss ln 4, top-1 0.31), at 1e-3 reached 0.59 and at 5e-4 0.98.
+CLASSIFIER_LR: dict[str, float] = {"resnet18": 5e-4}
+
+
 class TrainConfig(_Model):
     """Everything one training run needs; logged as the run's parameters."""
 
@@ -109,10 +115,14 @@ class TrainConfig(_Model):
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
         """A detector monitors mAP, letterboxes and waits 8 epochs for an improvement (its mAP
-        moves in smaller, noisier steps than an accuracy) unless told otherwise."""
+        moves in smaller, noisier steps than an accuracy) unless told otherwise. A classifier
+        whose architecture needs another learning rate with AdamW gets it (``CLASSIFIER_LR``)."""
         if isinstance(data, dict) and data.get("task") == "detection":
             defaults = {"monitor": MONITORS["detection"][0], "resize": "letterbox", "patience": 8}
             data = {**defaults, **data}
+        elif isinstance(data, dict) and data.get("optimizer", "adamw") == "adamw":
+            lr = CLASSIFIER_LR.get(str(data.get("arch", "small_cnn")))
+            data = {**data, "lr": lr} if lr is not None and data.get("lr") is None else data
         return data
 
     @model_validator(mode="after")
