@@ -29,6 +29,13 @@ def test_a_resnet_classifier_defaults_to_the_learning_rate_it_trains_at() -> Non
     assert make_config(data=Path("d"), arch="resnet18", task="detection").lr == 3e-3
 
 
+def test_a_detector_size_off_the_stride_is_refused_before_any_run_starts() -> None:
+    with pytest.raises(ConfigError, match=r"input_size: a detector's input size must be a "
+                       r"multiple of 16, got 60x64"):  # fmt: skip
+        make_config(data=Path("d"), task="detection", input_size=(60, 64))
+    assert make_config(data=Path("d"), input_size=(60, 64)).input_size == (60, 64)  # classifier
+
+
 def test_unknown_architecture_is_one_clear_line() -> None:
     with pytest.raises(ConfigError) as caught:
         make_config(data=Path("d"), arch="vgg16")

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from visionyard.contract.schema import IMAGENET_MEAN, IMAGENET_STD, VisionContract
 from visionyard.errors import ConfigError
@@ -143,9 +151,14 @@ class TrainConfig(_Model):
 
     @field_validator("input_size")
     @classmethod
-    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+    def _positive_size(cls, value: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
         if min(value) < 8:
             raise ValueError("input_size must be (height, width), each at least 8")
+        if info.data.get("task") == "detection" and (value[0] % 16 or value[1] % 16):
+            # the detector's stride-16 stage (checked here, before a tracking run starts)
+            raise ValueError(
+                f"a detector's input size must be a multiple of 16, got {value[0]}x{value[1]}"
+            )
         return value
 
     def resolved(self, settings: Settings) -> TrainConfig:
