@@ -29,6 +29,7 @@ from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
 from visionyard.serving.outputs import (
     check_outputs,
     classification_probabilities,
+    decode_once,
 )
 from visionyard.serving.pool import ModelPool
 from visionyard.serving.rollout.routing import Headers, Route, route_fields
@@ -208,7 +209,7 @@ class DataPlane:
         finish = model.finisher(request.outputs, probabilities)
 
         def both(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> Any:
-            return finish(raw, metas), model.session.decode(raw, metas)
+            return finish(raw, metas), decode_once(model.session, raw, metas)
 
         tensor = model.pick_input(request.inputs)
         work = model.work(tensor, self.pool.config.limits, both if decoded else finish)

@@ -18,6 +18,7 @@ probability instead (the contract's softmax of logits), as visionyard answered b
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -101,9 +102,30 @@ def build_outputs(
         elif item.name in raw:
             tensors.append(_tensor(item.name, raw[item.name]))
         else:
-            results = results if results is not None else session.decode(raw, metas)
+            results = results if results is not None else decode_once(session, raw, metas)
             tensors.append(_tensor(item.name, _DECODED[item.name](results)))
     return tensors
+
+
+_last_decoding = threading.local()
+
+
+def decode_once(
+    session: InferenceSession, raw: Outputs, metas: list[ImageMeta]
+) -> list[ImageResult]:
+    """The contract's decoding (a detector's NMS included) of one request's outputs, run once
+    for all of the request's readers: its response tensors, the ``:predict`` results and the
+    monitoring records. They run one after another on the worker thread that ran the request,
+    on the same ``raw`` and ``metas`` objects; the thread's last decoding is reused for them
+    (held by strong reference and compared by identity, so another request's outputs can never
+    match it)."""
+    last = getattr(_last_decoding, "value", None)
+    if last is not None and last[0] is raw and last[1] is metas and last[2] is session:
+        results: list[ImageResult] = last[3]
+        return results
+    results = session.decode(raw, metas)
+    _last_decoding.value = (raw, metas, session, results)
+    return results
 
 
 def _tensor(name: str, array: np.ndarray) -> Tensor:

@@ -24,6 +24,7 @@ from visionyard.contract.preprocess import ImageMeta
 from visionyard.monitor import Record, SourceInfo, image_features, prediction_records, source_info
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.capture import CaptureJob, CapturePolicy, CaptureWriter
+from visionyard.serving.outputs import decode_once
 
 log = logging.getLogger("visionyard.serving")
 TOP_DETECTIONS = 20
@@ -67,7 +68,7 @@ class Watch:
     def finish(self, raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> None:
         """Prediction statistics, the window, capture (worker thread, after inference)."""
         try:
-            results = self.target.session.decode(raw, metas)
+            results = decode_once(self.target.session, raw, metas)
             contract = self.target.session.contract
             predictions = prediction_records(raw, results, contract, metas)
             records = [self._merged(i, p) for i, p in enumerate(predictions)]
