@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -38,10 +36,11 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_serving_load import (  # noqa: E402
-    Connect,
     H2Load,
+    binary_target,
     closed_loop,
     grpc_client,
+    grpc_requests,
     http_client,
     http_request,
     inprocess_best,
@@ -154,33 +153,6 @@ def resnet_bundles(root: Path, images: list[bytes]) -> dict[str, Path]:
     }
 
 
-def binary_target(url: str, model: str, images: list[bytes]) -> Connect:
-    requests = []
-    for image in images:
-        raw = struct.pack("<I", len(image)) + image
-        tensor = {"name": "image", "datatype": "BYTES", "shape": [1],
-                  "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
-        header = json.dumps({"inputs": [tensor], "outputs": [{"name": n} for n in OUT]})
-        headers = {"Inference-Header-Content-Length": str(len(header)),
-                   "Content-Type": "application/octet-stream"}  # fmt: skip
-        requests.append(http_request(url, f"/v2/models/{model}/infer", header.encode() + raw,
-                                     headers))  # fmt: skip
-    return http_client(url, requests)
-
-
-def grpc_bodies(model: str, images: list[bytes]) -> list[Any]:
-    from visionyard.serving.proto import grpc_service_pb2 as pb
-
-    out = []
-    for image in images:
-        tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
-        wanted = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in OUT]
-        raw = struct.pack("<I", len(image)) + image
-        out.append(pb.ModelInferRequest(model_name=model, inputs=[tensor], outputs=wanted,
-                                        raw_input_contents=[raw]))  # fmt: skip
-    return out
-
-
 def serving(
     bundles: dict[str, Path], images: list[bytes], seconds: float, repeat: int, monitor: str
 ) -> Any:
@@ -197,8 +169,8 @@ def serving(
             targets[f"predict-{variant}"] = http_client(
                 urls.http_url, [http_request(urls.http_url, path, i) for i in images]
             )
-            targets[f"binary-{variant}"] = binary_target(urls.http_url, variant, images)
-            messages = grpc_bodies(variant, images)
+            targets[f"binary-{variant}"] = binary_target(urls.http_url, variant, images, OUT)
+            messages = grpc_requests(variant, images, OUT)
             if H2Load.available():
                 h2 = H2Load(urls.grpc_target, urls.http_url, variant,
                             [m.SerializeToString() for m in messages])  # fmt: skip

@@ -27,15 +27,14 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_serving import (  # noqa: E402
+    TOP5,
     Target,
-    binary_target,
     build_bundles,
-    grpc_requests,
     grpc_target,
     photos,
     saturate,
 )
-from bench_serving_load import H2Load  # noqa: E402
+from bench_serving_load import H2Load, binary_target, grpc_requests  # noqa: E402
 from bench_serving_report import VARIANTS  # noqa: E402
 
 TARGET = 0.97
@@ -54,9 +53,9 @@ def server_env(monitoring: bool, captures: Path) -> dict[str, str]:
 def targets_for(stack: contextlib.ExitStack, urls: Any, images: list[bytes]) -> dict[str, Target]:
     out: dict[str, Target] = {}
     for variant in VARIANTS:
-        out[f"binary-{variant}"] = binary_target(urls.http_url, variant, images)
+        out[f"binary-{variant}"] = binary_target(urls.http_url, variant, images, TOP5)
         if H2Load.available():
-            bodies = [m.SerializeToString() for m in grpc_requests(variant, images)]
+            bodies = [m.SerializeToString() for m in grpc_requests(variant, images, TOP5)]
             h2load = H2Load(urls.grpc_target, urls.http_url, variant, bodies)
             stack.callback(h2load.close)
             out[f"grpc-{variant}"] = h2load

@@ -32,7 +32,6 @@ import contextlib
 import io
 import json
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -44,10 +43,11 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_serving_load import (  # noqa: E402
-    Connect,
     H2Load,
+    binary_target,
     closed_loop,
     grpc_client,
+    grpc_requests,
     http_client,
     http_request,
     run_threads,
@@ -208,32 +208,6 @@ def check_answers(url: str, model: str, bundles: dict[str, Path], images: list[b
     return compared
 
 
-def binary_target(url: str, model: str, images: list[bytes]) -> Connect:
-    requests = []
-    for image in images:
-        raw = struct.pack("<I", len(image)) + image
-        tensor = {"name": "image", "datatype": "BYTES", "shape": [1],
-                  "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
-        header = json.dumps({"inputs": [tensor], "outputs": [{"name": n} for n in OUT]})
-        headers = {"Inference-Header-Content-Length": str(len(header)),
-                   "Content-Type": "application/octet-stream"}  # fmt: skip
-        requests.append(http_request(url, f"/v2/models/{model}/infer", header.encode() + raw,
-                                     headers))  # fmt: skip
-    return http_client(url, requests)
-
-
-def grpc_bodies(model: str, images: list[bytes]) -> list[Any]:
-    from visionyard.serving.proto import grpc_service_pb2 as pb
-
-    out = []
-    for image in images:
-        tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
-        raw = struct.pack("<I", len(image)) + image
-        out.append(pb.ModelInferRequest(model_name=model, inputs=[tensor],
-                                        raw_input_contents=[raw]))  # fmt: skip
-    return out
-
-
 def serving(args: argparse.Namespace, root: Path) -> tuple[list[dict[str, float]], int]:
     from visionyard.serving.launch import serve_subprocess
 
@@ -248,9 +222,9 @@ def serving(args: argparse.Namespace, root: Path) -> tuple[list[dict[str, float]
             "predict": http_client(urls.http_url, [
                 http_request(urls.http_url, "/v1/models/pipe:predict", i) for i in images
             ]),
-            "binary": binary_target(urls.http_url, "pipe", images),
+            "binary": binary_target(urls.http_url, "pipe", images, OUT),
         }  # fmt: skip
-        messages = grpc_bodies("pipe", images)
+        messages = grpc_requests("pipe", images)
         if H2Load.available():
             h2 = H2Load(urls.grpc_target, urls.http_url, "pipe",
                         [m.SerializeToString() for m in messages])  # fmt: skip

@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import io
 import json
-import struct
 import sys
 import tempfile
 import threading
@@ -64,8 +63,10 @@ from bench_serving_baselines import (  # noqa: E402
 from bench_serving_load import (  # noqa: E402
     Connect,
     H2Load,
+    binary_target,
     closed_loop,
     grpc_client,
+    grpc_requests,
     http_client,
     http_request,
     idle_latency,
@@ -141,41 +142,8 @@ def predict_target(url: str, model: str, images: list[bytes]) -> Connect:
     return http_client(url, [http_request(url, path, image) for image in images])
 
 
-def binary_target(url: str, model: str, images: list[bytes]) -> Connect:
-    """OIP v2 REST with the binary tensor extension: one JPEG as a BYTES element, top-5 out."""
-    requests = []
-    for image in images:
-        raw = struct.pack("<I", len(image)) + image
-        spec = {"binary_data_size": len(raw)}
-        tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": spec}
-        header = json.dumps({"inputs": [tensor], "outputs": [{"name": n} for n in TOP5]})
-        headers = {
-            "Inference-Header-Content-Length": str(len(header)),
-            "Content-Type": "application/octet-stream",
-        }
-        path = f"/v2/models/{model}/infer"
-        requests.append(http_request(url, path, header.encode() + raw, headers))
-    return http_client(url, requests)
-
-
 def grpc_target(target: str, model: str, images: list[bytes]) -> Connect:
-    return grpc_client(target, grpc_requests(model, images))
-
-
-def grpc_requests(model: str, images: list[bytes]) -> list[Any]:
-    from visionyard.serving.proto import grpc_service_pb2 as pb
-
-    requests = []
-    for image in images:
-        tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
-        outputs = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in TOP5]
-        raw = struct.pack("<I", len(image)) + image
-        requests.append(
-            pb.ModelInferRequest(
-                model_name=model, inputs=[tensor], outputs=outputs, raw_input_contents=[raw]
-            )
-        )
-    return requests
+    return grpc_client(target, grpc_requests(model, images, TOP5))
 
 
 Target = Connect | H2Load
@@ -253,9 +221,9 @@ def bench_all(
         targets: dict[str, Target] = {}
         for v in VARIANTS:
             targets[f"predict-{v}"] = predict_target(urls.http_url, v, images)
-            targets[f"binary-{v}"] = binary_target(urls.http_url, v, images)
+            targets[f"binary-{v}"] = binary_target(urls.http_url, v, images, TOP5)
             if H2Load.available():
-                bodies = [m.SerializeToString() for m in grpc_requests(v, images)]
+                bodies = [m.SerializeToString() for m in grpc_requests(v, images, TOP5)]
                 h2load = H2Load(urls.grpc_target, urls.http_url, v, bodies)
                 stack.callback(h2load.close)
                 targets[f"grpc-{v}"] = h2load

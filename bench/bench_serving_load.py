@@ -9,6 +9,7 @@ CPU use is measured (``client_cpu``: cores busy in this process) and reported.
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import struct
@@ -33,6 +34,42 @@ from visionyard.deploy.load import (
 )
 
 __all__ = ["Connect", "Sender", "closed_loop", "http_client", "http_request", "percentiles"]
+
+
+def binary_target(url: str, model: str, images: list[bytes], outputs: Sequence[str]) -> Connect:
+    """OIP v2 REST with the binary tensor extension: one encoded image as a BYTES element, the
+    ``outputs`` asked for by name."""
+    requests = []
+    for image in images:
+        raw = struct.pack("<I", len(image)) + image
+        spec = {"binary_data_size": len(raw)}
+        tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": spec}
+        header = json.dumps({"inputs": [tensor], "outputs": [{"name": n} for n in outputs]})
+        headers = {
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        }
+        path = f"/v2/models/{model}/infer"
+        requests.append(http_request(url, path, header.encode() + raw, headers))
+    return http_client(url, requests)
+
+
+def grpc_requests(model: str, images: list[bytes], outputs: Sequence[str] = ()) -> list[Any]:
+    """Prebuilt gRPC ``ModelInfer`` messages: one encoded image each, the ``outputs`` asked for
+    by name (none: every output)."""
+    from visionyard.serving.proto import grpc_service_pb2 as pb
+
+    requests = []
+    for image in images:
+        tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
+        wanted = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in outputs]
+        raw = struct.pack("<I", len(image)) + image
+        requests.append(
+            pb.ModelInferRequest(
+                model_name=model, inputs=[tensor], outputs=wanted, raw_input_contents=[raw]
+            )
+        )
+    return requests
 
 
 def grpc_client(target: str, requests: Sequence[Any]) -> Connect:
