@@ -279,16 +279,26 @@ def _parity(
 
 
 def _log_parity(run: TrackedRun, report: ParityReport, reports: Path) -> None:
-    (reports / "parity.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    figures = {
+        "parity_max_abs_diff": report.max_abs_diff,
+        "parity_top1_agreement": report.top1_agreement,
+    }
+    log_parity(run, report.to_dict(), report.passed, figures, reports)
+
+
+def log_parity(
+    run: TrackedRun,
+    report: dict[str, Any],
+    passed: bool,
+    figures: dict[str, float],
+    reports: Path,
+) -> None:
+    """A parity report (classifier or detector) on the run: ``reports/parity.json``, its
+    ``figures`` as metrics and the ``visionyard.export.parity`` tag."""
+    (reports / "parity.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     run.log_artifact(reports / "parity.json", "reports")
-    run.log_metrics(
-        0,
-        {
-            "parity_max_abs_diff": report.max_abs_diff,
-            "parity_top1_agreement": report.top1_agreement,
-        },
-    )
-    run.set_tags({"visionyard.export.parity": "passed" if report.passed else "failed"})
+    run.log_metrics(0, figures)
+    run.set_tags({"visionyard.export.parity": "passed" if passed else "failed"})
 
 
 def _best_metrics(fit: FitResult, parity: ParityReport) -> dict[str, float]:

@@ -40,7 +40,7 @@ from visionyard.train.detection.loop import DetectionFit, DetectionLoop
 from visionyard.train.detection.model import DecodedDetector, Detector, build_detector
 from visionyard.train.loop import amp_dtype
 from visionyard.train.progress import TrainingProgress
-from visionyard.train.trainer import TrainResult, resolve_device, torch_runtime
+from visionyard.train.trainer import TrainResult, log_parity, resolve_device, torch_runtime
 
 DATASET_NAME = "train"
 
@@ -214,17 +214,12 @@ def _parity(
 
 
 def _log_parity(run: TrackedRun, report: BoxParityReport, reports: Path) -> None:
-    (reports / "parity.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    run.log_artifact(reports / "parity.json", "reports")
-    run.log_metrics(
-        0,
-        {
-            "parity_max_abs_diff": report.max_score_diff,
-            "parity_box_max_diff_px": report.max_box_diff_px,
-            "parity_matched_f1": report.matched_f1,
-        },
-    )
-    run.set_tags({"visionyard.export.parity": "passed" if report.passed else "failed"})
+    figures = {
+        "parity_max_abs_diff": report.max_score_diff,
+        "parity_box_max_diff_px": report.max_box_diff_px,
+        "parity_matched_f1": report.matched_f1,
+    }
+    log_parity(run, report.to_dict(), report.passed, figures, reports)
 
 
 def _best_metrics(fit: DetectionFit, parity: BoxParityReport) -> dict[str, float]:
