@@ -10,7 +10,7 @@ from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR, RESOURCE_D
 
 from visionyard.errors import NotFoundError, TrackingError
 from visionyard.tracking.registry_client import RegistryClient
-from visionyard.tracking.registry_records import _model_id
+from visionyard.tracking.registry_records import model_id_of
 from visionyard.tracking.store import TrackingConfig
 
 CONFIG = TrackingConfig("sqlite:////tmp/x.db", "sqlite:////tmp/x.db", None, "e")
@@ -64,4 +64,4 @@ def test_unknown_version_of_an_unknown_model_names_the_model() -> None:
     [("models:/m-0123abc", "m-0123abc"), ("models:/shapes/3", None), ("file:///a/b", None)],
 )
 def test_logged_model_id_from_a_version_source(source: str, expected: str | None) -> None:
-    assert _model_id(source) == expected
+    assert model_id_of(source) == expected

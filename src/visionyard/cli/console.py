@@ -14,6 +14,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from visionyard.registry import Registry
+    from visionyard.registry.reads import ReadViews
     from visionyard.settings import LoadedSettings, Settings
 
 #: The CLI's ONE mapping from domain error codes to exit codes (0 = success, 2 = usage).
@@ -81,6 +82,13 @@ def registry(ctx: typer.Context) -> Registry:
     from visionyard.registry import Registry
 
     return Registry(app_context(ctx).settings)
+
+
+def read_views(ctx: typer.Context) -> ReadViews:
+    """``models show | list | history``: on a SQLite store they read it without MLflow."""
+    from visionyard.registry.reads import ReadViews
+
+    return ReadViews(app_context(ctx).settings)
 
 
 def emit_json(value: Any) -> None:

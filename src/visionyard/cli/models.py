@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from visionyard.cli.console import emit_json, err, out, registry
+from visionyard.cli.console import emit_json, err, out, read_views, registry
 
 if TYPE_CHECKING:
     from visionyard.registry import AliasEvent, VersionDiff, VersionView
@@ -34,7 +34,7 @@ def list_cmd(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 ) -> None:
     """Every registered model: newest version, aliases, last alias move."""
-    rows = registry(ctx).list()
+    rows = read_views(ctx).list()
     if as_json:
         emit_json([asdict(r) for r in rows])
         return
@@ -56,7 +56,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """One version's lineage in one screen: run, data, code, aliases, who promoted it when."""
-    view = registry(ctx).show(reference)
+    view = read_views(ctx).show(reference)
     if as_json:
         emit_json(_view_json(view))
         return
@@ -84,7 +84,7 @@ def history(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (all fields)."),
 ) -> None:
     """Alias moves, oldest first: from, to, who, when, why, gate report."""
-    events, aliases = registry(ctx).history(name, alias, limit or None)
+    events, aliases = read_views(ctx).history(name, alias, limit or None)
     if as_json:
         body = {"events": [e.to_dict() for e in events], "aliases": [asdict(a) for a in aliases]}
         emit_json(body)

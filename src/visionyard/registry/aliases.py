@@ -47,7 +47,7 @@ from typing import Literal, Protocol
 
 from visionyard.errors import RegistryError, TrackingUnavailableError, VisionyardError
 from visionyard.registry.history import AliasEvent, last_event, parse_history
-from visionyard.tracking.registry_client import ModelInfo
+from visionyard.tracking.registry_records import ModelInfo
 
 MAX_ROUNDS = 25
 SyncState = Literal["in-sync", "pending", "drift", "no-history"]

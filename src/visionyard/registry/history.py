@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from visionyard.errors import RegistryError
+from visionyard.errors import NotFoundError, RegistryError
 
 EVENT_PREFIX = "vy.event."
 EventKind = Literal["promote", "force", "rollback"]
@@ -195,3 +195,11 @@ def recent_versions(history: Sequence[AliasEvent], last_k: int) -> dict[str, str
 
 def _last_index(stack: list[str], version: str) -> int:
     return len(stack) - 1 - stack[::-1].index(version)
+
+
+def check_alias(alias: str, allowed: Sequence[str]) -> None:
+    """:class:`NotFoundError` unless ``alias`` is one of the configured aliases."""
+    if alias not in allowed:
+        raise NotFoundError(
+            "alias", alias, f"configured aliases: {', '.join(allowed)} (registry.aliases)"
+        )

@@ -11,7 +11,7 @@ moves nothing (a release pipeline gates against production before a person appro
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +57,6 @@ class MoveOutcome:
     report: GateReport | None = None
     report_ref: str | None = None
     completed_pending: bool = False
-
-
-def check_alias(alias: str, allowed: Sequence[str]) -> None:
-    if alias not in allowed:
-        raise NotFoundError(
-            "alias", alias, f"configured aliases: {', '.join(allowed)} (registry.aliases)"
-        )
 
 
 def promote(

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 from visionyard.errors import BundleIntegrityError, ConfigError, VisionyardError
 from visionyard.registry.cleanup import GcReport, collect_garbage
 from visionyard.registry.gates import load_policy
-from visionyard.registry.history import AliasEvent
+from visionyard.registry.history import AliasEvent, check_alias
 from visionyard.registry.mirroring import mirror_move, mirror_registration
 from visionyard.registry.promote import (
     MoveOutcome,
     PromoteRequest,
     ReportHook,
-    check_alias,
     promote,
     rollback,
 )

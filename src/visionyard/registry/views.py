@@ -7,14 +7,28 @@ one registered-model read (tags = history, and aliases), one version read, one r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from visionyard.errors import NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.aliases import SyncState, sync_state
 from visionyard.registry.evaluations import EvaluationRecord, parse_evaluations
 from visionyard.registry.history import AliasEvent, last_event, parse_history
-from visionyard.tracking.queries import RunInfo
-from visionyard.tracking.registry_client import ModelInfo, RegistryClient, VersionInfo
+from visionyard.tracking.registry_records import ModelInfo, VersionInfo
+from visionyard.tracking.run_records import RunInfo
+
+
+class RegistryReads(Protocol):
+    """The four reads the views make: the MLflow client, or the SQLite shortcut
+    (:mod:`visionyard.tracking.sqlite_read`) that answers them without importing MLflow."""
+
+    def get_model(self, name: str) -> ModelInfo: ...
+
+    def list_models(self) -> list[ModelInfo]: ...
+
+    def get_version(self, name: str, version: str) -> VersionInfo: ...
+
+    def get_run(self, run_id: str) -> RunInfo: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ class VersionView:
     evaluations: list[EvaluationRecord] = field(default_factory=list)
 
 
-def list_models(client: RegistryClient) -> list[ModelRow]:
+def list_models(client: RegistryReads) -> list[ModelRow]:
     """Every registered model with its aliases and last alias move."""
     rows = []
     for model in client.list_models():
@@ -114,7 +128,7 @@ def alias_views(model: ModelInfo, history: list[AliasEvent]) -> list[AliasView]:
     return views
 
 
-def show(client: RegistryClient, reference: Reference) -> VersionView:
+def show(client: RegistryReads, reference: Reference) -> VersionView:
     """The version a reference points at (``NAME`` alone: the newest version)."""
     model = client.get_model(reference.name)
     version = _resolve(client, model, reference)
@@ -126,7 +140,7 @@ def show(client: RegistryClient, reference: Reference) -> VersionView:
 
 
 def history(
-    client: RegistryClient, name: str, alias: str | None = None, limit: int | None = None
+    client: RegistryReads, name: str, alias: str | None = None, limit: int | None = None
 ) -> tuple[list[AliasEvent], list[AliasView]]:
     """Events of ``name`` (of one alias), oldest first, the last ``limit``; and alias states."""
     model = client.get_model(name)
@@ -137,12 +151,12 @@ def history(
     return shown, alias_views(model, parse_history(model.tags))
 
 
-def resolve_version(client: RegistryClient, reference: Reference) -> VersionInfo:
+def resolve_version(client: RegistryReads, reference: Reference) -> VersionInfo:
     """The version a reference points at."""
     return _resolve(client, client.get_model(reference.name), reference)
 
 
-def _resolve(client: RegistryClient, model: ModelInfo, reference: Reference) -> VersionInfo:
+def _resolve(client: RegistryReads, model: ModelInfo, reference: Reference) -> VersionInfo:
     if reference.alias is not None:
         version = model.aliases.get(reference.alias)
         if version is None:
@@ -156,7 +170,7 @@ def _resolve(client: RegistryClient, model: ModelInfo, reference: Reference) -> 
     return client.get_version(model.name, model.latest_version)
 
 
-def _run(client: RegistryClient, run_id: str | None) -> RunInfo | None:
+def _run(client: RegistryReads, run_id: str | None) -> RunInfo | None:
     if not run_id:
         return None
     try:

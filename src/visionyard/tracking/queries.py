@@ -5,8 +5,6 @@ Everything returned is a plain value object, so callers never handle mlflow enti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +12,11 @@ from mlflow import MlflowClient
 
 from visionyard.errors import NotFoundError
 from visionyard.settings import Settings, load_settings
+from visionyard.tracking.run_records import DatasetRef as DatasetRef
+from visionyard.tracking.run_records import RunInfo as RunInfo
+from visionyard.tracking.run_records import ms_time
 from visionyard.tracking.store import TrackingConfig, connect
 from visionyard.tracking.translate import translate_errors
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    name: str
-    digest: str
-    context: str | None
-    full_digest: str | None
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run as plain values; ``metrics`` holds each metric's latest value."""
-
-    run_id: str
-    experiment_id: str
-    name: str | None
-    status: str
-    start_time: datetime | None
-    end_time: datetime | None
-    artifact_uri: str
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    datasets: list[DatasetRef] = field(default_factory=list)
 
 
 def get_run_info(run_id: str, *, settings: Settings | None = None) -> RunInfo:
@@ -110,8 +86,8 @@ def _run_info(run: Any) -> RunInfo:
         experiment_id=str(info.experiment_id),
         name=info.run_name,
         status=info.status,
-        start_time=_time(info.start_time),
-        end_time=_time(info.end_time),
+        start_time=ms_time(info.start_time),
+        end_time=ms_time(info.end_time),
         artifact_uri=info.artifact_uri,
         params=dict(data.params),
         metrics={k: float(v) for k, v in data.metrics.items()},
@@ -126,7 +102,3 @@ def _dataset_ref(dataset_input: Any) -> DatasetRef:
     return DatasetRef(
         ds.name, ds.digest, tags.get("mlflow.data.context"), tags.get("visionyard.digest")
     )
-
-
-def _time(ms: int | None) -> datetime | None:
-    return None if not ms else datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -43,7 +43,7 @@ def version_info(mv: Any) -> VersionInfo:
         version=str(mv.version),
         run_id=mv.run_id or None,
         source=mv.source or "",
-        model_id=getattr(mv, "model_id", None) or _model_id(mv.source or ""),
+        model_id=getattr(mv, "model_id", None) or model_id_of(mv.source or ""),
         created_ms=int(mv.creation_timestamp or 0),
         status=str(mv.status),
         description=mv.description or "",
@@ -66,7 +66,7 @@ def model_info(rm: Any) -> ModelInfo:
     )
 
 
-def _model_id(source: str) -> str | None:
+def model_id_of(source: str) -> str | None:
     """``models:/m-<id>`` sources name the logged model (the SQL store omits ``model_id``)."""
     rest = source.removeprefix("models:/")
     return rest if rest != source and rest.startswith("m-") and "/" not in rest else None

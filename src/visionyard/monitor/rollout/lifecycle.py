@@ -27,7 +27,8 @@ from visionyard.monitor.rollout.record import (
     record_event,
 )
 from visionyard.monitor.rollout.state import PRODUCTION_ALIAS, Mode, Rollout
-from visionyard.registry.promote import check_alias, incompatibilities
+from visionyard.registry.history import check_alias
+from visionyard.registry.promote import incompatibilities
 
 if TYPE_CHECKING:
     from visionyard.registry.service import Registry
