@@ -5,8 +5,8 @@
 work, exit: what a person waits for); the median is printed beside ``python -c pass`` (the
 interpreter alone, the floor no command can beat) and ``python -c "import typer, rich"`` (what
 a typer CLI costs before any of its own code) and MLflow's import with its SQL stores (what
-every command reading the store through MLflow pays before visionyard's own code; ``models show``,
-``list`` and ``history`` read a SQLite store without MLflow, :mod:`visionyard.tracking.sqlite_read`).
+every command reading the store through MLflow pays before visionyard's own code; ``models
+show``, ``list`` and ``history`` read a SQLite store without MLflow: ``tracking.sqlite_read``).
 The store is a SQLite one made in a temporary folder with one registered version (a tiny colour
 classifier, no training).
 
