@@ -33,10 +33,12 @@ T = TypeVar("T")
 
 
 class ReadViews:
-    """The registry's read views for one invocation's settings."""
+    """The registry's read views for one invocation's settings; with ``client``, on that
+    client only (the :class:`~visionyard.registry.Registry` API passes its own)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: RegistryReads | None = None) -> None:
         self.settings = settings
+        self.client = client
 
     def show(self, reference: str) -> VersionView:
         parsed = parse_reference(reference)
@@ -55,6 +57,8 @@ class ReadViews:
     def _read(self, view: Callable[[RegistryReads], T]) -> T:
         from visionyard.tracking.sqlite_read import open_reader
 
+        if self.client is not None:
+            return view(self.client)
         tracking = self.settings.tracking
         reader = open_reader(self.settings.tracking_uri(), tracking.registry_uri)
         if reader is not None:

@@ -29,6 +29,7 @@ from visionyard.registry.promote import (
     promote,
     rollback,
 )
+from visionyard.registry.reads import ReadViews
 from visionyard.registry.register import RegisterRequest, Registration, register_run
 from visionyard.registry.trust import (
     PieceCheck,
@@ -42,11 +43,8 @@ from visionyard.registry.views import (
     AliasView,
     ModelRow,
     VersionView,
-    history,
-    list_models,
     parse_reference,
     resolve_version,
-    show,
 )
 from visionyard.settings import Settings
 from visionyard.tracking.environment import os_user
@@ -145,15 +143,13 @@ class Registry:
     def history(
         self, name: str, alias: str | None = None, limit: int | None = None
     ) -> tuple[list[AliasEvent], list[AliasView]]:
-        if alias is not None:
-            check_alias(alias, self.aliases)
-        return history(self.client, name, alias, limit)
+        return ReadViews(self.settings, self.client).history(name, alias, limit)
 
     def show(self, reference: str) -> VersionView:
-        return show(self.client, parse_reference(reference))
+        return ReadViews(self.settings, self.client).show(reference)
 
     def list(self) -> list[ModelRow]:
-        return list_models(self.client)
+        return ReadViews(self.settings, self.client).list()
 
     def diff(self, name: str, v1: str, v2: str) -> VersionDiff:
         from visionyard.registry.diffing import diff_versions  # data manifests: diff only

@@ -14,7 +14,7 @@ from visionyard.errors import NotFoundError
 from visionyard.settings import Settings, load_settings
 from visionyard.tracking.run_records import DatasetRef as DatasetRef
 from visionyard.tracking.run_records import RunInfo as RunInfo
-from visionyard.tracking.run_records import ms_time
+from visionyard.tracking.run_records import ms_time, run_not_found
 from visionyard.tracking.store import TrackingConfig, connect
 from visionyard.tracking.translate import translate_errors
 
@@ -70,7 +70,7 @@ def fetch_run(client: MlflowClient, config: TrackingConfig, run_id: str) -> Any:
             return client.get_run(run_id)
         except Exception as exc:
             if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                raise NotFoundError("run", run_id, "see `visionyard runs list`") from exc
+                raise run_not_found(run_id) from exc
             raise
 
 

@@ -25,13 +25,18 @@ from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 
-from visionyard.errors import NotFoundError, RegistryError, TrackingError, VisionyardError
+from visionyard.errors import RegistryError, TrackingError, VisionyardError
 from visionyard.settings import Settings
 from visionyard.tracking.mlflow_model import quiet_mlflow
 from visionyard.tracking.queries import RunInfo, _run_info, fetch_run
 from visionyard.tracking.registry_records import ModelInfo as ModelInfo
 from visionyard.tracking.registry_records import VersionInfo as VersionInfo
-from visionyard.tracking.registry_records import model_info, version_info
+from visionyard.tracking.registry_records import (
+    model_info,
+    model_not_found,
+    version_info,
+    version_not_found,
+)
 from visionyard.tracking.store import TrackingConfig, connect, mlflow_globals
 from visionyard.tracking.translate import translate_errors
 
@@ -69,7 +74,7 @@ class RegistryClient:
         """The model ``name`` with its tags and aliases; :class:`NotFoundError` if unknown."""
         found = self._search_models(name)
         if not found:
-            raise NotFoundError("registered model", name, "see `visionyard models list`")
+            raise model_not_found(name)
         return found[0]
 
     def list_models(self) -> list[ModelInfo]:
@@ -123,9 +128,7 @@ class RegistryClient:
         except VisionyardError as exc:
             if _MISSING in _codes(exc) or "INVALID_PARAMETER_VALUE" in _codes(exc):
                 self.get_model(name)
-                raise NotFoundError(
-                    "version", f"{name}/{version}", f"see `visionyard models show {name}`"
-                ) from exc
+                raise version_not_found(name, version) from exc
             raise
         return version_info(found)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from visionyard.errors import NotFoundError
+
 
 @dataclass(frozen=True)
 class VersionInfo:
@@ -35,6 +37,16 @@ class ModelInfo:
     latest_version: str | None
     tags: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+
+
+def model_not_found(name: str) -> NotFoundError:
+    """The error of every reader (MLflow's, SQLite's) for an unknown registered model."""
+    return NotFoundError("registered model", name, "see `visionyard models list`")
+
+
+def version_not_found(name: str, version: str) -> NotFoundError:
+    """The error of every reader for an unknown version of a known model."""
+    return NotFoundError("version", f"{name}/{version}", f"see `visionyard models show {name}`")
 
 
 def version_info(mv: Any) -> VersionInfo:

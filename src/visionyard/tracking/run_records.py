@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from visionyard.errors import NotFoundError
+
 
 @dataclass(frozen=True)
 class DatasetRef:
@@ -36,3 +38,8 @@ class RunInfo:
 def ms_time(ms: int | None) -> datetime | None:
     """MLflow's epoch milliseconds as an aware datetime (0 or None: not set)."""
     return None if not ms else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def run_not_found(run_id: str) -> NotFoundError:
+    """The error of every reader (MLflow's, SQLite's) for an unknown run."""
+    return NotFoundError("run", run_id, "see `visionyard runs list`")

@@ -26,9 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from visionyard.errors import NotFoundError
-from visionyard.tracking.registry_records import ModelInfo, VersionInfo, model_id_of
-from visionyard.tracking.run_records import DatasetRef, RunInfo, ms_time
+from visionyard.tracking.registry_records import (
+    ModelInfo,
+    VersionInfo,
+    model_id_of,
+    model_not_found,
+    version_not_found,
+)
+from visionyard.tracking.run_records import DatasetRef, RunInfo, ms_time, run_not_found
 
 #: Alembic revisions of MLflow's SQL schema whose tables this module reads as MLflow does.
 SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
@@ -55,7 +60,7 @@ class SqliteRegistryReader:
         """The model ``name`` with its tags and aliases; :class:`NotFoundError` if unknown."""
         found = self._models(name)
         if not found:
-            raise NotFoundError("registered model", name, "see `visionyard models list`")
+            raise model_not_found(name)
         return found[0]
 
     def list_models(self) -> list[ModelInfo]:
@@ -96,9 +101,7 @@ class SqliteRegistryReader:
         )  # fmt: skip
         if not rows:
             self.get_model(name)
-            raise NotFoundError(
-                "version", f"{name}/{version}", f"see `visionyard models show {name}`"
-            )
+            raise version_not_found(name, version)
         name, number, run_id, source, created, status, description, user_id = rows[0]
         number = str(number)
         tags = self._rows(
@@ -132,7 +135,7 @@ class SqliteRegistryReader:
             "FROM runs WHERE run_uuid = ?", (run_id,),
         )  # fmt: skip
         if not rows:
-            raise NotFoundError("run", run_id, "see `visionyard runs list`")
+            raise run_not_found(run_id)
         uuid, experiment, name, status, start, end, artifact_uri = rows[0]
         metrics = self._rows(
             "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (uuid,)
