@@ -239,7 +239,7 @@ def inprocess_idle(bundle: Path, images: list[bytes], count: int) -> dict[str, f
     with an ORT thread per core, as the server runs a lone request."""
     from visionyard.contract.preprocess import decode_for_contract, preprocess_image
     from visionyard.runtime.session import InferenceSession
-    from visionyard.serving.batching import usable_cores
+    from visionyard.serving.threads import usable_cores
 
     session = InferenceSession.open(bundle, intra_op_threads=usable_cores())
     contract, latencies = session.contract, []

@@ -12,10 +12,11 @@ import pytest
 from tests.fixtures.runtime import write_colour_bundle
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.app import pool_config
-from visionyard.serving.batching import BatchConfig, Work, usable_cores
+from visionyard.serving.batching import BatchConfig, Work
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.sources import Resolved
+from visionyard.serving.threads import usable_cores
 from visionyard.settings import Settings
 
 

@@ -4,6 +4,7 @@ that never touches the client, shedding, per-role figures, and agreement."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
@@ -265,6 +266,59 @@ def test_shadows_are_shed_when_the_queue_is_full_or_production_is_busy(
         assert route.stats.shed == 9
 
     asyncio.run(scenario())
+
+
+def test_a_shadow_runs_at_idle_priority_and_is_timed_by_its_own_cpu(
+    bundles: tuple[Path, Path],
+) -> None:
+    policies: list[int] = []
+
+    def waiting(run: Run) -> Run:  # 0.2 s of waiting (as if production took the core back)
+        def wrapped(tensor: np.ndarray) -> dict[str, np.ndarray]:
+            policies.append(os.sched_getscheduler(0))
+            time.sleep(0.2)
+            return run(tensor)
+
+        return wrapped
+
+    async def scenario() -> Route:
+        h = await _harness(bundles, waiting, busy_in_flight=100)
+        route = h.route(SHADOW, 100.0)
+        await h.infer(2)
+        for _ in range(100):
+            if route.stats.shadow.compared >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await _close(h)
+        return route
+
+    route = asyncio.run(scenario())
+    assert route.stats.shadow.compared == 2
+    assert policies == [os.SCHED_IDLE] * 2  # lowered: it only takes cores production leaves
+    latencies = list(route.stats.roles[SHADOW].latencies)
+    assert len(latencies) == 2
+    assert max(latencies) < 0.15  # its own CPU seconds, not the 0.2 s it waited
+
+
+def test_a_shadow_that_never_got_a_core_before_its_timeout_is_shed_not_failed(
+    bundles: tuple[Path, Path],
+) -> None:
+    async def scenario() -> tuple[Route, str]:
+        h = await _harness(bundles, _sleeping(0.5), busy_in_flight=100, timeout_s=0.2, workers=2)
+        route = h.route(SHADOW, 100.0)
+        job = ShadowJob(route, _request(h), [ImageResult([Prediction(0, "red", 1.0)])], "1", "id")
+        # the first holds the lane past its timeout (a candidate error); the second waits
+        # behind it and never starts (production's spare capacity never came: shed, busy)
+        await asyncio.gather(h.shadow.run(job), h.shadow.run(job))
+        await asyncio.sleep(0.4)
+        await _close(h)
+        return route, h.metrics.render().decode()
+
+    route, text = asyncio.run(scenario())
+    shadow = route.stats.roles[SHADOW]
+    assert (shadow.requests, shadow.errors) == (1, 1)
+    assert route.stats.shed == 1
+    assert 'visionyard_shadow_shed_total{model="m",reason="busy"} 1.0' in text
 
 
 def _request(h: Harness) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 import uvicorn
 
-from visionyard.serving.batching import BatchConfig, usable_cores
+from visionyard.serving.batching import BatchConfig
 from visionyard.serving.dataplane import REPOSITORY, DataPlane
 from visionyard.serving.grpc.server import create_grpc_server
 from visionyard.serving.metrics import ServingMetrics
@@ -32,6 +32,7 @@ from visionyard.serving.rest.parse import BodyParser
 from visionyard.serving.rest.routes import create_rest_app
 from visionyard.serving.rollout.wiring import RolloutWiring, follow_rollouts
 from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
+from visionyard.serving.threads import usable_cores
 from visionyard.settings import Settings
 
 log = logging.getLogger("visionyard.serving")

@@ -24,6 +24,12 @@ the rest of its batch is served. The queue's bound is enforced before a request 
 model's admission counter, :meth:`LoadedModel.acquire`), so an overloaded server refuses work
 early instead of growing latency.
 
+Work submitted with ``background=True`` (a shadow's) goes to a lane of its own: one thread at
+idle priority (:func:`~visionyard.serving.threads.idle_priority`: only cores nothing else wants),
+one request at a time, on the narrow session (its only ORT thread is the calling one). It is
+never a busy worker, so it changes none of the decisions above; its result carries the thread's
+CPU seconds for the request (``cpu_s``), whatever it waited for a free core.
+
 Each executed batch is also reported to ``on_executed`` (an :class:`Executed`: its size and the
 seconds its rows spent in decoding, inference and output decoding), which Triton-style
 statistics count (:mod:`visionyard.serving.statistics`).
@@ -32,19 +38,17 @@ statistics count (:mod:`visionyard.serving.statistics`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
-import os
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from visionyard.serving.threads import idle_priority, name_os_thread
 
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[[np.ndarray], Outputs]
@@ -82,6 +86,8 @@ class BatchResult:
     inference_s: float
     batch_size: int
     output_s: float = 0.0
+    #: thread CPU seconds of the request's work (background lane only)
+    cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,11 +138,15 @@ class Batcher:
         self._on_batch = on_batch or (lambda size: None)
         self._name = name
         self._items: deque[_Item] = deque()
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._lane = threading.Condition(lock)  # the background lane's
         self._closed = False
         self._busy = 0
         self._alone = False  # a worker runs a batch on every core (run_alone)
         self._threads: list[threading.Thread] = []
+        self._background: deque[_Item] = deque()
+        self._background_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -154,17 +164,28 @@ class Batcher:
         """Requests waiting for a worker."""
         return len(self._items)
 
-    async def submit(self, work: Work) -> BatchResult:
-        """Queue one request and wait for its result."""
+    async def submit(self, work: Work, background: bool = False) -> BatchResult:
+        """Queue one request and wait for its result; ``background``: on the idle-priority
+        lane (see the module docstring)."""
         if self._closed:
             raise RuntimeError("batcher is closed")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             raise RuntimeError("submit from the event loop the batcher was started on")
         future: asyncio.Future[BatchResult] = loop.create_future()
+        item = _Item(work, future, time.perf_counter())
         with self._cond:
-            self._items.append(_Item(work, future, time.perf_counter()))
-            self._cond.notify()
+            if background:
+                self._background.append(item)
+                if self._background_thread is None:  # the lane starts on first use
+                    name = f"{self._name}-bg"
+                    lane = threading.Thread(target=self._background_worker, name=name, daemon=True)
+                    self._background_thread = lane
+                    lane.start()
+                self._lane.notify()
+            else:
+                self._items.append(item)
+                self._cond.notify()
         return await future
 
     async def close(self) -> None:
@@ -172,10 +193,39 @@ class Batcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        await asyncio.to_thread(_join, self._threads)
+            self._lane.notify_all()
+        lane = [self._background_thread] if self._background_thread is not None else []
+        await asyncio.to_thread(_join, self._threads + lane)
+
+    def _background_worker(self) -> None:
+        name_os_thread(threading.current_thread().name)
+        idle_priority()
+        while True:
+            with self._cond:
+                while not self._background and not self._closed:
+                    self._lane.wait()
+                if not self._background:
+                    return
+                item = self._background.popleft()
+            if item.future.done():  # the caller went away (cancelled, timed out)
+                continue
+            settled = _Settled()
+            began = time.thread_time()
+            try:
+                if self._prepare(item, settled):
+                    self._infer([item], time.perf_counter(), settled, background=True)
+            except Exception as exc:  # a bug: this request's error, the lane goes on
+                log.exception("background request failed", extra={"fields": {"worker": self._name}})
+                settled.done = [(item.future, exc)]
+            cpu_s = time.thread_time() - began
+            settled.done = [
+                (f, replace(done, cpu_s=cpu_s) if isinstance(done, BatchResult) else done)
+                for f, done in settled.done
+            ]
+            self._deliver(settled)
 
     def _worker(self) -> None:
-        _name_os_thread(threading.current_thread().name)
+        name_os_thread(threading.current_thread().name)
         while (batch := self._next_batch()) is not None:
             try:
                 self._execute(batch)
@@ -260,11 +310,13 @@ class Batcher:
         item.preprocess_s = time.perf_counter() - began
         return True
 
-    def _infer(self, ready: list[_Item], started: float, settled: _Settled) -> None:
+    def _infer(
+        self, ready: list[_Item], started: float, settled: _Settled, background: bool = False
+    ) -> None:
         rows = [item.rows for item in ready if item.rows is not None]
         tensor = rows[0] if len(rows) == 1 else np.concatenate(rows)
         began = time.perf_counter()
-        alone = self._claim_alone()
+        alone = not background and self._claim_alone()
         try:
             outputs = (self._run_alone if alone and self._run_alone else self._run)(tensor)
         except Exception as exc:  # delivered to every caller of the batch
@@ -338,13 +390,6 @@ def _deliverable(exc: BaseException) -> BaseException:
     return exc
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, else the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _join(threads: list[threading.Thread]) -> None:
     for thread in threads:
         thread.join()
@@ -352,12 +397,3 @@ def _join(threads: list[threading.Thread]) -> None:
 
 def _rows(batch: list[_Item]) -> int:
     return sum(item.work.count for item in batch)
-
-
-def _name_os_thread(name: str) -> None:
-    """Name the OS thread too (``top -H``, ``ps -L``); best effort, Linux only."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME

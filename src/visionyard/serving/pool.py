@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING
 from visionyard.bundle.store import Bundle, load_bundle
 from visionyard.errors import BundleError, NotFoundError, VisionyardError
 from visionyard.runtime.session import InferenceSession
-from visionyard.serving.batching import BatchConfig, Batcher, usable_cores
+from visionyard.serving.batching import BatchConfig, Batcher
 from visionyard.serving.errors import ModelUnavailableError, client_message
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
 from visionyard.serving.sources import ModelSource, OpensItself, Resolved, lookup_version
 from visionyard.serving.statistics import ModelStats
+from visionyard.serving.threads import usable_cores
 
 if TYPE_CHECKING:
     from visionyard.serving.monitoring import Monitoring

@@ -5,14 +5,20 @@ The request path only calls :meth:`ShadowRunner.offer` (a ``put_nowait`` on a bo
 after production answered): the client never waits for the candidate, and nothing the candidate
 does (errors, slowness, a crash of its session) can reach it. ``workers`` tasks take jobs from
 the queue and run them on the candidate's own batcher, one job each at a time, so the candidate
-never holds more than ``workers`` shadow requests.
+never holds more than ``workers`` shadow requests. They run on the batcher's background lane
+(:mod:`visionyard.serving.batching`): one thread at idle priority, so a shadow uses only cores
+that production leaves idle and gives them back the moment production's next request needs them.
+A shadow's latency (its role's p99, compared with production's by ``max_p99_latency_ratio``) is
+therefore the CPU seconds its own work took on that thread, not the wall time, which would count
+the time production took the cores back.
 
 The shadow runs only in spare capacity and is shed first: a job is dropped, and counted in
 ``visionyard_shadow_shed_total{model,reason}``, when the queue is full (``queue_full``), when
 production holds ``busy_in_flight`` requests or more as the job would start (``busy``: its
 workers are all taken and a queue is forming), or when the candidate refuses it
 (``candidate_busy``, ``unavailable``). A job that outlives ``timeout_s`` is abandoned (its
-result, if any, is dropped) and counts as a candidate error.
+result, if any, is dropped): shed as ``busy`` when it never got a core in that time, else
+counted as a candidate error (``timeout``).
 
 Agreement (:mod:`.agreement`) is computed on the candidate's batcher worker,
 from production's decoded answer kept with the job; disagreeing images go to the capture
@@ -25,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +43,7 @@ from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
 from visionyard.monitor import source_info
+from visionyard.serving.batching import BatchResult
 from visionyard.serving.capture import CaptureJob, CaptureWriter
 from visionyard.serving.logs import request_id
 from visionyard.serving.metrics import RolloutMetrics
@@ -129,18 +137,26 @@ class ShadowRunner:
             self._shed(job, "candidate_busy" if exc.code == "serving.busy" else "unavailable")
             return
         request_id(job.request_id)  # the candidate's monitor names captures after it
-        started = time.perf_counter()
+        started, began = time.perf_counter(), threading.Event()
         try:
-            found = await asyncio.wait_for(self._infer(candidate, job), self.config.timeout_s)
+            result = await asyncio.wait_for(
+                self._infer(candidate, job, began), self.config.timeout_s
+            )
         except Exception as exc:  # the candidate's failure: counted, never seen by a client
-            self._outcome(job, _code(exc), time.perf_counter() - started)
+            if isinstance(exc, TimeoutError) and not began.is_set():
+                self._shed(job, "busy")  # production kept every core all along
+            else:
+                self._outcome(job, _code(exc), time.perf_counter() - started)
             return
         finally:
             self.pool.release(candidate)
-        self._outcome(job, "ok", time.perf_counter() - started)
-        self._compared(job, found)
+        spent = result.cpu_s if result.cpu_s is not None else time.perf_counter() - started
+        self._outcome(job, "ok", spent)
+        self._compared(job, result.value)
 
-    async def _infer(self, candidate: LoadedModel, job: ShadowJob) -> Compared:
+    async def _infer(
+        self, candidate: LoadedModel, job: ShadowJob, began: threading.Event
+    ) -> BatchResult:
         production = job.production
 
         def finish(raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> Compared:
@@ -149,9 +165,13 @@ class ShadowRunner:
 
         tensor = candidate.pick_input(job.request.inputs)
         work = candidate.work(tensor, self.pool.config.limits, finish)
-        result = await candidate.batcher.submit(work)
-        found: Compared = result.value
-        return found
+        prepare = work.prepare
+
+        def started() -> tuple[np.ndarray, Any]:
+            began.set()
+            return prepare()
+
+        return await candidate.batcher.submit(replace(work, prepare=started), background=True)
 
     def _busy(self, model: str) -> bool:
         current = self.pool.entry(model).current
