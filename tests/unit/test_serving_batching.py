@@ -376,3 +376,38 @@ def test_no_batch_starts_while_one_runs_on_every_core() -> None:
     assert during == 1  # nothing else ran while the wide batch held every core
     assert calls[0] == "wide"
     assert len(calls) >= 2
+
+
+def test_a_batch_runs_narrow_while_another_models_worker_holds_one() -> None:
+    """Two versions served side by side (a canary, a second model): while the production
+    version's worker holds a batch, the candidate's lone request must not take every core too."""
+    decoding = threading.Event()
+    preparing = threading.Event()
+
+    def slow_prepare() -> tuple[np.ndarray, None]:
+        preparing.set()
+        _held_until(decoding)
+        return np.ones((1, 1)), None
+
+    async def main() -> tuple[list[str], list[str]]:
+        first: list[str] = []
+        second: list[str] = []
+        production = Batcher(
+            _recorder("narrow", first), BatchConfig(), run_alone=_recorder("wide", first)
+        )
+        candidate = Batcher(
+            _recorder("narrow", second), BatchConfig(), run_alone=_recorder("wide", second)
+        )
+        production.start()
+        candidate.start()
+        held = asyncio.create_task(production.submit(Work(1, slow_prepare, lambda out, _: out)))
+        while not preparing.is_set():
+            await asyncio.sleep(0.001)
+        await candidate.submit(Work.of(np.ones((1, 1))))
+        decoding.set()
+        await held
+        await production.close()
+        await candidate.close()
+        return first, second
+
+    assert asyncio.run(main()) == (["wide"], ["narrow"])

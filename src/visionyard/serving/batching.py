@@ -9,10 +9,10 @@ wait costs nothing: the cores are taken).
 
 A lone request would leave the other cores idle (one intra-op thread per worker), so a batcher
 may also be given ``run_alone``: the same model in a session with as many intra-op threads as
-there are cores. A worker uses it when, at the moment it starts inference, no other worker holds
-a batch and nothing is queued; while it runs, the other workers take no batch (the cores are
-taken), and whatever queued meanwhile is split between them afterwards. Under load the queue is
-never empty, so saturated throughput keeps the one-thread-per-worker layout.
+there are cores. A worker uses it when, as it starts inference, no other worker (of any batcher
+in the process: a canary's, another model's) holds a batch and nothing is queued; while it runs,
+the other workers take no batch, and what queued meanwhile is split between them afterwards.
+Under load the queue is never empty: saturated throughput keeps one thread per worker.
 
 Each request is a :class:`Work`: how many rows it adds, how to make them (``prepare``: image
 decoding and preprocessing) and what to make of its slice of the outputs (``finish``: the
@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from visionyard.serving.threads import idle_priority, name_os_thread
+from visionyard.serving.threads import HELD, idle_priority, name_os_thread
 
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[[np.ndarray], Outputs]
@@ -165,8 +165,7 @@ class Batcher:
         return len(self._items)
 
     async def submit(self, work: Work, background: bool = False) -> BatchResult:
-        """Queue one request and wait for its result; ``background``: on the idle-priority
-        lane (see the module docstring)."""
+        """Queue one request and wait for its result (``background``: the idle-priority lane)."""
         if self._closed:
             raise RuntimeError("batcher is closed")
         loop = asyncio.get_running_loop()
@@ -239,6 +238,7 @@ class Batcher:
             finally:
                 with self._cond:
                     self._busy -= 1
+                    HELD.add(-1)
 
     def _next_batch(self) -> list[_Item] | None:
         """The next batch; None once closed and drained. Requests whose caller went away
@@ -253,6 +253,7 @@ class Batcher:
                 if self._closed:
                     return None
             self._busy += 1  # from here on this worker holds a batch
+            HELD.add(1)
             delay = self._config.max_queue_delay_s
             if delay > 0 and self._others_busy():
                 deadline = time.perf_counter() + delay
@@ -354,7 +355,7 @@ class Batcher:
         if self._run_alone is None:
             return False
         with self._cond:
-            self._alone = self._busy == 1 and not self._items
+            self._alone = self._busy == 1 and not self._items and HELD.count == 1
             return self._alone
 
     def _release_alone(self) -> None:

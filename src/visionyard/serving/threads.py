@@ -10,8 +10,25 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 
 log = logging.getLogger("visionyard.serving")
+
+
+class HeldBatches:
+    """Batches held right now by the workers of every batcher in the process (a batch runs on
+    every core only when it is the only one held, :mod:`visionyard.serving.batching`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, change: int) -> None:
+        with self._lock:
+            self.count += change
+
+
+HELD = HeldBatches()
 
 
 def usable_cores() -> int:
