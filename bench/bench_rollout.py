@@ -12,9 +12,10 @@ serves two registered models by their production alias:
 Each round measures every condition back to back on ``m`` (rollouts started and aborted through
 the registry, the server following within its poll interval): no rollout, shadow 20 %, shadow
 100 %, canary 10 % and canary 100 % (held: ``min_requests`` out of reach), each as images/s at
-saturation (8 closed-loop clients) and p50/p99 with one request in flight. The report gives the
-median over rounds and the ratios to "no rollout" (issue 12's targets: shadow 100 % p50 <= 1.05x
-and images/s >= 0.95x; canary routing >= 0.98x).
+saturation (8 closed-loop clients) and p50/p99 with one request in flight; each round starts
+one condition later than the one before (so none is always measured first). The report gives
+the median over rounds of each figure and of its ratio to the same round's "no rollout" (issue
+12's targets: shadow 100 % p50 <= 1.05x and images/s >= 0.95x; canary routing >= 0.98x).
 
 Then the breach: a canary of 50 % of ``c`` serves photos until its step has ``min_requests``,
 then the client switches to flat images and the candidate fails each of its requests. Measured
@@ -165,8 +166,10 @@ def rounds(
     registry: Registry, url: str, name: str, images: list[bytes], args: argparse.Namespace
 ) -> dict[str, list[dict[str, float]]]:
     out: dict[str, list[dict[str, float]]] = {c: [] for c in CONDITIONS}
+    order = list(CONDITIONS)
     for index in range(args.repeat):
-        for condition in CONDITIONS:
+        turn = index % len(order)  # each round starts one later: no condition always goes first
+        for condition in order[turn:] + order[:turn]:
             switch(registry, url, name, condition)
             shed = shed_total(url)
             found = measure(url, images, args.seconds)
@@ -223,24 +226,26 @@ def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
 
+def ratio(found: dict[str, list[dict[str, float]]], condition: str, key: str) -> float:
+    """The median over rounds of the condition's figure / the same round's "off" figure."""
+    pairs = zip(found[condition], found["off"], strict=True)
+    return statistics.median(row[key] / off[key] for row, off in pairs)
+
+
 def report(found: dict[str, list[dict[str, float]]], trials: list[dict[str, float]]) -> None:
-    base_rate, base_p50 = median(found["off"], "rate"), median(found["off"], "p50")
     print(f"\n{'condition':<12}{'img/s':>8}{'x off':>8}{'p50 ms':>9}{'x off':>8}"
           f"{'p99 ms':>9}{'shed':>8}{'fail':>6}")  # fmt: skip
     for condition, rows in found.items():
         rate, p50 = median(rows, "rate"), median(rows, "p50")
-        print(f"{condition:<12}{rate:>8.1f}{rate / base_rate:>8.3f}{p50:>9.2f}"
-              f"{p50 / base_p50:>8.3f}{median(rows, 'p99'):>9.2f}{median(rows, 'shed'):>8.0f}"
-              f"{sum(r['failures'] for r in rows):>6.0f}")  # fmt: skip
-    s100 = found["shadow-100"]
+        print(f"{condition:<12}{rate:>8.1f}{ratio(found, condition, 'rate'):>8.3f}{p50:>9.2f}"
+              f"{ratio(found, condition, 'p50'):>8.3f}{median(rows, 'p99'):>9.2f}"
+              f"{median(rows, 'shed'):>8.0f}{sum(r['failures'] for r in rows):>6.0f}")  # fmt: skip
     targets = [
-        ("shadow 100 % p50 <= 1.05x", median(s100, "p50") / base_p50, 1.05, "le"),
-        ("shadow 100 % images/s >= 0.95x", median(s100, "rate") / base_rate, 0.95, "ge"),
-        ("canary 10 % images/s >= 0.98x", median(found["canary-10"], "rate") / base_rate, 0.98,
-         "ge"),
-        ("canary 100 % images/s >= 0.98x", median(found["canary-100"], "rate") / base_rate,
-         0.98, "ge"),
-    ]  # fmt: skip
+        ("shadow 100 % p50 <= 1.05x", ratio(found, "shadow-100", "p50"), 1.05, "le"),
+        ("shadow 100 % images/s >= 0.95x", ratio(found, "shadow-100", "rate"), 0.95, "ge"),
+        ("canary 10 % images/s >= 0.98x", ratio(found, "canary-10", "rate"), 0.98, "ge"),
+        ("canary 100 % images/s >= 0.98x", ratio(found, "canary-100", "rate"), 0.98, "ge"),
+    ]
     if trials:
         worst = max(t["from_window_s"] for t in trials)
         targets.append(("breach -> production < 2 s after the window (worst)", worst, 2.0, "le"))
