@@ -219,7 +219,13 @@ class InferenceSession:
 
 
 def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1) -> Any:
-    """Explicit ORT options: thread counts, full graph optimisation, sequential execution."""
+    """Explicit ORT options: thread counts, full graph optimisation, sequential execution.
+
+    A session with an intra-op thread pool (``intra_op_threads`` not 1) stops its threads'
+    spinning when a run returns: by default they spin on their cores for a while after it, and
+    what the caller does between runs (decoding the next image, answering on the event loop)
+    then waits for a core; measured on 2 cores, a lone request's hand-over to the server's
+    worker took ~1 ms with spinning and 0.1 ms without. Spinning during a run is kept."""
     if intra_op_threads < 0 or inter_op_threads < 0:
         raise ConfigError("ONNX Runtime thread counts must be >= 0 (0 lets ONNX Runtime decide)")
     options = ort.SessionOptions()
@@ -228,6 +234,8 @@ def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1) -> Any
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if intra_op_threads != 1:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
