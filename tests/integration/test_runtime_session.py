@@ -213,7 +213,6 @@ def test_dummy_input_and_thread_options(tmp_path: Path) -> None:
         InferenceSession.open(bundle, intra_op_threads=-1)
 
 
-
 @pytest.mark.parametrize(("threads", "stops"), [(1, None), (2, "1"), (0, "1")])
 def test_a_session_with_a_thread_pool_stops_its_spinning_when_a_run_returns(
     threads: int, stops: str | None
