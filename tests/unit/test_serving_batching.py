@@ -411,3 +411,70 @@ def test_a_batch_runs_narrow_while_another_models_worker_holds_one() -> None:
         return first, second
 
     assert asyncio.run(main()) == (["wide"], ["narrow"])
+
+
+def test_after_work_runs_once_the_caller_has_its_answer_and_settled_waits_for_it() -> None:
+    """``after`` (monitoring) runs on the worker only once the answers are handed over: here it
+    waits until the caller has seen its answer, which would never happen if it ran before."""
+    answered = threading.Event()
+    ran: list[str] = []
+
+    def after() -> None:
+        assert answered.wait(5), "the caller never got its answer before the after-work"
+        time.sleep(0.1)
+        ran.append("after")
+
+    async def main() -> list[str]:
+        batcher = Batcher(_slow_double([], 0.0), BatchConfig(workers=1))
+        batcher.start()
+        work = Work(1, lambda: (np.ones((1, 1)), None), lambda out, _: out["y"], after)
+        value = (await batcher.submit(work)).value
+        assert float(value[0, 0]) == 2.0
+        answered.set()
+        seen_before = list(ran)
+        await batcher.settled()
+        seen = [*seen_before, "settled", *ran]
+        await batcher.close()
+        return seen
+
+    assert asyncio.run(main()) == ["settled", "after"]  # settled waited for the after-work
+
+
+def test_failing_after_work_is_logged_and_the_worker_goes_on() -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug in monitoring")
+
+    async def main() -> list[float]:
+        batcher = Batcher(_slow_double([], 0.0), BatchConfig(workers=1))
+        batcher.start()
+        first = Work(1, lambda: (np.ones((1, 1)), None), lambda out, _: out["y"], broken)
+        answers = [(await batcher.submit(first)).value, (await batcher.submit(first)).value]
+        await batcher.settled()
+        await batcher.close()
+        return [float(a[0, 0]) for a in answers]
+
+    assert asyncio.run(main()) == [2.0, 2.0]
+
+
+def test_with_nothing_queued_the_after_work_waits_for_the_callers_step() -> None:
+    """The event loop needs the GIL to send an answer: a worker with nothing else to do lets
+    the caller's step run first (here it records itself), then does the after-work."""
+    order: list[str] = []
+
+    async def main() -> None:
+        batcher = Batcher(_slow_double([], 0.0), BatchConfig(workers=1))
+        batcher.start()
+        for _ in range(5):
+            work = Work(
+                1,
+                lambda: (np.ones((1, 1)), None),
+                lambda out, _: out,
+                lambda: order.append("after"),
+            )
+            await batcher.submit(work)
+            order.append("caller")
+            await batcher.settled()
+        await batcher.close()
+
+    asyncio.run(main())
+    assert order == ["caller", "after"] * 5

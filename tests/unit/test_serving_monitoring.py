@@ -67,7 +67,10 @@ def serve(model: LoadedModel, images: list[bytes]) -> Any:
     tensor = Tensor(IMAGE_INPUT, "BYTES", (len(images),), data)
     work = model.work(tensor, Limits(), lambda raw, metas: "answer")
     rows, context = work.prepare()
-    return work.finish(model.session.run(rows), context)
+    answer = work.finish(model.session.run(rows), context)
+    assert work.after is not None
+    work.after()  # what the worker does once the answer has gone
+    return answer
 
 
 def sample_of(model: LoadedModel, images: list[bytes]) -> FeatureSample:
@@ -98,6 +101,8 @@ def test_the_answer_is_unchanged_and_a_tensor_request_adds_predictions_only(
     work = model.work(tensor, Limits(), lambda raw, metas: "tensor answer")
     rows, context = work.prepare()
     assert work.finish(session.run(rows), context) == "tensor answer"
+    assert work.after is not None
+    work.after()
     window = monitor.window.snapshot()[0]
     assert window.categorical["class"] == {"green": 1, "red": 1}
     assert window.continuous["brightness_r"].size == 1  # only the encoded image has pixels

@@ -120,14 +120,16 @@ class LoadedModel:
                 )
             watch = self.monitor.watch(None) if self.monitor else None
             return Work(
-                len(batch.tensor), lambda: (batch.tensor, batch.metas), _watched(finish, watch)
-            )
+                len(batch.tensor), lambda: (batch.tensor, batch.metas), _watched(finish, watch),
+                watch.after if watch else None,
+            )  # fmt: skip
         items = image_items(tensor, limits)
         watch = self.monitor.watch(items) if self.monitor else None
         seen = watch.image if watch else None
         return Work(
-            len(items), lambda: self.decode_images(items, limits, seen), _watched(finish, watch)
-        )
+            len(items), lambda: self.decode_images(items, limits, seen), _watched(finish, watch),
+            watch.after if watch else None,
+        )  # fmt: skip
 
     def finisher(self, requested: list[RequestedOutput], probabilities: bool) -> Finish:
         """What turns a request's slice of the outputs into its response tensors."""
@@ -187,7 +189,8 @@ class LoadedModel:
 
 
 def _watched(finish: Finish, watch: Watch | None) -> Callable[[dict[str, np.ndarray], Any], Any]:
-    """``finish``, then the request's monitoring (which never raises) when it is watched."""
+    """``finish``, then what the request's monitoring keeps of it (never raises; its work runs
+    in :meth:`Watch.after`) when it is watched."""
     if watch is None:
         return finish
 

@@ -183,6 +183,7 @@ def _admin_routes(app: FastAPI, plane: DataPlane, settings: ServingSettings) -> 
         if model.monitor is None:
             off = "monitoring is off (monitor.enabled = false): there is no window to save"
             return JSONResponse({"error": off}, status_code=409)
+        await model.batcher.settled()  # requests answered before this one are in the window
         data = await asyncio.to_thread(model.monitor.monitor.saved)
         filename = f"{name}-{model.version}-window.npz"
         headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -203,6 +204,7 @@ async def monitor_report(plane: DataPlane, name: str) -> dict[str, Any]:
     if model.monitor is None:
         off = "monitoring is off (monitor.enabled = false)"
         return {"model": name, "version": model.version, "enabled": False, "message": off}
+    await model.batcher.settled()  # requests answered before this one are in the window
     return await asyncio.to_thread(model.monitor.monitor.refresh)
 
 
