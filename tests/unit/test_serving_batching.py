@@ -13,6 +13,7 @@ import pytest
 
 from visionyard.errors import InferenceError, InvalidInputError
 from visionyard.serving.batching import BatchConfig, Batcher, Outputs, Work
+from visionyard.serving.threads import HELD
 
 
 def _slow_double(sizes: list[int], delay: float = 0.05):  # type: ignore[no-untyped-def]
@@ -478,3 +479,38 @@ def test_with_nothing_queued_the_after_work_waits_for_the_callers_step() -> None
 
     asyncio.run(main())
     assert order == ["caller", "after"] * 5
+
+
+def test_under_load_the_after_work_does_not_wait_for_the_event_loop() -> None:
+    """Only a lone request's worker waits for the loop to send the answer first; with another
+    worker holding a batch (load), waiting would idle a worker the queue needs."""
+    from visionyard.serving.batching import Settled, _Item
+
+    async def main() -> tuple[bool, bool]:
+        batcher = Batcher(_slow_double([], 0.0), BatchConfig(workers=2))
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        work = Work(1, lambda: (np.ones((1, 1)), None), lambda out, _: out, lambda: None)
+
+        def answered_event(busy: int) -> bool:
+            item = _Item(work, loop.create_future(), 0.0)
+            batcher._busy = busy
+            pending = batcher._deliver_batch([item], Settled())
+            assert pending is not None
+            batcher._run_after((pending[0], None))
+            return pending[1] is not None
+
+        found = (
+            await asyncio.to_thread(answered_event, 1),
+            await asyncio.to_thread(answered_event, 2),
+        )
+        batcher._busy = 0
+        await batcher.close()
+        return found
+
+    held = HELD.count
+    HELD.add(1 - held)  # this worker's batch only
+    try:
+        assert asyncio.run(main()) == (True, False)
+    finally:
+        HELD.add(held - 1)

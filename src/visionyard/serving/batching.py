@@ -276,7 +276,9 @@ class Batcher:
         if afters:
             with self._cond:
                 self._after_pending += 1
-                if not self._items:  # nothing waits: the worker can let the answers go first
+                if not self._items and self._busy == 1 and HELD.count == 1:
+                    # a lone request (nothing waits, no other batch anywhere): the answers may
+                    # go first; under load the worker goes straight on (no wait on the loop)
                     settled.answered = threading.Event()
         self._deliver(settled)
         return (afters, settled.answered) if afters else None
