@@ -143,3 +143,19 @@ def test_image_features_of_a_640x480_image_cost_well_under_a_millisecond_or_so()
         image_features(image)
         times.append(time.perf_counter() - start)
     assert sorted(times)[25] < 0.003
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_features_of_the_thumbnail_with_the_size_are_the_images_features(mode: str) -> None:
+    """The server takes the thumbnail as it decodes and computes the statistics later."""
+    from visionyard.monitor.features import thumbnail
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    info = source_info(image)
+    whole = image_features(image, info)
+    small = thumbnail(image)
+    assert max(small.size) == 160
+    assert small.mode == "RGB"
+    assert image_features(small, info, image.size) == whole

@@ -110,13 +110,16 @@ def source_info(data: bytes | Image.Image) -> SourceInfo:
 
 
 def image_features(
-    image: Image.Image | NDArray[np.uint8], source: SourceInfo | None = None
+    image: Image.Image | NDArray[np.uint8],
+    source: SourceInfo | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Record:
     """Statistics of one decoded image (RGB, RGBA or L; a Pillow image or an ``[H, W(, C)]``
-    uint8 array). Without ``source``, the flags come from the decoded image's own mode."""
+    uint8 array). Without ``source``, the flags come from the decoded image's own mode. Given
+    ``size`` (the decoded image's), ``image`` may be its :func:`thumbnail`: the same record."""
     picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image
     info = source or source_info(picture)
-    width, height = picture.size
+    width, height = size or picture.size
     numbers: dict[str, tuple[float, ...]] = {
         "width": (float(width),), "height": (float(height),), "aspect": (width / height,),
     }  # fmt: skip
@@ -200,16 +203,21 @@ def _pixel_statistics(image: Image.Image) -> dict[str, tuple[float, ...]]:
     }
 
 
-def _thumbnail(image: Image.Image) -> NDArray[np.float32]:
-    """``[h, w, 3]`` float32 RGB, longer side at most :data:`THUMB_SIDE` (nearest sampling)."""
+def thumbnail(image: Image.Image) -> Image.Image:
+    """The copy the pixel statistics are computed on: RGB, longer side at most
+    :data:`THUMB_SIDE` (nearest sampling). Cheap while the decoded image is still in the CPU's
+    caches; the server takes it there and computes the statistics later (off the answer's path)."""
     width, height = image.size
     factor = max(width, height) / THUMB_SIDE
     if factor > 1:
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
         image = image.resize(size, Image.Resampling.NEAREST)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.float32)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _thumbnail(image: Image.Image) -> NDArray[np.float32]:
+    """``[h, w, 3]`` float32 RGB of :func:`thumbnail`."""
+    return np.asarray(thumbnail(image), dtype=np.float32)
 
 
 def _laplacian_variance(lum: NDArray[np.float32]) -> float:

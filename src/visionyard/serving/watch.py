@@ -25,6 +25,7 @@ from PIL import Image
 from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.monitor import Record, SourceInfo, image_features, prediction_records, source_info
+from visionyard.monitor.features import thumbnail
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.capture import CaptureJob, CapturePolicy, CaptureWriter
 from visionyard.serving.outputs import decode_once
@@ -54,15 +55,21 @@ class Watch:
     request_id: str
     items: Sequence[bytes] | None
     pixels: bool = True
-    _pictures: dict[int, Image.Image] = field(default_factory=dict)
+    _pictures: dict[int, tuple[Image.Image, tuple[int, int]]] = field(default_factory=dict)
     _images: dict[int, tuple[Record, SourceInfo]] = field(default_factory=dict)
     _outputs: tuple[dict[str, np.ndarray], list[ImageMeta], list[ImageResult]] | None = None
 
     def image(self, index: int, image: Image.Image) -> None:
-        """Keep the request's ``index``-th image, just decoded (worker thread); nothing when
-        this request is not sampled for image statistics (``pixels``)."""
-        if self.pixels:
-            self._pictures[index] = image
+        """Keep a thumbnail of the request's ``index``-th image, just decoded (worker thread,
+        while its pixels are in the CPU's caches: ~0.05 ms for 640x480, where reading them
+        again after inference would miss); nothing when this request is not sampled for image
+        statistics (``pixels``)."""
+        if not self.pixels:
+            return
+        try:
+            self._pictures[index] = thumbnail(image), image.size
+        except Exception as exc:  # monitoring must not fail the request
+            self.target.failed(exc)
 
     def finish(self, raw: dict[str, np.ndarray], metas: list[ImageMeta]) -> None:
         """Keep the outputs and their decoding (worker thread, right after the answer's)."""
@@ -80,10 +87,10 @@ class Watch:
         raw, metas, results = self._outputs
         self._outputs = None
         try:
-            for index, image in pictures.items():
+            for index, (small, size) in pictures.items():
                 data = self.items[index] if self.items is not None else None
                 info = source_info(data) if data is not None else SourceInfo()
-                self._images[index] = (image_features(image, info), info)
+                self._images[index] = (image_features(small, info, size), info)
             contract = self.target.session.contract
             predictions = prediction_records(raw, results, contract, metas)
             records = [self._merged(i, p) for i, p in enumerate(predictions)]
