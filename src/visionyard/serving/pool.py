@@ -5,8 +5,7 @@ bundle's checksums), warms it up, starts its batcher and only then replaces the 
 version in one assignment on the event loop. Requests admitted before the switch keep their
 reference to the old version and finish on it; it is retired when its last request is done.
 A version that fails to resolve, load, verify or warm up leaves the old one serving; the failure
-is logged (once while it repeats), counted in metrics and shown in the model's metadata
-(``parameters.last_error``).
+is logged (once while it repeats), counted in metrics and shown as ``parameters.last_error``.
 
 With a pinned variant (``serving.variant``) every version is opened on that variant; one that
 lacks it is refused like a broken one (:func:`check_pinned_variant`). A version that failed is
