@@ -145,7 +145,7 @@ def _hist(ax: Axes, hist: Histogram, name: str) -> None:
     ax.set_title(name, fontsize=9)
     ax.set_ylabel("share", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")  # "best" searches the data: slow, and warns
 
 
 def _bars(ax: Axes, mix: dict[str, tuple[float, float]], name: str) -> None:
@@ -159,7 +159,7 @@ def _bars(ax: Axes, mix: dict[str, tuple[float, float]], name: str) -> None:
     ax.set_title(name, fontsize=9)
     ax.set_ylabel("share", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")  # "best" searches the data: slow, and warns
 
 
 def _scatter(ax: Axes, projection: Projection) -> None:
@@ -172,7 +172,7 @@ def _scatter(ax: Axes, projection: Projection) -> None:
     ax.set_xlabel(f"PC1 ({first:.0%})", fontsize=8)
     ax.set_ylabel(f"PC2 ({second:.0%})", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")  # "best" searches the data: slow, and warns
 
 
 def _e(text: str) -> str:
