@@ -4,8 +4,8 @@ A swap resolves the source (off the event loop), opens the new version (which ve
 bundle's checksums), warms it up, starts its batcher and only then replaces the entry's current
 version in one assignment on the event loop. Requests admitted before the switch keep their
 reference to the old version and finish on it; it is retired when its last request is done.
-A version that fails to resolve, load, verify or warm up leaves the old one serving; the failure
-is logged (once while it repeats), counted in metrics and shown as ``parameters.last_error``.
+A version that fails to resolve, load, verify or warm up leaves the old one serving (logged once
+while it repeats, counted, shown as ``parameters.last_error``).
 
 With a pinned variant (``serving.variant``) every version is opened on that variant; one that
 lacks it is refused like a broken one (:func:`check_pinned_variant`). A version that failed is
@@ -132,8 +132,7 @@ class ModelPool:
 
     async def load(self, name: str) -> bool:
         """An admin load: :meth:`refresh` with ``force``, raising the error of a load that
-        failed (the old version, if any, keeps serving). Two loads at once run one after the
-        other: the second finds the version serving (False: nothing switched)."""
+        failed (the old version, if any, keeps serving). Loads at once run one at a time."""
         entry = self.entry(name)
         async with entry.lock:
             failures = entry.failures
@@ -145,23 +144,26 @@ class ModelPool:
     async def _refresh(self, entry: ModelEntry, force: bool) -> bool:
         if entry.state == "unloaded" and not force:
             return False  # an admin unloaded it: only an admin load brings it back
-        if await self._adopt_preloaded(entry):
+        adopted, version = await self._adopt_preloaded(entry)
+        if adopted:
             return True
-        resolved = await self._resolve(entry, force)
+        resolved = await self._resolve(entry, force, version)
         if resolved is None or not self._wanted(entry, resolved, force):
             return False
         return await self._swap(entry, resolved)
 
-    async def _resolve(self, entry: ModelEntry, force: bool) -> Resolved | None:
-        """The source's answer; None when it failed, or when the source's version (looked up
-        before any download) is the one serving or one that failed already."""
-        version = None
+    async def _resolve(self, entry: ModelEntry, force: bool, known: str | None) -> Resolved | None:
+        """The source's answer; None when it failed, or when the source's version (``known``:
+        this poll looked it up; else looked up before any download) is the one serving or one
+        that failed already."""
+        version = known
         quiet = entry.current is not None and not force  # a poll: said only when it moves
         try:
             started = time.monotonic()
             if not quiet:
                 log.info("looking up reference", extra={"fields": _fields(entry, None)})
-            version = await asyncio.to_thread(lookup_version, entry.source)
+            if version is None:
+                version = await asyncio.to_thread(lookup_version, entry.source)
             if version is not None and not self._wanted_version(entry, version, force):
                 return None
             # a source that cannot look its version up is resolved on every poll: not said
@@ -221,41 +223,39 @@ class ModelPool:
     def preload(self, name: str, model: LoadedModel) -> None:
         """Keep ``model`` (loaded by :meth:`open_version`: a rollout's candidate) ready: when
         ``name``'s source points at its version (a promotion), it is switched to as it is."""
-        self.entry(name)
-        self._preloaded[name] = model
+        self._preloaded[self.entry(name).name] = model
 
     async def adopt(self, name: str, model: LoadedModel) -> bool:
         """Switch to the preloaded ``model`` now if the source points at it; True when it is
         the serving version (now or already)."""
         entry = self.entry(name)
         async with entry.lock:
-            return entry.current is model or await self._adopt_preloaded(entry)
+            return entry.current is model or (await self._adopt_preloaded(entry))[0]
 
     async def retire(self, model: LoadedModel) -> None:
         """Stop a version loaded by :meth:`open_version` (after its requests finish), unless
         it became the serving version."""
         if self._preloaded.get(model.name) is model:
             del self._preloaded[model.name]
-        entry = self._entries.get(model.name)
-        if entry is not None and entry.current is model:
+        if (entry := self._entries.get(model.name)) is not None and entry.current is model:
             return
         self._unwatch(model)
         await model.retire()
 
-    async def _adopt_preloaded(self, entry: ModelEntry) -> bool:
-        """Switch to the preloaded version when the source points at it (one lookup)."""
+    async def _adopt_preloaded(self, entry: ModelEntry) -> tuple[bool, str | None]:
+        """Switch to the preloaded version when the source points at it (one lookup): whether
+        it did, and the version looked up (None: none was) for the rest of the poll."""
         model = self._preloaded.get(entry.name)
         if model is None or entry.state == "unloaded":
-            return False
+            return False, None
         try:
             version = await asyncio.to_thread(lookup_version, entry.source)
         except VisionyardError:
-            return False  # _resolve reports the failure
-        if version != model.version or self._preloaded.get(entry.name) is not model:
-            return False
-        del self._preloaded[entry.name]
-        self._install(entry, model)
-        return True
+            return False, None  # _resolve reports the failure
+        adopted = version == model.version and self._preloaded.get(entry.name) is model
+        if adopted:
+            self._install(entry, self._preloaded.pop(entry.name))
+        return adopted, version
 
     async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
         model = await self._load(entry, entry.source, resolved)

@@ -3,7 +3,8 @@
 A rollout is registry state (:mod:`visionyard.monitor.rollout`), not server memory. For each
 model served by its production alias (``NAME=REG@production``), :class:`RolloutFollower`:
 
-- every poll interval reads the registered model's rollout (one registry call). While one runs,
+- every poll interval reads the registered model's rollout (one registry call, which also
+  completes an interrupted transition). While one runs,
   it loads the candidate version beside production (verified, warmed and monitored like every
   load, :meth:`~visionyard.serving.pool.ModelPool.open_version`) and installs a
   :class:`~.routing.Route` in the data plane; a new step installs a new route
@@ -15,9 +16,8 @@ model served by its production alias (``NAME=REG@production``), :class:`RolloutF
   on production within one decision interval) and then lets the core decide and record
   (exactly once across replicas) on the same snapshot of the figures: a request finishing in
   between cannot turn the core's decision into another one. An advance or a promotion is
-  recorded the same way. Every
-  poll interval the core also decides on the fresh state (it completes an interrupted
-  transition too). Recorded decisions are logged and counted.
+  recorded the same way. At each poll the same judgment runs on the state just read; a held
+  step costs no registry call beyond the read. Recorded decisions are logged and counted.
 
 The core is reached through :class:`RolloutPort` (tests give a fake; the server gives
 :class:`~visionyard.serving.rollout.port.RegistryRollouts`).
@@ -69,7 +69,8 @@ class RolloutPort(Protocol):
     """The rollout core, as the server uses it (blocking calls: run off the event loop)."""
 
     def read(self, registered: str) -> RolloutView | None:
-        """The registered model's rollout (any status), or None."""
+        """The registered model's rollout (any status), or None; completes an interrupted
+        transition first (a decision's effects half written by a killed process)."""
         ...
 
     def figures(self, route: Route) -> Any:
@@ -144,10 +145,14 @@ class RolloutFollower:
             log.warning(message, extra={"fields": _error(name, exc)})
 
     async def decide_all(self) -> None:
-        for name, route in list(self.routes.items()):
-            await self.decide(name, route)
-        for name, (route, judged) in list(self._breached.items()):  # recording failed: again
-            await self.decide(name, route, judged)
+        """At a poll, on the rollouts just read: judge every route here and record what is
+        not a hold (:meth:`check_all`: a held step costs no registry call), and try again to
+        record a breach whose recording failed before."""
+        retry = list(self._breached.items())
+        await self.check_all()
+        for name, (route, judged) in retry:
+            if self._breached.get(name, (None,))[0] is route:
+                await self.decide(name, route, judged)
 
     async def check_all(self) -> None:
         """Judge every route's live figures here (no registry call); record what is not a

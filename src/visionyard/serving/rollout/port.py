@@ -13,8 +13,8 @@ import time
 from typing import Any, cast
 
 from visionyard.monitor.rollout.decide import Decision, RoleFigures, RolloutFigures, decide
-from visionyard.monitor.rollout.record import step_rollout
-from visionyard.monitor.rollout.state import Rollout, read_rollout
+from visionyard.monitor.rollout.record import reconcile_rollout, step_rollout
+from visionyard.monitor.rollout.state import Rollout
 from visionyard.registry.service import Registry
 from visionyard.serving.rollout.follower import RolloutView
 from visionyard.serving.rollout.routing import Route
@@ -36,7 +36,9 @@ class RegistryRollouts:
         return self._registry
 
     def read(self, registered: str) -> Rollout | None:
-        return read_rollout(self.registry, registered)
+        """The rollout, after completing an interrupted transition (one ``get_model`` while
+        nothing is pending)."""
+        return reconcile_rollout(self.registry, registered)
 
     def figures(self, route: Route) -> RolloutFigures:
         return figures(route)
