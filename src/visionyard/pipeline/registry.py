@@ -18,6 +18,7 @@ server can tell, without downloading anything, which stage versions it should se
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,20 +176,36 @@ def resolve_served(settings: Settings, reference: str, cache: Path) -> ResolvedP
     return ResolvedPipeline(version.version, path, spec, stages)
 
 
-def lookup_served(settings: Settings, reference: str) -> str:
-    """For the server's polls, without downloads: a plain model's version number, or a
-    pipeline's :func:`revision` (its version and the version each stage resolves to now)."""
+def served_lookup(settings: Settings) -> Callable[[str], str]:
+    """For the server's polls, without downloads, on one registry client kept for every poll:
+    reference -> a plain model's version number, or a pipeline's :func:`revision` (its
+    version and the version each stage resolves to now)."""
     client = RegistryClient.from_settings(settings)
-    version = resolve_version(client, parse_reference(reference))
-    if not is_pipeline(version):
-        return version.version
-    stages = {}
-    for role in ROLES:
-        written = version.tags.get(STAGE_TAG + role) or version.tags.get(PINNED_TAG + role, "")
-        stage = Stage.parse(role, written)
-        found = resolve_version(client, parse_reference(stage.reference))
-        stages[role] = f"{found.name}/{found.version}"
-    return revision(version.version, stages)
+
+    def lookup(reference: str) -> str:
+        version = _poll(client, reference)
+        if not is_pipeline(version):
+            return version.version
+        stages = {}
+        for role in ROLES:
+            tags = version.tags
+            written = tags.get(STAGE_TAG + role) or tags.get(PINNED_TAG + role, "")
+            found = _poll(client, Stage.parse(role, written).reference)
+            stages[role] = f"{found.name}/{found.version}"
+        return revision(version.version, stages)
+
+    return lookup
+
+
+def _poll(client: RegistryClient, reference: str) -> VersionInfo:
+    """An alias read through the alias; anything else (or an alias not found, for the error
+    that names what exists) through :func:`resolve_version`."""
+    parsed = parse_reference(reference)
+    if parsed.alias is not None:
+        found = client.version_by_alias(parsed.name, parsed.alias)
+        if found is not None:
+            return found
+    return resolve_version(client, parsed)
 
 
 def _live(spec: PinnedSpec, role: str) -> Stage:

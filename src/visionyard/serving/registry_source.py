@@ -35,8 +35,9 @@ class RegistrySource:
         return resolver(self.reference)
 
     def lookup(self) -> str:
-        lookup = self.lookup_version or registry_lookup(self.settings)
-        return lookup(self.reference)
+        if self.lookup_version is None:  # made once: its registry client serves every poll
+            self.lookup_version = registry_lookup(self.settings)
+        return self.lookup_version(self.reference)
 
 
 def registry_resolver(settings: Settings) -> Resolver:
@@ -62,11 +63,7 @@ def registry_resolver(settings: Settings) -> Resolver:
 def registry_lookup(settings: Settings) -> Lookup:
     """The registry package's lookup: reference -> the version number it points at now."""
     try:
-        from visionyard.pipeline.registry import lookup_served
+        from visionyard.pipeline.registry import served_lookup
     except ImportError as exc:
         raise DependencyMissingError("the visionyard model registry", "all") from exc
-
-    def lookup(reference: str) -> str:  # a pipeline's: its version and its stages' versions
-        return str(lookup_served(settings, reference))
-
-    return lookup
+    return served_lookup(settings)  # a pipeline's: its version and its stages' versions

@@ -118,6 +118,21 @@ class RegistryClient:
 
     # -- versions -----------------------------------------------------------------------------
 
+    def version_by_alias(self, name: str, alias: str) -> VersionInfo | None:
+        """The version ``alias`` points at, read through the alias (the server's polls: a
+        fraction of :meth:`get_model`'s cost); None when the model or the alias is unknown
+        (:func:`~visionyard.registry.views.resolve_version` says which)."""
+        try:
+            found = self._call(
+                f"read alias {alias!r} of {name!r}",
+                lambda: self.client.get_model_version_by_alias(name, alias),
+            )
+        except VisionyardError as exc:
+            if _MISSING in _codes(exc) or "INVALID_PARAMETER_VALUE" in _codes(exc):
+                return None
+            raise
+        return version_info(found)
+
     def get_version(self, name: str, version: str) -> VersionInfo:
         """One version, with its aliases; :class:`NotFoundError` if the model or it is unknown."""
         try:
