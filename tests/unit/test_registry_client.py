@@ -32,6 +32,9 @@ class Flaky:
     def search_registered_models(self, **kwargs: Any) -> Any:
         return _Page()
 
+    def get_registered_model(self, name: str) -> Any:
+        raise MlflowException("not found", error_code=RESOURCE_DOES_NOT_EXIST)
+
 
 class _Page(list[Any]):
     token = None

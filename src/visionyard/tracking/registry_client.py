@@ -71,11 +71,20 @@ class RegistryClient:
     # -- registered models --------------------------------------------------------------------
 
     def get_model(self, name: str) -> ModelInfo:
-        """The model ``name`` with its tags and aliases; :class:`NotFoundError` if unknown."""
-        found = self._search_models(name)
-        if not found:
+        """The model ``name`` with its tags and aliases; :class:`NotFoundError` if unknown.
+        (A read by name: half the cost of a search filtered on the name, which also loads
+        every stage's latest version through subqueries; the server reads it every poll.)"""
+        try:
+            found = self._call(
+                f"read registered model {name!r}", lambda: self.client.get_registered_model(name)
+            )
+        except VisionyardError as exc:
+            if _MISSING in _codes(exc):
+                raise model_not_found(name) from exc
+            raise
+        if found.name != name:  # a store that matches names without case
             raise model_not_found(name)
-        return found[0]
+        return model_info(found)
 
     def list_models(self) -> list[ModelInfo]:
         """Every registered model, sorted by name."""
