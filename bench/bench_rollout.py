@@ -243,7 +243,7 @@ def report(found: dict[str, list[dict[str, float]]], trials: list[dict[str, floa
     targets = [
         ("shadow 100 % p50 <= 1.05x", ratio(found, "shadow-100", "p50"), 1.05, "le"),
         ("shadow 100 % images/s >= 0.95x", ratio(found, "shadow-100", "rate"), 0.95, "ge"),
-        ("canary 10 % images/s >= 0.98x", ratio(found, "canary-10", "rate"), 0.98, "ge"),
+        ("canary 10 % img/s >= 0.98x (own bar)", ratio(found, "canary-10", "rate"), 0.98, "ge"),
         ("canary 100 % images/s >= 0.98x", ratio(found, "canary-100", "rate"), 0.98, "ge"),
     ]
     if trials:
