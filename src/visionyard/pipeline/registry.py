@@ -186,9 +186,8 @@ def served_lookup(settings: Settings) -> Callable[[str], str]:
         version = _poll(client, reference)
         if not is_pipeline(version):
             return version.version
-        stages = {}
+        stages, tags = {}, version.tags
         for role in ROLES:
-            tags = version.tags
             written = tags.get(STAGE_TAG + role) or tags.get(PINNED_TAG + role, "")
             found = _poll(client, Stage.parse(role, written).reference)
             stages[role] = f"{found.name}/{found.version}"

@@ -137,7 +137,7 @@ class RegistryClient:
                 lambda: self.client.get_model_version_by_alias(name, alias),
             )
         except VisionyardError as exc:
-            if _MISSING in _codes(exc) or "INVALID_PARAMETER_VALUE" in _codes(exc):
+            if _unknown(exc):
                 return None
             raise
         return version_info(found)
@@ -150,7 +150,7 @@ class RegistryClient:
                 lambda: self.client.get_model_version(name, str(version)),
             )
         except VisionyardError as exc:
-            if _MISSING in _codes(exc) or "INVALID_PARAMETER_VALUE" in _codes(exc):
+            if _unknown(exc):
                 self.get_model(name)
                 raise version_not_found(name, version) from exc
             raise
@@ -327,6 +327,12 @@ class _CodedError(RegistryError):
     def __init__(self, mlflow_code: str, message: str) -> None:
         super().__init__(message)
         self.mlflow_code = mlflow_code
+
+
+def _unknown(exc: BaseException) -> bool:
+    """Whether MLflow said the model, version or alias asked for does not exist (its SQL store
+    answers an unknown version or alias with an invalid-parameter code)."""
+    return bool({_MISSING, "INVALID_PARAMETER_VALUE"} & _codes(exc))
 
 
 def _codes(exc: BaseException) -> set[str]:
