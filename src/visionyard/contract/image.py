@@ -11,20 +11,22 @@ Pillow does the decoding. What Pillow does not do for us, and this module adds:
   wrongly (LAB: its channels are copied, not converted) are refused instead.
 - Pillow refuses images above twice its own limit inside ``Image.open``, before their size can be
   read; the format plugin is then asked for the declared size directly (header parse only) so the
-  error is still an :class:`ImageTooLargeError` that names the dimensions.
+  error is still an :class:`ImageTooLargeError` that names the dimensions. Pillow's warning below
+  that is silenced with a standing filter (:mod:`visionyard.quiet`), not ``catch_warnings``: this
+  runs on the server's worker threads.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visionyard.errors import ImageError, ImageTooLargeError
+from visionyard.quiet import ignore_warning
 
 ImageSource = bytes | bytearray | memoryview | Path | str
 RGB = tuple[int, int, int]
@@ -41,9 +43,8 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if not data:
         raise ImageError(name, "file is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        ignore_warning(Image.DecompressionBombWarning)  # our own limit decides, just below
+        image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         width, height = _declared_size(data)
         raise ImageTooLargeError(name, width, height, max_pixels) from exc
@@ -72,11 +73,9 @@ def decode_rgb(
     image = open_image(source, max_pixels=max_pixels)
     name = _name(source)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image.load()
-            if apply_exif:
-                ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
+        image.load()
+        if apply_exif:
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
     except Exception as exc:  # Pillow raises assorted exception types on hostile data
         raise ImageError(name, f"corrupt or truncated image data ({_reason(exc)})") from exc
     return to_rgb(image, alpha=alpha, background=background, source=name)

@@ -14,11 +14,11 @@ import os
 import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from visionyard.quiet import ignore_warning
 from visionyard.tracking.translate import translate_errors
 
 BUNDLE_DIR = "bundle"
@@ -113,11 +113,11 @@ def _alive(pid: int) -> bool:
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """Warnings that are mlflow's to fix: its SQL stores trigger SQLAlchemy 2.1's ``noload``
-    deprecation, and importing its pyfunc flavors warns about its own ``Any`` hints."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"The ``noload`` loader strategy is deprecated", category=Warning
-        )
-        # mlflow.pyfunc's own type hints, inspected when mlflow.onnx is first imported
-        warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType")
-        yield
+    deprecation, and importing its pyfunc flavors warns about its own ``Any`` hints.
+
+    Standing filters (:mod:`visionyard.quiet`), not ``catch_warnings``: the server's alias polls
+    call MLflow from worker threads."""
+    ignore_warning(Warning, r"The ``noload`` loader strategy is deprecated")
+    # mlflow.pyfunc's own type hints, inspected when mlflow.onnx is first imported
+    ignore_warning(Warning, r".*Any type hint is inferred as AnyType")
+    yield

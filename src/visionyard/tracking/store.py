@@ -25,7 +25,6 @@ import re
 import sys
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 from mlflow import MlflowClient
 
 from visionyard.errors import TrackingError, TrackingUnavailableError
+from visionyard.quiet import ignore_warning
 from visionyard.settings import Settings
 from visionyard.tracking.translate import redact, translate_errors
 
@@ -187,11 +187,8 @@ def _quiet_mlflow() -> Iterator[None]:
     INFO lines about creating and migrating tables are not news to a visionyard user either."""
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"The ``noload`` loader strategy is deprecated", category=Warning
-        )
-        yield
+    ignore_warning(Warning, r"The ``noload`` loader strategy is deprecated")  # thread-safe
+    yield
 
 
 def _probe_http(uri: str) -> None:
