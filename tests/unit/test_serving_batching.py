@@ -269,6 +269,16 @@ def _held_until(event: threading.Event) -> None:
         raise AssertionError("the test never released this request")
 
 
+async def _only_the_held_batch_left() -> None:
+    """A worker lets go of its batch just after handing the answer over: on a loaded machine the
+    held batch's inference could start before that and see two batches (a CI flake)."""
+    for _ in range(5000):
+        if HELD.count == 1:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{HELD.count} batches still held")
+
+
 def _recorder(label: str, calls: list[str], gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
     def run(tensor: np.ndarray) -> Outputs:
         calls.append(label)
@@ -314,6 +324,7 @@ def test_a_batch_runs_narrow_while_another_worker_holds_one() -> None:
         while not preparing.is_set():  # worker A holds it (depth alone is 0 before the task runs)
             await asyncio.sleep(0.001)
         await batcher.submit(Work.of(np.ones((1, 1))))
+        await _only_the_held_batch_left()
         decoding.set()
         await held
         await batcher.close()
@@ -405,6 +416,7 @@ def test_a_batch_runs_narrow_while_another_models_worker_holds_one() -> None:
         while not preparing.is_set():
             await asyncio.sleep(0.001)
         await candidate.submit(Work.of(np.ones((1, 1))))
+        await _only_the_held_batch_left()
         decoding.set()
         await held
         await production.close()
