@@ -110,6 +110,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def ignore_noload_warning() -> None:
+    """mlflow's SQL store configures its ORM mappers with SQLAlchemy 2.1's deprecated ``noload``
+    strategy; the warning is mlflow's to fix (a standing filter: thread-safe)."""
+    ignore_warning(Warning, r"The ``noload`` loader strategy is deprecated")
+
+
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """Warnings that are mlflow's to fix: its SQL stores trigger SQLAlchemy 2.1's ``noload``
@@ -117,7 +123,7 @@ def quiet_mlflow() -> Iterator[None]:
 
     Standing filters (:mod:`visionyard.quiet`), not ``catch_warnings``: the server's alias polls
     call MLflow from worker threads."""
-    ignore_warning(Warning, r"The ``noload`` loader strategy is deprecated")
+    ignore_noload_warning()
     # mlflow.pyfunc's own type hints, inspected when mlflow.onnx is first imported
     ignore_warning(Warning, r".*Any type hint is inferred as AnyType")
     yield

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 from mlflow import MlflowClient
 
 from visionyard.errors import TrackingError, TrackingUnavailableError
-from visionyard.quiet import ignore_warning
 from visionyard.settings import Settings
+from visionyard.tracking.mlflow_model import ignore_noload_warning
 from visionyard.tracking.translate import redact, translate_errors
 
 PROBE_TIMEOUT_S = 3.0
@@ -187,7 +187,7 @@ def _quiet_mlflow() -> Iterator[None]:
     INFO lines about creating and migrating tables are not news to a visionyard user either."""
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    ignore_warning(Warning, r"The ``noload`` loader strategy is deprecated")  # thread-safe
+    ignore_noload_warning()
     yield
 
 
