@@ -5,9 +5,10 @@ Served, a lone INT8 request's run took 1.16-1.26x the in-process one (2026-12-07
 server's own wide session was as fast as in-process when this process called it. This probe
 keeps only the batcher: per round, ``--block`` lone requests go through a ``Batcher`` (narrow
 and wide INT8 sessions of bench_serving.py's model, its ``inference_s`` read from each result),
-then the same wide session runs the same images on the main thread, then on a new plain thread
-per image. Each image is decoded right before its run, as on a worker. Printed: the medians
-over ``--rounds`` of each block's mean, and which session the batcher used.
+then the same wide session runs the same images on the main thread, on one long-lived plain
+thread (as a server's worker is), then on a new plain thread per image. Each image is decoded
+right before its run, as on a worker. Printed: the medians over ``--rounds`` of each block's
+mean, and which session the batcher used.
 
     .venv/bin/python bench/probe_batcher_run.py --rounds 8 --workers 2
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
 import statistics
 import sys
 import tempfile
@@ -35,61 +37,91 @@ from bench_serving import build_bundles, photos  # noqa: E402
 PAUSE_S = 0.05
 
 
-async def measure(args: argparse.Namespace, bundle: Path, images: list[bytes]) -> None:
-    from visionyard.contract.preprocess import decode_for_contract, preprocess_image
-    from visionyard.runtime.session import InferenceSession
-    from visionyard.serving.batching import Batcher
-    from visionyard.serving.work import BatchConfig, Work
+class Probe:
+    """The same wide INT8 session run four ways; each ``*_ms`` decodes image ``i`` and returns
+    the run's milliseconds."""
 
-    narrow = InferenceSession.open(bundle, intra_op_threads=1)
-    wide = InferenceSession.open(bundle, intra_op_threads=2)
-    contract, used = wide.contract, Counter[str]()
+    def __init__(self, bundle: Path, images: list[bytes], workers: int) -> None:
+        from visionyard.runtime.session import InferenceSession
+        from visionyard.serving.batching import Batcher
+        from visionyard.serving.work import BatchConfig
 
-    def rows(i: int) -> np.ndarray:
-        tensor, _ = preprocess_image(
-            decode_for_contract(images[i % len(images)], contract), contract
-        )
-        return tensor[np.newaxis]
+        self.images, self.used = images, Counter[str]()
+        narrow = InferenceSession.open(bundle, intra_op_threads=1)
+        self.wide = InferenceSession.open(bundle, intra_op_threads=2)
+        self.batcher = Batcher(
+            self._counted("narrow", narrow), BatchConfig(workers=workers), None, "vy-probe",
+            self._counted("wide", self.wide),
+        )  # fmt: skip
+        self.asked: queue.Queue[int | None] = queue.Queue()
+        self.answered: queue.Queue[float] = queue.Queue()
+        threading.Thread(target=self._long_lived, daemon=True).start()
 
-    def counted(name: str, session: Any) -> Callable[[np.ndarray], Any]:
+    def rows(self, i: int) -> np.ndarray:
+        from visionyard.contract.preprocess import decode_for_contract, preprocess_image
+
+        contract = self.wide.contract
+        image = decode_for_contract(self.images[i % len(self.images)], contract)
+        return preprocess_image(image, contract)[0][np.newaxis]
+
+    def _counted(self, name: str, session: Any) -> Callable[[np.ndarray], Any]:
         def run(tensor: np.ndarray) -> Any:
-            used[name] += 1
+            self.used[name] += 1
             return session.run(tensor)
 
         return run
 
-    def timed(i: int) -> float:
-        tensor = rows(i)
+    def main_thread_ms(self, i: int) -> float:
+        tensor = self.rows(i)
         began = time.perf_counter()
-        wide.run(tensor)
+        self.wide.run(tensor)
         return (time.perf_counter() - began) * 1e3
 
-    config = BatchConfig(workers=args.workers)
-    batcher = Batcher(counted("narrow", narrow), config, None, "vy-probe", counted("wide", wide))
-    batcher.start()
-    found: dict[str, list[float]] = {"batcher": [], "main thread": [], "new thread": []}
+    def _long_lived(self) -> None:
+        while (i := self.asked.get()) is not None:
+            self.answered.put(self.main_thread_ms(i))
+
+    def one_thread_ms(self, i: int) -> float:
+        self.asked.put(i)
+        return self.answered.get()
+
+    def new_thread_ms(self, i: int) -> float:
+        out: list[float] = []
+        thread = threading.Thread(target=lambda: out.append(self.main_thread_ms(i)))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    async def batcher_ms(self, i: int) -> float:
+        from visionyard.serving.work import Work
+
+        result = await self.batcher.submit(Work(1, lambda: (self.rows(i), None), lambda o, _: o))
+        return result.inference_s * 1e3
+
+
+async def measure(args: argparse.Namespace, bundle: Path, images: list[bytes]) -> None:
+    probe = Probe(bundle, images, args.workers)
+    probe.batcher.start()
+    modes: dict[str, Callable[[int], Any]] = {
+        "batcher": probe.batcher_ms,
+        "main thread": probe.main_thread_ms,
+        "one thread": probe.one_thread_ms,
+        "new thread": probe.new_thread_ms,
+    }
+    found: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(args.rounds):
-        times = []
-        for i in range(args.block):
-            result = await batcher.submit(Work(1, lambda i=i: (rows(i), None), lambda out, _: out))
-            times.append(result.inference_s * 1e3)
-            await asyncio.sleep(PAUSE_S)
-        found["batcher"].append(statistics.mean(times))
-        times = []
-        for i in range(args.block):
-            times.append(timed(i))
-            await asyncio.sleep(PAUSE_S)
-        found["main thread"].append(statistics.mean(times))
-        times = []
-        for i in range(args.block):
-            thread = threading.Thread(target=lambda i=i, out=times: out.append(timed(i)))
-            thread.start()
-            thread.join()
-            await asyncio.sleep(PAUSE_S)
-        found["new thread"].append(statistics.mean(times))
-    await batcher.close()
+        for name, measure_one in modes.items():
+            times = []
+            for i in range(args.block):
+                value = measure_one(i)
+                times.append(await value if asyncio.iscoroutine(value) else value)
+                await asyncio.sleep(PAUSE_S)
+            found[name].append(statistics.mean(times))
+    await probe.batcher.close()
+    probe.asked.put(None)
     floor = statistics.median(found["main thread"])
-    print(f"INT8, lone batches, ORT run (ms), medians of {args.rounds} rounds ({dict(used)}):")
+    used = dict(probe.used)
+    print(f"INT8, lone batches, ORT run (ms), medians of {args.rounds} rounds ({used}):")
     for name, values in found.items():
         middle = statistics.median(values)
         rounds = " ".join(f"{v:.1f}" for v in values)

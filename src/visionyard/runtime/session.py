@@ -225,7 +225,9 @@ def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1) -> Any
     spinning when a run returns: by default they spin on their cores for a while after it, and
     what the caller does between runs (decoding the next image, answering on the event loop)
     then waits for a core; measured on 2 cores, a lone request's hand-over to the server's
-    worker took ~1 ms with spinning and 0.1 ms without. Spinning during a run is kept."""
+    worker took ~1 ms with spinning and 0.1 ms without. Spinning during a run is kept. The
+    price: a lone FP32 run takes ~6-9 % longer than with spinning left on, but left on, the
+    pool's thread burns 50-70 ms of a core after every run (``bench/probe_spinning.py``)."""
     if intra_op_threads < 0 or inter_op_threads < 0:
         raise ConfigError("ONNX Runtime thread counts must be >= 0 (0 lets ONNX Runtime decide)")
     options = ort.SessionOptions()
