@@ -1,0 +1,113 @@
+"""Probe: where a served tiny detector's images go, per thread of the server (issue 14's 64x64 gap).
+
+bench_detection.py serves the trained 64x64 detector at 0.5-0.7x the in-process pipeline while
+the ResNet-18 one reaches 0.9-1.0x. This probe trains the same architecture briefly (serving
+speed does not depend on the weights), serves its FP32 bundle (``visionyard serve`` in a
+subprocess, ``--monitor`` on or off), and per round measures, side by side: the in-process best,
+then gRPC (h2load when installed) and REST OIP binary at 32 closed-loop clients. For each
+protocol it reads the server's per-thread CPU from ``/proc`` (Linux) over the measurement and
+prints images/s, the ratio, the cores the server used (of the cores the host has) and the
+server's CPU milliseconds per image by thread: the event loop (``main``), the
+batcher's workers (``vy-*``), gRPC's ``event_engine`` and other threads.
+
+    .venv/bin/python bench/probe_detection_cpu.py --monitor on --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from bench_detection import OUT, scenes, train_detector  # noqa: E402
+from bench_serving_load import (  # noqa: E402
+    H2Load,
+    binary_target,
+    closed_loop,
+    grpc_client,
+    grpc_requests,
+    inprocess_best,
+)
+
+CLIENTS, SECONDS = 32, 6.0
+
+
+def thread_cpu_ms(pid: int) -> dict[str, float]:
+    """CPU milliseconds so far of each kind of thread of process ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = "main" if tid == str(pid) else name if name.startswith("vy-") else f"({name})"
+        out[kind] = out.get(kind, 0.0) + (int(stat[11]) + int(stat[12])) * 1000 / tick
+    return out
+
+
+def measure(pid: int, target: Any) -> tuple[float, dict[str, float], float]:
+    """Answers/s, the server's CPU ms by thread kind and the seconds, over one window in which
+    only the load runs (h2load's start-up and its last calls fall outside it)."""
+    if isinstance(target, H2Load):
+        procs = target._start(CLIENTS, SECONDS + target.LEAD + target.TAIL)
+        time.sleep(target.LEAD)
+        answered, before, began = target._answers()["ok"], thread_cpu_ms(pid), time.perf_counter()
+        time.sleep(SECONDS)
+        answered = target._answers()["ok"] - answered
+        rate = answered / (time.perf_counter() - began)
+        spent, elapsed = thread_cpu_ms(pid), time.perf_counter() - began
+        for proc in procs:
+            proc.wait()
+    else:
+        closed_loop(target, 2, 1.0)
+        before, began = thread_cpu_ms(pid), time.perf_counter()
+        rate = closed_loop(target, CLIENTS, SECONDS)["rate"]
+        spent, elapsed = thread_cpu_ms(pid), time.perf_counter() - began
+    return rate, {kind: spent[kind] - before.get(kind, 0.0) for kind in spent}, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--monitor", choices=("on", "off"), default="on")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from visionyard.serving.launch import serve_subprocess
+
+    with tempfile.TemporaryDirectory(prefix="vy-probe-det-") as tmp, contextlib.ExitStack() as st:
+        trained = train_detector(Path(tmp), 120, 1)
+        images, bundle = scenes(trained["data"]), trained["bundle"]
+        env = {"VISIONYARD_MONITOR__ENABLED": "true" if args.monitor == "on" else "false"}
+        urls = st.enter_context(serve_subprocess({"det": str(bundle)}, env=env))
+        messages = grpc_requests("det", images, OUT)
+        targets: dict[str, Any] = {"binary": binary_target(urls.http_url, "det", images, OUT)}
+        if H2Load.available():
+            bodies = [m.SerializeToString() for m in messages]
+            targets["grpc"] = st.enter_context(contextlib.closing(
+                H2Load(urls.grpc_target, urls.http_url, "det", bodies)
+            ))  # fmt: skip
+        else:
+            targets["grpc"] = grpc_client(urls.grpc_target, messages)
+        print(f"64x64 detector, FP32, monitoring {args.monitor}, {CLIENTS} clients, {SECONDS:g} s")
+        for index in range(args.rounds):
+            floor = inprocess_best(bundle, images, 5.0)["rate"]
+            for name, target in targets.items():
+                rate, spent, elapsed = measure(urls.pid or 0, target)
+                count, total = rate * elapsed, sum(spent.values())
+                per = " ".join(f"{k} {v / count:.2f}" for k, v in sorted(spent.items()) if v > 0)
+                print(f"round {index + 1} {name:6s} {rate:4.0f}/s = {rate / floor:.2f}x in-process "
+                      f"{floor:.0f}/s; server {total / elapsed / 1000:.2f} cores of "
+                      f"{os.cpu_count()}; server CPU ms an image {total / count:.2f}: {per}",
+                      flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
