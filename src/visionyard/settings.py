@@ -145,6 +145,12 @@ class ServingSettings(_Section):
     shadow_queue_size: int = Field(
         64, gt=0, description="shadow requests waiting for the candidate; full = shed"
     )
+    log_queue_lines: int = Field(
+        10000,
+        gt=0,
+        description="log lines held while stderr is not read (a stalled log shipper); past "
+        "that they are dropped and counted, so the server never waits on its log stream",
+    )
     drain_s: float = Field(
         10.0,
         gt=0,

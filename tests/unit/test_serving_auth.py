@@ -82,6 +82,7 @@ def test_json_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:
         logging.getLogger("some.library").warning("careful")
     finally:
         root.removeHandler(handler)
+        handler.close()  # the lines are written by a thread: this writes what waits
         logging.captureWarnings(False)
         for name, level in levels:
             logging.getLogger(name).setLevel(level)

@@ -55,7 +55,7 @@ def serve(
     settings = load_settings(config or root.loaded.config_file, flags).settings
     if not settings.serving.models:
         raise ConfigError("no models to serve: pass --model NAME=REF or set serving.models")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, queue_lines=settings.serving.log_queue_lines)
     asyncio.run(_serve(settings))
 
 
@@ -114,5 +114,7 @@ async def _stop(server: Any, drain_s: float) -> None:
             f"not stopped {seconds:g}s after the signal: exiting now"
         )
         sys.stdout.flush()
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # the log thread's lines (a blocked stream: at most its wait)
         sys.stderr.flush()
         os._exit(0)

@@ -8,17 +8,28 @@ own handler). Access lines (``visionyard.access``, one per REST request and gRPC
 ``request_id``, ``protocol``, ``model``, ``version``, ``client``, ``status`` and
 ``duration_ms``; a client error is logged at warning and a server error at error, both with the
 domain ``error_code`` and the ``error`` message the client got.
+
+Lines are written by a thread of their own (:class:`QueuedHandler`, like the standard
+library's ``QueueHandler`` but bounded, and counting what it drops). A ``write`` to a stderr
+that nobody reads (a stalled log shipper, a pipe to a hung process) blocks once the pipe's
+buffer is full, and on the event loop that stalled every request (seen: ~200 requests into a
+server whose stderr pipe nobody read, then the next one hung, and so did health and every other
+call). Now up to ``serving.log_queue_lines`` lines wait; past that they are dropped and counted,
+and the first line written after says how many (``dropped_lines``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import json
 import logging
 import os
+import queue
 import re
 import sys
+import threading
 import time
 import uuid
 from typing import IO, Any
@@ -79,16 +90,23 @@ class JsonFormatter(logging.Formatter):
         data.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # rendered by QueuedHandler where it was logged
+            data["exception"] = record.exc_text
         return json.dumps(data, default=str, separators=(",", ":"))
 
 
-def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
-    """Every log line of the process as JSON to ``stream`` (stderr): visionyard's and uvicorn's
-    at ``level``, other libraries' from warning up; returns the handler."""
+def configure_logging(
+    level: str = "INFO", stream: IO[str] | None = None, queue_lines: int = 10000
+) -> logging.Handler:
+    """Every log line of the process as JSON to ``stream`` (stderr), written by a thread of its
+    own (:class:`QueuedHandler`, at most ``queue_lines`` waiting): visionyard's and uvicorn's at
+    ``level``, other libraries' from warning up; returns the handler (``close`` writes what
+    waits)."""
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # no handler of its own
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    writer = logging.StreamHandler(stream or sys.stderr)
+    writer.setFormatter(JsonFormatter())
+    handler = QueuedHandler(writer, queue_lines)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
@@ -96,6 +114,67 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> log
         logging.getLogger(name).setLevel(level.upper())
     logging.captureWarnings(True)
     return handler
+
+
+class QueuedHandler(logging.Handler):
+    """Hand records to a thread that passes them to ``target``; never wait on it. At most
+    ``capacity`` records wait; past that they are dropped and counted, and the next record the
+    thread writes is followed by a warning with the count (``dropped_lines``)."""
+
+    def __init__(self, target: logging.Handler, capacity: int) -> None:
+        super().__init__()
+        self._target = target
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
+        self._dropped = 0
+        self._count_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._write, name="vy-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # rendered here: the arguments and traceback may change or go once this returns
+            record.msg, record.args = record.getMessage(), None
+            if record.exc_info:
+                formatter = self._target.formatter or logging.Formatter()
+                record.exc_text = formatter.formatException(record.exc_info)
+                record.exc_info = None
+            self._queue.put_nowait(record)
+        except queue.Full:
+            with self._count_lock:
+                self._dropped += 1
+        except Exception:
+            self.handleError(record)
+
+    def _write(self) -> None:
+        while (record := self._queue.get()) is not None:
+            self._target.handle(record)
+            with self._count_lock:
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                fields = {"dropped_lines": dropped}
+                message = f"{dropped} log lines dropped: the log stream was not read"
+                self._target.handle(logging.makeLogRecord({
+                    "name": "visionyard.serving", "levelno": logging.WARNING,
+                    "levelname": "WARNING", "msg": message, "fields": fields,
+                }))  # fmt: skip
+            self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (at most ``timeout_s``) until what waits is written."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self._target.flush()
+
+    def close(self) -> None:
+        """Write what waits (unless the stream stays blocked), then stop the thread."""
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):  # the stream is blocked: what waits is lost
+                self._queue.put(None, timeout=1.0)
+            self._thread.join(5.0)
+        self._target.close()
+        super().close()
 
 
 def access(fields: dict[str, Any]) -> None:
