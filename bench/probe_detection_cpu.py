@@ -10,7 +10,12 @@ prints images/s, the ratio, the cores the server used (of the cores the host has
 server's CPU milliseconds per image by thread: the event loop (``main``), the
 batcher's workers (``vy-*``), gRPC's ``event_engine`` and other threads.
 
-    .venv/bin/python bench/probe_detection_cpu.py --monitor on --rounds 3
+With ``--gil`` (py-spy installed: ``pip install py-spy``), py-spy samples the server in each
+window with ``--gil`` (only the thread holding Python's GIL is recorded) and the probe prints the
+share of sampling ticks in which some thread held it, and by which thread: a GIL held near 100 %
+of the time would be the server's ceiling.
+
+    .venv/bin/python bench/probe_detection_cpu.py --monitor on --rounds 3 [--gil]
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +44,30 @@ from bench_serving_load import (  # noqa: E402
 )
 
 CLIENTS, SECONDS = 32, 6.0
+SPY_RATE = 200  # samples a second
+
+
+def spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling only the GIL's holder over one window, if py-spy is installed."""
+    tool = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(tool).exists():
+        return None
+    command = [tool, "record", "--pid", str(pid), "--rate", str(SPY_RATE), "--gil",
+               "--nonblocking", "--threads", "--format", "raw", "--output", str(out),
+               "--duration", str(round(SECONDS))]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def gil_shares(out: Path) -> str:
+    """'GIL held N % of ticks: thread a %, ...' from a raw py-spy file."""
+    by_thread: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread = stack.split(";", 1)[0].split(": ", 1)[-1]
+        by_thread[thread] = by_thread.get(thread, 0) + int(count)
+    ticks = SPY_RATE * round(SECONDS)
+    shares = ", ".join(f"{k} {v / ticks:.0%}" for k, v in sorted(by_thread.items()))
+    return f"GIL held {sum(by_thread.values()) / ticks:.0%} of ticks ({shares})"
 
 
 def thread_cpu_ms(pid: int) -> dict[str, float]:
@@ -54,12 +85,17 @@ def thread_cpu_ms(pid: int) -> dict[str, float]:
     return out
 
 
-def measure(pid: int, target: Any) -> tuple[float, dict[str, float], float]:
+def measure(
+    pid: int, target: Any, gil: Path | None = None
+) -> tuple[float, dict[str, float], float]:
     """Answers/s, the server's CPU ms by thread kind and the seconds, over one window in which
-    only the load runs (h2load's start-up and its last calls fall outside it)."""
+    only the load runs (h2load's start-up and its last calls fall outside it); py-spy writes
+    ``gil`` over the window when given."""
+    sampler = None
     if isinstance(target, H2Load):
         procs = target._start(CLIENTS, SECONDS + target.LEAD + target.TAIL)
         time.sleep(target.LEAD)
+        sampler = spy(pid, gil) if gil else None
         answered, before, began = target._answers()["ok"], thread_cpu_ms(pid), time.perf_counter()
         time.sleep(SECONDS)
         answered = target._answers()["ok"] - answered
@@ -69,9 +105,12 @@ def measure(pid: int, target: Any) -> tuple[float, dict[str, float], float]:
             proc.wait()
     else:
         closed_loop(target, 2, 1.0)
+        sampler = spy(pid, gil) if gil else None
         before, began = thread_cpu_ms(pid), time.perf_counter()
         rate = closed_loop(target, CLIENTS, SECONDS)["rate"]
         spent, elapsed = thread_cpu_ms(pid), time.perf_counter() - began
+    if sampler is not None:
+        sampler.wait()
     return rate, {kind: spent[kind] - before.get(kind, 0.0) for kind in spent}, elapsed
 
 
@@ -79,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--monitor", choices=("on", "off"), default="on")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gil", action="store_true", help="py-spy: share of time the GIL is held")
     args = parser.parse_args()
     from visionyard.serving.launch import serve_subprocess
 
@@ -100,13 +140,16 @@ def main() -> None:
         for index in range(args.rounds):
             floor = inprocess_best(bundle, images, 5.0)["rate"]
             for name, target in targets.items():
-                rate, spent, elapsed = measure(urls.pid or 0, target)
+                gil = Path(tmp) / f"gil-{index}-{name}.txt" if args.gil else None
+                rate, spent, elapsed = measure(urls.pid or 0, target, gil)
                 count, total = rate * elapsed, sum(spent.values())
                 per = " ".join(f"{k} {v / count:.2f}" for k, v in sorted(spent.items()) if v > 0)
                 print(f"round {index + 1} {name:6s} {rate:4.0f}/s = {rate / floor:.2f}x in-process "
                       f"{floor:.0f}/s; server {total / elapsed / 1000:.2f} cores of "
                       f"{os.cpu_count()}; server CPU ms an image {total / count:.2f}: {per}",
                       flush=True)  # fmt: skip
+                if gil is not None and gil.exists():
+                    print(f"  {gil_shares(gil)}", flush=True)
 
 
 if __name__ == "__main__":

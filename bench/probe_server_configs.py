@@ -1,0 +1,115 @@
+"""Probe: served images/s under several server configurations, side by side in one run.
+
+One server per configuration (``NAME:ENV=VALUE,...``; ``NAME:`` for the defaults), all serving
+the same bundle; each round measures the in-process best (bench_serving_load.inprocess_best),
+then each server in turn (the order flips every round) at 32 closed-loop clients over REST OIP
+binary and over gRPC (h2load when installed, else the Python client), and at 8 REST clients.
+Printed: each round's ratios to that round's in-process best, then per configuration and load
+the median over rounds with every round's figure. ``--model detector64`` serves a briefly
+trained 64x64 detector (bench_detection.py's architecture: serving speed does not depend on the
+weights), ``resnet18`` the ResNet-18-style classifier of bench_serving.py (``--variant``).
+
+    .venv/bin/python bench/probe_server_configs.py --model detector64 --monitor off --rounds 5 \
+        "w2:" "w3:VISIONYARD_SERVING__INFERENCE_WORKERS=3"
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from bench_detection import OUT, scenes, train_detector  # noqa: E402
+from bench_serving import TOP5, build_bundles, monitor_env, photos  # noqa: E402
+from bench_serving_load import (  # noqa: E402
+    H2Load,
+    binary_target,
+    closed_loop,
+    grpc_client,
+    grpc_requests,
+    inprocess_best,
+)
+
+SECONDS = 5.0
+
+
+def the_model(args: argparse.Namespace, root: Path) -> tuple[Path, list[bytes], tuple[str, ...]]:
+    """The bundle, the request images and the outputs asked for."""
+    if args.model == "detector64":
+        trained = train_detector(root, 120, 1)
+        return trained["bundle"], scenes(trained["data"]), OUT
+    images = photos()
+    return build_bundles(root, images)[args.variant], images, TOP5
+
+
+def parse_configs(specs: list[str]) -> dict[str, dict[str, str]]:
+    configs: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, _, assignments = spec.partition(":")
+        configs[name] = dict(kv.split("=", 1) for kv in assignments.split(",") if kv)
+    return configs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", choices=("detector64", "resnet18"), default="detector64")
+    parser.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--monitor", choices=("on", "off"), default="on")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("configs", nargs="+", help="NAME:ENV=VALUE,... (NAME: = defaults)")
+    args = parser.parse_args()
+    from visionyard.serving.launch import serve_subprocess
+
+    configs = parse_configs(args.configs)
+    with tempfile.TemporaryDirectory(prefix="vy-probe-cfg-") as tmp, contextlib.ExitStack() as st:
+        bundle, images, outputs = the_model(args, Path(tmp))
+        bodies = [m.SerializeToString() for m in grpc_requests("m", images, outputs)]
+        servers: dict[str, tuple[Any, Any]] = {}
+        for name, env in configs.items():
+            env = {**monitor_env(args.monitor), **env}
+            urls = st.enter_context(serve_subprocess({"m": str(bundle)}, env=env))
+            grpc: Any = (
+                st.enter_context(
+                    contextlib.closing(H2Load(urls.grpc_target, urls.http_url, "m", bodies))
+                )
+                if H2Load.available()
+                else grpc_client(urls.grpc_target, grpc_requests("m", images, outputs))
+            )
+            servers[name] = (binary_target(urls.http_url, "m", images, outputs), grpc)
+        label = args.model + ("" if args.model == "detector64" else f" {args.variant}")
+        print(f"{label}, monitoring {args.monitor}, {SECONDS:g} s a load, configs: {configs}")
+        found: dict[tuple[str, str], list[float]] = {}
+        for index in range(args.rounds):
+            floor = inprocess_best(bundle, images, 4.0)["rate"]
+            order = list(servers) if index % 2 == 0 else list(servers)[::-1]
+            parts = []
+            for name in order:
+                binary, grpc = servers[name]
+                closed_loop(binary, 2, 0.5)  # warm-up: connections
+                rates = {
+                    "binary32": closed_loop(binary, 32, SECONDS)["rate"],
+                    "grpc32": grpc.run(32, SECONDS)["rate"]
+                    if isinstance(grpc, H2Load)
+                    else closed_loop(grpc, 32, SECONDS)["rate"],
+                    "binary8": closed_loop(binary, 8, SECONDS)["rate"],
+                }
+                for load, rate in rates.items():
+                    found.setdefault((name, load), []).append(rate / floor)
+                parts.append(
+                    f"{name}: " + " ".join(f"{k} {v / floor:.2f}" for k, v in rates.items())
+                )
+            print(f"round {index + 1} in-process {floor:.1f}/s  " + "  ".join(parts), flush=True)
+        print("served / in-process best, median over rounds (each round):")
+        for (name, load), ratios in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            each = " ".join(f"{r:.2f}" for r in ratios)
+            print(f"  {load:8s} {name:10s} {statistics.median(ratios):.3f}x  ({each})")
+
+
+if __name__ == "__main__":
+    main()
