@@ -45,6 +45,9 @@ _ID_COUNTER = itertools.count(1)
 #: The id of the request the current task serves (set by :func:`request_id`; read by the
 #: monitor, which names captured images after it).
 _CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("visionyard_request_id")
+#: the longest :meth:`QueuedHandler.close` waits for the writer, twice: to queue its stop, then
+#: for what waits to be written (a stream that stays blocked loses what waits)
+CLOSE_WAIT_S = 3.0
 
 
 def request_id(given: str | None) -> str:
@@ -174,8 +177,8 @@ class QueuedHandler(logging.Handler):
         """Write what waits (unless the stream stays blocked), then stop the thread."""
         if self._thread.is_alive():
             with contextlib.suppress(queue.Full):  # the stream is blocked: what waits is lost
-                self._queue.put(None, timeout=1.0)
-            self._thread.join(5.0)
+                self._queue.put(None, timeout=CLOSE_WAIT_S)
+            self._thread.join(CLOSE_WAIT_S)
         self._target.close()
         super().close()
 

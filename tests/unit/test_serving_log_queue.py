@@ -1,0 +1,112 @@
+"""The server's log writer (:class:`visionyard.serving.logs.QueuedHandler`): a blocked stream
+never blocks the caller; what does not fit waits is dropped, counted and reported once the
+stream moves; an exception's traceback is rendered where it was logged."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+
+import pytest
+
+from visionyard.serving import logs
+from visionyard.serving.logs import JsonFormatter, QueuedHandler
+
+
+class _BlockedStream(io.StringIO):
+    """A stream whose writes wait until ``flowing`` is set (a pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flowing = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.flowing.wait(30)
+        return super().write(text)
+
+
+def _handler(stream: io.StringIO, capacity: int) -> QueuedHandler:
+    writer = logging.StreamHandler(stream)
+    writer.setFormatter(JsonFormatter())
+    return QueuedHandler(writer, capacity)
+
+
+def _record(message: str, **fields: object) -> logging.LogRecord:
+    return logging.makeLogRecord(
+        {"name": "visionyard.access", "levelno": logging.INFO, "levelname": "INFO",
+         "msg": message, "fields": fields}
+    )  # fmt: skip
+
+
+def test_a_blocked_stream_drops_and_counts_then_reports_once_it_moves() -> None:
+    stream = _BlockedStream()
+    handler = _handler(stream, capacity=3)
+    try:
+        handler.handle(_record("first", n=0))
+        assert stream.entered.wait(10)  # the writer thread is stuck on the first line
+        caller = threading.Thread(  # 3 wait, 7 are dropped; none of these calls blocks
+            target=lambda: [handler.handle(_record("line %d", n=n)) for n in range(1, 11)]
+        )
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive(), "logging blocked on the stream"
+        stream.flowing.set()
+        handler.flush()  # what waited is written, with the count after the first of it
+        handler.handle(_record("after", n=11))
+        handler.flush()
+    finally:
+        stream.flowing.set()
+        handler.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    kept = [line["n"] for line in lines if "n" in line]
+    assert kept == [0, 1, 2, 3, 11]
+    warnings = [line for line in lines if line["level"] == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0]["dropped_lines"] == 7
+    assert "7 log lines dropped" in warnings[0]["message"]
+
+
+def test_arguments_and_tracebacks_are_rendered_where_they_are_logged() -> None:
+    stream = io.StringIO()
+    handler = _handler(stream, capacity=100)
+    logger = logging.getLogger("visionyard.test_log_queue")
+    logger.addHandler(handler)
+    logger.propagate = False
+    items = ["before"]
+    try:
+        logger.warning("items: %s", items)
+        items.append("after")  # changed after the call: the line keeps what it was
+        try:
+            raise ValueError("broken image")
+        except ValueError:
+            logger.exception("request failed")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "items: ['before']"
+    assert second["level"] == "error"
+    assert "ValueError: broken image" in second["exception"]
+    assert "Traceback" in second["exception"]
+
+
+def test_close_returns_while_the_stream_stays_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "CLOSE_WAIT_S", 0.2)
+    stream = _BlockedStream()
+    handler = _handler(stream, capacity=2)
+    handler.handle(_record("stuck", n=0))
+    assert stream.entered.wait(10)
+    for n in range(1, 5):
+        handler.handle(_record("queued", n=n))
+    closer = threading.Thread(target=handler.close)
+    closer.start()
+    closer.join(30)  # close waits a bounded time for the writer, never for ever
+    alive = closer.is_alive()
+    stream.flowing.set()
+    assert not alive
