@@ -74,7 +74,11 @@ def test_arguments_and_tracebacks_are_rendered_where_they_are_logged() -> None:
     stream = io.StringIO()
     handler = _handler(stream, capacity=100)
     logger = logging.getLogger("visionyard.test_log_queue")
+    seen: list[logging.LogRecord] = []
+    after = logging.Handler()
+    after.emit = seen.append  # type: ignore[method-assign]
     logger.addHandler(handler)
+    logger.addHandler(after)
     logger.propagate = False
     items = ["before"]
     try:
@@ -87,9 +91,12 @@ def test_arguments_and_tracebacks_are_rendered_where_they_are_logged() -> None:
         handler.flush()
     finally:
         logger.removeHandler(handler)
+        logger.removeHandler(after)
         logger.propagate = True
         handler.close()
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert seen[1].exc_info is not None  # a handler after it still gets the traceback
+    assert seen[0].args == (items,)
     assert first["message"] == "items: ['before']"
     assert second["level"] == "error"
     assert "ValueError: broken image" in second["exception"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import itertools
 import json
 import logging
@@ -137,13 +138,15 @@ class QueuedHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            # rendered here: the arguments and traceback may change or go once this returns
-            record.msg, record.args = record.getMessage(), None
+            # rendered here: the arguments and traceback may change or go once this returns;
+            # on a copy, so that handlers after this one still see the record as it was logged
+            queued = copy.copy(record)
+            queued.msg, queued.args = record.getMessage(), None
             if record.exc_info:
                 formatter = self._target.formatter or logging.Formatter()
-                record.exc_text = formatter.formatException(record.exc_info)
-                record.exc_info = None
-            self._queue.put_nowait(record)
+                queued.exc_text = formatter.formatException(record.exc_info)
+                queued.exc_info = None
+            self._queue.put_nowait(queued)
         except queue.Full:
             with self._count_lock:
                 self._dropped += 1
