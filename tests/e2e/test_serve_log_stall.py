@@ -7,10 +7,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.runtime import write_colour_bundle
-from visionyard.serving.launch import _stop, _wait_ready
+from visionyard.serving.launch import Addresses, _stop, _wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +80,44 @@ def test_a_log_stream_nobody_reads_does_not_stall_the_server(tmp_path: Path) -> 
     assert count > 0
     assert len(kept) + count >= REQUESTS  # each access line is written or counted
     assert len(kept) < REQUESTS
+
+
+@contextmanager
+def _unread_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Addresses]]:
+    """A server whose stderr is a pipe nobody reads, after more access lines than it holds."""
+    bundle = write_colour_bundle(tmp_path / "colour")
+    command = [sys.executable, "-c", "from visionyard.cli.main import run; run()", "serve",
+               "--http-port", "0", "--grpc-port", "0",
+               "--model", f"colour={bundle.path}"]  # fmt: skip
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        urls = _wait_ready(child, 120)
+        image = _jpeg()
+        with httpx.Client(base_url=urls.http_url, timeout=10) as http:
+            for i in range(REQUESTS):
+                rid = f"blocked-{i:04d}-" + "x" * 80
+                answer = http.post(
+                    "/v1/models/colour:predict", content=image, headers={"X-Request-ID": rid}
+                )
+                assert answer.status_code == 200, answer.text
+        yield child, urls
+    finally:
+        _stop(child)
+        assert child.stderr is not None
+        child.stderr.close()
+
+
+def test_a_server_whose_log_stream_is_blocked_still_stops(tmp_path: Path) -> None:
+    """SIGTERM: the server exits at once with code 0, although its log writer is stuck in a
+    write (the interpreter's exit must not wait on it)."""
+    with _unread_server(tmp_path) as (child, _):
+        began = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        try:
+            code = child.wait(15)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"still running {time.monotonic() - began:.0f}s after SIGTERM"

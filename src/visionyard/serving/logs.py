@@ -15,12 +15,13 @@ that nobody reads (a stalled log shipper, a pipe to a hung process) blocks once 
 buffer is full, and on the event loop that stalled every request (seen: ~200 requests into a
 server whose stderr pipe nobody read, then the next one hung, and so did health and every other
 call). Now up to ``serving.log_queue_lines`` lines wait; past that they are dropped and counted,
-and the first line written after says how many (``dropped_lines``).
+and the first line written after says how many (``dropped_lines``). The thread writes straight
+to stderr's file descriptor and takes no lock while it writes, so such a server still exits at
+once on SIGTERM (with ``sys.stderr``'s buffer in a blocked write, the exit waited for ever).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import copy
 import itertools
@@ -46,8 +47,9 @@ _ID_COUNTER = itertools.count(1)
 #: The id of the request the current task serves (set by :func:`request_id`; read by the
 #: monitor, which names captured images after it).
 _CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("visionyard_request_id")
-#: the longest :meth:`QueuedHandler.close` waits for the writer, twice: to queue its stop, then
-#: for what waits to be written (a stream that stays blocked loses what waits)
+#: how long :meth:`QueuedHandler.flush` waits without a line written before it gives up (the
+#: stream is stuck: what waits is lost at exit), and :meth:`QueuedHandler.close` for the writer
+STUCK_S = 0.5
 CLOSE_WAIT_S = 3.0
 
 
@@ -110,7 +112,7 @@ def configure_logging(
     waits)."""
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # no handler of its own
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars
-    writer = logging.StreamHandler(stream or sys.stderr)
+    writer = _writer(stream)
     writer.setFormatter(JsonFormatter())
     handler = QueuedHandler(writer, queue_lines)
     root = logging.getLogger()
@@ -120,6 +122,34 @@ def configure_logging(
         logging.getLogger(name).setLevel(level.upper())
     logging.captureWarnings(True)
     return handler
+
+
+def _writer(stream: IO[str] | None) -> logging.Handler:
+    """``stream``'s handler; for stderr, one that writes to its file descriptor."""
+    if stream is not None:
+        return logging.StreamHandler(stream)
+    try:
+        return _FdHandler(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without one
+        return logging.StreamHandler(sys.stderr)
+
+
+class _FdHandler(logging.Handler):
+    """Each line straight to a file descriptor (``os.write``): no Python buffer, so a write
+    blocked on a pipe nobody reads holds no lock that the interpreter's exit needs (flushing
+    ``sys.stderr``'s buffer would wait on it for ever)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:  # the stream is gone (a closed pipe): nowhere to say so
+            pass
 
 
 class QueuedHandler(logging.Handler):
@@ -156,13 +186,15 @@ class QueuedHandler(logging.Handler):
     def _write(self) -> None:
         name_os_thread("vy-log")  # its CPU shows apart in per-thread readings (/proc, top -H)
         while (record := self._queue.get()) is not None:
-            self._target.handle(record)
+            # emit, not handle: handle would hold the target's lock through a blocked write,
+            # and logging.shutdown at exit takes every handler's lock
+            self._target.emit(record)
             with self._count_lock:
                 dropped, self._dropped = self._dropped, 0
             if dropped:
                 fields = {"dropped_lines": dropped}
                 message = f"{dropped} log lines dropped: the log stream was not read"
-                self._target.handle(logging.makeLogRecord({
+                self._target.emit(logging.makeLogRecord({
                     "name": "visionyard.serving", "levelno": logging.WARNING,
                     "levelname": "WARNING", "msg": message, "fields": fields,
                 }))  # fmt: skip
@@ -170,18 +202,24 @@ class QueuedHandler(logging.Handler):
         self._queue.task_done()
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait (at most ``timeout_s``) until what waits is written."""
+        """Wait until what waits is written: at most ``timeout_s``, and no longer than
+        :data:`STUCK_S` without a line written (a stream nobody reads)."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        left, moved = self._queue.unfinished_tasks, time.monotonic()
+        while left and time.monotonic() < min(deadline, moved + STUCK_S):
             time.sleep(0.005)
-        self._target.flush()
+            if self._queue.unfinished_tasks != left:
+                left, moved = self._queue.unfinished_tasks, time.monotonic()
+        if not left:  # the writer is idle: the target's lock is free
+            self._target.flush()
 
     def close(self) -> None:
-        """Write what waits (unless the stream stays blocked), then stop the thread."""
+        """Write what waits (unless the stream is stuck), then stop the thread."""
         if self._thread.is_alive():
-            with contextlib.suppress(queue.Full):  # the stream is blocked: what waits is lost
-                self._queue.put(None, timeout=CLOSE_WAIT_S)
-            self._thread.join(CLOSE_WAIT_S)
+            self.flush()
+            if not self._queue.unfinished_tasks:
+                self._queue.put_nowait(None)
+                self._thread.join(CLOSE_WAIT_S)
         self._target.close()
         super().close()
 
