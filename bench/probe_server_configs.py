@@ -1,6 +1,8 @@
 """Probe: served images/s under several server configurations, side by side in one run.
 
-One server per configuration (``NAME:ENV=VALUE,...``; ``NAME:`` for the defaults), all serving
+One server per configuration (``NAME:ENV=VALUE,...``; ``NAME:`` for the defaults;
+``NAME@K:...`` for K server processes side by side, each given an equal share of the clients
+at once, their rates summed: what serving from several processes would give), all serving
 the same bundle; each round measures the in-process best (bench_serving_load.inprocess_best),
 then each server in turn (the order flips every round) at 32 closed-loop clients over REST OIP
 binary and over gRPC (h2load when installed, else the Python client), and at 8 REST clients.
@@ -10,7 +12,8 @@ trained 64x64 detector (bench_detection.py's architecture: serving speed does no
 weights), ``resnet18`` the ResNet-18-style classifier of bench_serving.py (``--variant``).
 
     .venv/bin/python bench/probe_server_configs.py --model detector64 --monitor off --rounds 5 \
-        "w2:" "w3:VISIONYARD_SERVING__INFERENCE_WORKERS=3"
+        "w2:" "w3:VISIONYARD_SERVING__INFERENCE_WORKERS=3" \
+        "p2@2:VISIONYARD_SERVING__INFERENCE_WORKERS=1,VISIONYARD_SERVING__LONE_INTRA_OP_THREADS=1"
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import contextlib
 import statistics
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +53,50 @@ def the_model(args: argparse.Namespace, root: Path) -> tuple[Path, list[bytes], 
     return build_bundles(root, images)[args.variant], images, TOP5
 
 
-def parse_configs(specs: list[str]) -> dict[str, dict[str, str]]:
-    configs: dict[str, dict[str, str]] = {}
+def parse_configs(specs: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
+    """NAME[@PROCESSES]:ENV=VALUE,... -> {NAME: (processes, env)}."""
+    configs: dict[str, tuple[int, dict[str, str]]] = {}
     for spec in specs:
         name, _, assignments = spec.partition(":")
-        configs[name] = dict(kv.split("=", 1) for kv in assignments.split(",") if kv)
+        name, _, processes = name.partition("@")
+        env = dict(kv.split("=", 1) for kv in assignments.split(",") if kv)
+        configs[name] = (int(processes or 1), env)
     return configs
+
+
+def together(loads: list[Callable[[], float]]) -> float:
+    """Run the loads at the same time; their rates summed."""
+    rates = [0.0] * len(loads)
+
+    def run(index: int) -> None:
+        rates[index] = loads[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(loads))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(rates)
+
+
+def rates(group: list[tuple[Any, Any]]) -> dict[str, float]:
+    """Images/s of one configuration's processes under each load, the clients split evenly."""
+    share = len(group)
+
+    def grpc_load(grpc: Any, clients: int) -> float:
+        if isinstance(grpc, H2Load):
+            return float(grpc.run(clients, SECONDS)["rate"])
+        return float(closed_loop(grpc, clients, SECONDS)["rate"])
+
+    for binary, _ in group:
+        closed_loop(binary, 2, 0.5)  # warm-up: connections
+    return {
+        "binary32": together([lambda b=b: closed_loop(b, 32 // share, SECONDS)["rate"]
+                              for b, _ in group]),
+        "grpc32": together([lambda g=g: grpc_load(g, 32 // share) for _, g in group]),
+        "binary8": together([lambda b=b: closed_loop(b, 8 // share, SECONDS)["rate"]
+                             for b, _ in group]),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -70,18 +113,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vy-probe-cfg-") as tmp, contextlib.ExitStack() as st:
         bundle, images, outputs = the_model(args, Path(tmp))
         bodies = [m.SerializeToString() for m in grpc_requests("m", images, outputs)]
-        servers: dict[str, tuple[Any, Any]] = {}
-        for name, env in configs.items():
+        servers: dict[str, list[tuple[Any, Any]]] = {}
+        for name, (processes, env) in configs.items():
             env = {**monitor_env(args.monitor), **env}
-            urls = st.enter_context(serve_subprocess({"m": str(bundle)}, env=env))
-            grpc: Any = (
-                st.enter_context(
-                    contextlib.closing(H2Load(urls.grpc_target, urls.http_url, "m", bodies))
+            servers[name] = []
+            for _ in range(processes):
+                urls = st.enter_context(serve_subprocess({"m": str(bundle)}, env=env))
+                grpc: Any = (
+                    st.enter_context(
+                        contextlib.closing(H2Load(urls.grpc_target, urls.http_url, "m", bodies))
+                    )
+                    if H2Load.available()
+                    else grpc_client(urls.grpc_target, grpc_requests("m", images, outputs))
                 )
-                if H2Load.available()
-                else grpc_client(urls.grpc_target, grpc_requests("m", images, outputs))
-            )
-            servers[name] = (binary_target(urls.http_url, "m", images, outputs), grpc)
+                servers[name].append((binary_target(urls.http_url, "m", images, outputs), grpc))
         label = args.model + ("" if args.model == "detector64" else f" {args.variant}")
         print(f"{label}, monitoring {args.monitor}, {SECONDS:g} s a load, configs: {configs}")
         found: dict[tuple[str, str], list[float]] = {}
@@ -90,20 +135,11 @@ def main() -> None:
             order = list(servers) if index % 2 == 0 else list(servers)[::-1]
             parts = []
             for name in order:
-                binary, grpc = servers[name]
-                closed_loop(binary, 2, 0.5)  # warm-up: connections
-                rates = {
-                    "binary32": closed_loop(binary, 32, SECONDS)["rate"],
-                    "grpc32": grpc.run(32, SECONDS)["rate"]
-                    if isinstance(grpc, H2Load)
-                    else closed_loop(grpc, 32, SECONDS)["rate"],
-                    "binary8": closed_loop(binary, 8, SECONDS)["rate"],
-                }
-                for load, rate in rates.items():
+                measured = rates(servers[name])
+                for load, rate in measured.items():
                     found.setdefault((name, load), []).append(rate / floor)
-                parts.append(
-                    f"{name}: " + " ".join(f"{k} {v / floor:.2f}" for k, v in rates.items())
-                )
+                shown = " ".join(f"{k} {v / floor:.2f}" for k, v in measured.items())
+                parts.append(f"{name}: {shown}")
             print(f"round {index + 1} in-process {floor:.1f}/s  " + "  ".join(parts), flush=True)
         print("served / in-process best, median over rounds (each round):")
         for (name, load), ratios in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
