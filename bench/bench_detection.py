@@ -36,14 +36,13 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_serving_load import (  # noqa: E402
-    H2Load,
     binary_target,
-    closed_loop,
-    grpc_client,
+    grpc_load,
     grpc_requests,
     http_client,
     http_request,
     inprocess_best,
+    saturate,
 )
 
 CONCURRENCY = 32
@@ -171,25 +170,16 @@ def serving(
             )
             targets[f"binary-{variant}"] = binary_target(urls.http_url, variant, images, OUT)
             messages = grpc_requests(variant, images, OUT)
-            if H2Load.available():
-                h2 = H2Load(urls.grpc_target, urls.http_url, variant,
-                            [m.SerializeToString() for m in messages])  # fmt: skip
-                stack.callback(h2.close)
-                targets[f"grpc-{variant}"] = h2
-            else:
-                targets[f"grpc-{variant}"] = grpc_client(urls.grpc_target, messages)
+            targets[f"grpc-{variant}"] = grpc_load(
+                stack, urls.grpc_target, urls.http_url, variant, messages
+            )
         for index in range(repeat):
             measured: dict[str, float] = {}
             for variant, bundle in bundles.items():
                 measured[f"inprocess-{variant}"] = inprocess_best(bundle, images, seconds)["rate"]
                 for kind in ("predict", "binary", "grpc"):
                     target = targets[f"{kind}-{variant}"]
-                    if isinstance(target, H2Load):
-                        measured[f"{kind}-{variant}"] = target.run(CONCURRENCY, seconds)["rate"]
-                    else:
-                        closed_loop(target, 2, 1.0)
-                        measured[f"{kind}-{variant}"] = closed_loop(target, CONCURRENCY,
-                                                                    seconds)["rate"]  # fmt: skip
+                    measured[f"{kind}-{variant}"] = saturate(target, CONCURRENCY, seconds)["rate"]
             rounds.append(measured)
             brief = ", ".join(f"{k} {v:.0f}" for k, v in measured.items())
             print(f"round {index + 1}/{repeat}: {brief} images/s", flush=True)

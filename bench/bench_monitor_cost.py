@@ -26,16 +26,15 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from bench_serving import (  # noqa: E402
-    TOP5,
+from bench_serving import TOP5, build_bundles, photos  # noqa: E402
+from bench_serving_load import (  # noqa: E402
     Target,
-    build_bundles,
-    grpc_target,
-    photos,
+    binary_target,
+    grpc_load,
+    grpc_requests,
     saturate,
 )
-from bench_serving_load import H2Load, binary_target, grpc_requests  # noqa: E402
-from bench_serving_report import VARIANTS  # noqa: E402
+from bench_serving_report import CONCURRENCY, VARIANTS  # noqa: E402
 
 TARGET = 0.97
 PROTOCOLS = ("binary", "grpc")
@@ -54,13 +53,10 @@ def targets_for(stack: contextlib.ExitStack, urls: Any, images: list[bytes]) -> 
     out: dict[str, Target] = {}
     for variant in VARIANTS:
         out[f"binary-{variant}"] = binary_target(urls.http_url, variant, images, TOP5)
-        if H2Load.available():
-            bodies = [m.SerializeToString() for m in grpc_requests(variant, images, TOP5)]
-            h2load = H2Load(urls.grpc_target, urls.http_url, variant, bodies)
-            stack.callback(h2load.close)
-            out[f"grpc-{variant}"] = h2load
-        else:
-            out[f"grpc-{variant}"] = grpc_target(urls.grpc_target, variant, images)
+        messages = grpc_requests(variant, images, TOP5)
+        out[f"grpc-{variant}"] = grpc_load(
+            stack, urls.grpc_target, urls.http_url, variant, messages
+        )
     return out
 
 
@@ -73,7 +69,7 @@ def one_round(
         for variant in VARIANTS:
             key = f"{protocol}-{variant}"
             for side in order:
-                measured = saturate(servers[side][key], seconds)
+                measured = saturate(servers[side][key], CONCURRENCY, seconds)
                 out[side][key] = float(measured["rate"])
     return out
 

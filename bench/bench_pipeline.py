@@ -43,14 +43,13 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_serving_load import (  # noqa: E402
-    H2Load,
     binary_target,
-    closed_loop,
-    grpc_client,
+    grpc_load,
     grpc_requests,
     http_client,
     http_request,
     run_threads,
+    saturate,
 )
 
 CONCURRENCY = 32
@@ -225,21 +224,11 @@ def serving(args: argparse.Namespace, root: Path) -> tuple[list[dict[str, float]
             "binary": binary_target(urls.http_url, "pipe", images, OUT),
         }  # fmt: skip
         messages = grpc_requests("pipe", images)
-        if H2Load.available():
-            h2 = H2Load(urls.grpc_target, urls.http_url, "pipe",
-                        [m.SerializeToString() for m in messages])  # fmt: skip
-            stack.callback(h2.close)
-            targets["grpc"] = h2
-        else:
-            targets["grpc"] = grpc_client(urls.grpc_target, messages)
+        targets["grpc"] = grpc_load(stack, urls.grpc_target, urls.http_url, "pipe", messages)
         for index in range(args.repeat):
             measured = {"inprocess": inprocess_best(bundles, images, args.seconds)}
             for kind, target in targets.items():
-                if isinstance(target, H2Load):
-                    measured[kind] = target.run(CONCURRENCY, args.seconds)["rate"]
-                else:
-                    closed_loop(target, 2, 1.0)
-                    measured[kind] = closed_loop(target, CONCURRENCY, args.seconds)["rate"]
+                measured[kind] = saturate(target, CONCURRENCY, args.seconds)["rate"]
             rounds.append(measured)
             brief = ", ".join(f"{k} {v:.1f}" for k, v in measured.items())
             print(f"round {index + 1}/{args.repeat}: {brief} images/s", flush=True)

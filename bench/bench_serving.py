@@ -63,9 +63,10 @@ from bench_serving_baselines import (  # noqa: E402
 from bench_serving_load import (  # noqa: E402
     Connect,
     H2Load,
+    Target,
     binary_target,
     closed_loop,
-    grpc_client,
+    grpc_load,
     grpc_requests,
     http_client,
     http_request,
@@ -74,6 +75,7 @@ from bench_serving_load import (  # noqa: E402
     inprocess_idle,
     open_loop,
     rss_mb,
+    saturate,
 )
 from bench_serving_report import (  # noqa: E402
     CONCURRENCY,
@@ -142,20 +144,6 @@ def predict_target(url: str, model: str, images: list[bytes]) -> Connect:
     return http_client(url, [http_request(url, path, image) for image in images])
 
 
-def grpc_target(target: str, model: str, images: list[bytes]) -> Connect:
-    return grpc_client(target, grpc_requests(model, images, TOP5))
-
-
-Target = Connect | H2Load
-
-
-def saturate(target: Target, seconds: float) -> dict[str, Any]:
-    if isinstance(target, H2Load):  # warmed up by its lead-in (see H2Load.run)
-        return target.run(CONCURRENCY, seconds)
-    closed_loop(target, 2, 1.0)  # warm-up: connections, first runs
-    return closed_loop(target, CONCURRENCY, seconds)
-
-
 def one_round(
     bundles: dict[str, Path],
     images: list[bytes],
@@ -167,12 +155,12 @@ def one_round(
     for variant in VARIANTS:
         out[f"inprocess-{variant}"] = inprocess_best(bundles[variant], images, seconds)
         for kind in ("predict", "binary", "grpc"):
-            out[f"{kind}-{variant}"] = saturate(targets[f"{kind}-{variant}"], seconds)
+            out[f"{kind}-{variant}"] = saturate(targets[f"{kind}-{variant}"], CONCURRENCY, seconds)
     photos = sorted(bundles["model.onnx"].parent.glob("calib*.jpg"))
     out["plain-loop"] = plain_loop(bundles["model.onnx"], photos, seconds)
     for name in (*MINIMAL, "mlflow"):
         if name in targets:
-            out[name] = saturate(targets[name], seconds)
+            out[name] = saturate(targets[name], CONCURRENCY, seconds)
     out.update(light_load(targets, seconds))
     return out
 
@@ -222,13 +210,8 @@ def bench_all(
         for v in VARIANTS:
             targets[f"predict-{v}"] = predict_target(urls.http_url, v, images)
             targets[f"binary-{v}"] = binary_target(urls.http_url, v, images, TOP5)
-            if H2Load.available():
-                bodies = [m.SerializeToString() for m in grpc_requests(v, images, TOP5)]
-                h2load = H2Load(urls.grpc_target, urls.http_url, v, bodies)
-                stack.callback(h2load.close)
-                targets[f"grpc-{v}"] = h2load
-            else:
-                targets[f"grpc-{v}"] = grpc_target(urls.grpc_target, v, images)
+            messages = grpc_requests(v, images, TOP5)
+            targets[f"grpc-{v}"] = grpc_load(stack, urls.grpc_target, urls.http_url, v, messages)
         upload = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
         for name, form in MINIMAL.items():
             url, path, bodies = stack.enter_context(

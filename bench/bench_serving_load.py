@@ -9,6 +9,7 @@ CPU use is measured (``client_cpu``: cores busy in this process) and reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import shutil
@@ -178,6 +179,30 @@ class H2Load:
     def close(self) -> None:
         for path in self.files:
             path.unlink(missing_ok=True)
+
+
+Target = Connect | H2Load
+
+
+def grpc_load(
+    stack: contextlib.ExitStack, target: str, http_url: str, model: str, messages: Sequence[Any]
+) -> Target:
+    """The gRPC load for ``messages``: h2load when installed (its files removed when ``stack``
+    closes), else the Python client."""
+    if H2Load.available():
+        h2load = H2Load(target, http_url, model, [m.SerializeToString() for m in messages])
+        stack.callback(h2load.close)
+        return h2load
+    return grpc_client(target, messages)
+
+
+def saturate(target: Target, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` closed-loop clients for ``seconds``, after a warm-up (connections, first
+    runs; h2load's is its lead-in, see :meth:`H2Load.run`)."""
+    if isinstance(target, H2Load):
+        return target.run(clients, seconds)
+    closed_loop(target, 2, 1.0)
+    return closed_loop(target, clients, seconds)
 
 
 def open_loop(connect: Connect, rate: float, seconds: float, clients: int = 8) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from bench_serving_load import (  # noqa: E402
     H2Load,
     binary_target,
     closed_loop,
-    grpc_client,
+    grpc_load,
     grpc_requests,
     inprocess_best,
 )
@@ -128,14 +128,10 @@ def main() -> None:
         env = {"VISIONYARD_MONITOR__ENABLED": "true" if args.monitor == "on" else "false"}
         urls = st.enter_context(serve_subprocess({"det": str(bundle)}, env=env))
         messages = grpc_requests("det", images, OUT)
-        targets: dict[str, Any] = {"binary": binary_target(urls.http_url, "det", images, OUT)}
-        if H2Load.available():
-            bodies = [m.SerializeToString() for m in messages]
-            targets["grpc"] = st.enter_context(contextlib.closing(
-                H2Load(urls.grpc_target, urls.http_url, "det", bodies)
-            ))  # fmt: skip
-        else:
-            targets["grpc"] = grpc_client(urls.grpc_target, messages)
+        targets: dict[str, Any] = {
+            "binary": binary_target(urls.http_url, "det", images, OUT),
+            "grpc": grpc_load(st, urls.grpc_target, urls.http_url, "det", messages),
+        }
         print(f"64x64 detector, FP32, monitoring {args.monitor}, {CLIENTS} clients, {SECONDS:g} s")
         for index in range(args.rounds):
             floor = inprocess_best(bundle, images, 5.0)["rate"]

@@ -26,19 +26,18 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from bench_detection import OUT, scenes, train_detector  # noqa: E402
 from bench_serving import TOP5, build_bundles, monitor_env, photos  # noqa: E402
 from bench_serving_load import (  # noqa: E402
-    H2Load,
+    Target,
     binary_target,
-    closed_loop,
-    grpc_client,
+    grpc_load,
     grpc_requests,
     inprocess_best,
+    saturate,
 )
 
 SECONDS = 5.0
@@ -79,24 +78,17 @@ def together(loads: list[Callable[[], float]]) -> float:
     return sum(rates)
 
 
-def rates(group: list[tuple[Any, Any]]) -> dict[str, float]:
+def rates(group: list[tuple[Target, Target]]) -> dict[str, float]:
     """Images/s of one configuration's processes under each load, the clients split evenly."""
     share = len(group)
 
-    def grpc_load(grpc: Any, clients: int) -> float:
-        if isinstance(grpc, H2Load):
-            return float(grpc.run(clients, SECONDS)["rate"])
-        return float(closed_loop(grpc, clients, SECONDS)["rate"])
+    def load(protocol: int, clients: int) -> float:
+        return together([
+            lambda t=pair[protocol]: float(saturate(t, clients // share, SECONDS)["rate"])
+            for pair in group
+        ])  # fmt: skip
 
-    for binary, _ in group:
-        closed_loop(binary, 2, 0.5)  # warm-up: connections
-    return {
-        "binary32": together([lambda b=b: closed_loop(b, 32 // share, SECONDS)["rate"]
-                              for b, _ in group]),
-        "grpc32": together([lambda g=g: grpc_load(g, 32 // share) for _, g in group]),
-        "binary8": together([lambda b=b: closed_loop(b, 8 // share, SECONDS)["rate"]
-                             for b, _ in group]),
-    }  # fmt: skip
+    return {"binary32": load(0, 32), "grpc32": load(1, 32), "binary8": load(0, 8)}
 
 
 def main() -> None:
@@ -112,20 +104,14 @@ def main() -> None:
     configs = parse_configs(args.configs)
     with tempfile.TemporaryDirectory(prefix="vy-probe-cfg-") as tmp, contextlib.ExitStack() as st:
         bundle, images, outputs = the_model(args, Path(tmp))
-        bodies = [m.SerializeToString() for m in grpc_requests("m", images, outputs)]
-        servers: dict[str, list[tuple[Any, Any]]] = {}
+        messages = grpc_requests("m", images, outputs)
+        servers: dict[str, list[tuple[Target, Target]]] = {}
         for name, (processes, env) in configs.items():
             env = {**monitor_env(args.monitor), **env}
             servers[name] = []
             for _ in range(processes):
                 urls = st.enter_context(serve_subprocess({"m": str(bundle)}, env=env))
-                grpc: Any = (
-                    st.enter_context(
-                        contextlib.closing(H2Load(urls.grpc_target, urls.http_url, "m", bodies))
-                    )
-                    if H2Load.available()
-                    else grpc_client(urls.grpc_target, grpc_requests("m", images, outputs))
-                )
+                grpc = grpc_load(st, urls.grpc_target, urls.http_url, "m", messages)
                 servers[name].append((binary_target(urls.http_url, "m", images, outputs), grpc))
         label = args.model + ("" if args.model == "detector64" else f" {args.variant}")
         print(f"{label}, monitoring {args.monitor}, {SECONDS:g} s a load, configs: {configs}")
