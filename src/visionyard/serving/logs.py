@@ -218,8 +218,12 @@ class QueuedHandler(logging.Handler):
         if self._thread.is_alive():
             self.flush()
             if not self._queue.unfinished_tasks:
-                self._queue.put_nowait(None)
-                self._thread.join(CLOSE_WAIT_S)
+                try:
+                    self._queue.put_nowait(None)
+                except queue.Full:  # filled by other threads since the check: writer busy
+                    pass
+                else:
+                    self._thread.join(CLOSE_WAIT_S)
         self._target.close()
         super().close()
 
