@@ -17,7 +17,11 @@ clients, one h2load per request image. Also printed per load: the server's CPU p
 (all its threads, from /proc), the clients' (h2load's) CPU per request, and the share of the
 host's 2 cores left idle.
 
-    .venv/bin/python bench/probe_transport_ceiling.py [--monitor on|off] [--rounds 4]
+``--model resnet18 --variant fp32|int8`` serves issue 16's ResNet-18-style classifier instead
+(bench_serving.py's, on its photos) of the briefly trained 64x64 detector.
+
+    .venv/bin/python bench/probe_transport_ceiling.py [--model detector64|resnet18] \
+        [--variant fp32|int8] [--monitor on|off] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -42,10 +46,10 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from bench_detection import OUT, scenes, train_detector  # noqa: E402
 from bench_serving import monitor_env  # noqa: E402
 from bench_serving_baselines import _child, free_port, wait_http  # noqa: E402
 from bench_serving_load import H2Load, grpc_requests, inprocess_best  # noqa: E402
+from probe_server_configs import the_model  # noqa: E402
 
 CLIENTS, SECONDS = 32, 5.0
 TICK = os.sysconf("SC_CLK_TCK")
@@ -64,14 +68,17 @@ class Load:
     counted: H2Load | None = None  # visionyard gRPC: answers counted in its /metrics
 
 
-def rest_bodies(tmp: Path, images: list[bytes]) -> tuple[list[Path], list[list[str]]]:
-    """OIP REST binary bodies (one image as a BYTES element, the ``detections`` output)."""
+def rest_bodies(
+    tmp: Path, images: list[bytes], outputs: tuple[str, ...]
+) -> tuple[list[Path], list[list[str]]]:
+    """OIP REST binary bodies (one image as a BYTES element, ``outputs`` asked for by name)."""
     bodies, headers = [], []
     for index, image in enumerate(images):
         raw = struct.pack("<I", len(image)) + image
         tensor = {"name": "image", "datatype": "BYTES", "shape": [1],
                   "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
-        header = json.dumps({"inputs": [tensor], "outputs": [{"name": n} for n in OUT]}).encode()
+        wanted = [{"name": n} for n in outputs]
+        header = json.dumps({"inputs": [tensor], "outputs": wanted}).encode()
         bodies.append(tmp / f"rest{index}")
         bodies[-1].write_bytes(header + raw)
         headers.append(["Content-Type: application/octet-stream",
@@ -79,10 +86,10 @@ def rest_bodies(tmp: Path, images: list[bytes]) -> tuple[list[Path], list[list[s
     return bodies, headers
 
 
-def grpc_bodies(tmp: Path, images: list[bytes]) -> list[Path]:
+def grpc_bodies(tmp: Path, images: list[bytes], outputs: tuple[str, ...]) -> list[Path]:
     """gRPC-framed ``ModelInfer`` messages, as h2load sends them."""
     bodies = []
-    for index, message in enumerate(grpc_requests("m", images, OUT)):
+    for index, message in enumerate(grpc_requests("m", images, outputs)):
         data = message.SerializeToString()
         bodies.append(tmp / f"grpc{index}")
         bodies[-1].write_bytes(b"\x00" + struct.pack(">I", len(data)) + data)
@@ -93,7 +100,7 @@ GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
 
 
 def answers(http_url: str, grpc_target: str, rest_body: Path, rest_headers: list[str],
-            image: bytes) -> tuple[bytes, bytes]:  # fmt: skip
+            image: bytes, outputs: tuple[str, ...]) -> tuple[bytes, bytes]:  # fmt: skip
     """visionyard's answer to one request over each protocol (the no-op servers send these)."""
     import grpc
 
@@ -106,7 +113,7 @@ def answers(http_url: str, grpc_target: str, rest_body: Path, rest_headers: list
     rest = urllib.request.urlopen(request, timeout=30).read()
     with grpc.insecure_channel(grpc_target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-        reply = stub.ModelInfer(grpc_requests("m", [image], OUT)[0], timeout=30)
+        reply = stub.ModelInfer(grpc_requests("m", [image], outputs)[0], timeout=30)
     return rest, reply.SerializeToString()
 
 
@@ -192,6 +199,8 @@ def _figures(rate: float, count: float, pid: int, ticks: int, idle: tuple[int, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", choices=("detector64", "resnet18"), default="detector64")
+    parser.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
     parser.add_argument("--monitor", choices=("on", "off"), default="on")
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
@@ -201,18 +210,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vy-probe-ceil-") as name, contextlib.ExitStack() as st:
         tmp = Path(name)
-        trained = train_detector(tmp, 120, 1)
-        bundle, images = trained["bundle"], scenes(trained["data"])
-        rest, rest_headers = rest_bodies(tmp, images)
-        grpc = grpc_bodies(tmp, images)
+        bundle, images, outputs = the_model(args, tmp)
+        rest, rest_headers = rest_bodies(tmp, images, outputs)
+        grpc = grpc_bodies(tmp, images, outputs)
         urls = st.enter_context(serve_subprocess({"m": str(bundle)}, env=monitor_env(args.monitor)))
         assert urls.pid is not None
         rest_answer, grpc_answer = answers(
-            urls.http_url, urls.grpc_target, rest[0], rest_headers[0], images[0]
+            urls.http_url, urls.grpc_target, rest[0], rest_headers[0], images[0], outputs
         )
         (tmp / "rest.answer").write_bytes(rest_answer)
         (tmp / "grpc.answer").write_bytes(grpc_answer)
-        messages = [m.SerializeToString() for m in grpc_requests("m", images, OUT)]
+        messages = [m.SerializeToString() for m in grpc_requests("m", images, outputs)]
         counted = H2Load(urls.grpc_target, urls.http_url, "m", messages)
         st.callback(counted.close)
         rest_pid, rest_port = st.enter_context(noop_server("rest", tmp / "rest.answer"))
@@ -228,7 +236,8 @@ def main() -> None:
             Load("no-op grpc", grpc_pid, f"http://127.0.0.1:{grpc_port}{grpc_path}", grpc,
                  [GRPC_HEADERS] * len(grpc), h1=False),
         ]  # fmt: skip
-        print(f"64x64 detector, monitoring {args.monitor}, {CLIENTS} h2load clients, "
+        label = "64x64 detector" if args.model == "detector64" else f"ResNet-18 {args.variant}"
+        print(f"{label}, monitoring {args.monitor}, {CLIENTS} h2load clients, "
               f"{SECONDS:g} s a load, answers of {len(rest_answer)} B (REST) and "
               f"{len(grpc_answer)} B (gRPC)", flush=True)  # fmt: skip
         found: dict[str, list[dict[str, float]]] = {"in-process": []}
