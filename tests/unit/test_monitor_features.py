@@ -9,13 +9,18 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tests.fixtures.runtime import colour_contract, detector_contract
 from visionyard.contract.postprocess import Detection, ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.monitor import image_features, prediction_records, source_info
-from visionyard.monitor.features import classification_records, detection_record
+from visionyard.monitor.features import (
+    classification_records,
+    detection_record,
+    pixel_statistics,
+    thumbnail,
+)
 
 
 def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -159,3 +164,38 @@ def test_features_of_the_thumbnail_with_the_size_are_the_images_features(mode: s
     assert max(small.size) == 160
     assert small.mode == "RGB"
     assert image_features(small, info, image.size) == whole
+
+
+def _statistics_one_at_a_time(image: Image.Image) -> dict[str, float]:
+    """The pixel statistics as computed before they were batched (2026-12-07), one image at a
+    time: profiles written then must stay comparable with live windows now."""
+    rgb = np.asarray(thumbnail(image), dtype=np.float32)
+    flat = rgb.reshape(-1, 3)
+    means = flat.T @ np.full(len(flat), 1.0 / len(flat), dtype=np.float32)
+    lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    sharpness = 0.0
+    if lum.shape[0] >= 3 and lum.shape[1] >= 3:
+        centre = lum[1:-1, 1:-1]
+        laplacian = lum[1:-1, :-2] + lum[1:-1, 2:] + lum[:-2, 1:-1] + lum[2:, 1:-1] - 4 * centre
+        sharpness = float(laplacian.var())
+    return {
+        "brightness_r": float(means[0]), "brightness_g": float(means[1]),
+        "brightness_b": float(means[2]), "contrast": float(lum.std()), "sharpness": sharpness,
+    }  # fmt: skip
+
+
+def test_pixel_statistics_in_batches_are_bit_identical_to_one_image_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    images = []
+    for index in range(60):  # several shapes, more of one shape than a stack holds
+        size = (160, 120) if index % 2 else (int(rng.integers(1, 400)), int(rng.integers(1, 400)))
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        if index % 3 == 0:
+            image = image.filter(ImageFilter.GaussianBlur(2))
+        images.append(image.convert("L") if index % 7 == 0 else image)
+    thumbs = [thumbnail(image) for image in images]
+    together = pixel_statistics(thumbs)
+    assert together == [pixel_statistics([t])[0] for t in thumbs]
+    for image, found in zip(images, together, strict=True):
+        assert {k: v[0] for k, v in found.items()} == _statistics_one_at_a_time(image)
+    assert pixel_statistics([]) == []

@@ -22,6 +22,7 @@ from visionyard.serving.model import IMAGE_INPUT, Limits, LoadedModel
 from visionyard.serving.monitoring import Monitoring, Reference, VersionMonitor
 from visionyard.serving.sources import LocalBundleSource, Resolved
 from visionyard.serving.types import Tensor
+from visionyard.serving.watch import PIXEL_BATCH, Pending
 from visionyard.settings import MonitorSettings
 
 MID = encoded((128, 60, 60))  # between red and black: top-1 ~0.51, margin ~0.02
@@ -76,7 +77,7 @@ def serve(model: LoadedModel, images: list[bytes]) -> Any:
 def sample_of(model: LoadedModel, images: list[bytes]) -> FeatureSample:
     serve(model, images)
     assert model.monitor is not None
-    return model.monitor.monitor.window.snapshot()[0]
+    return model.monitor.monitor.snapshot()[0]
 
 
 def test_a_served_request_adds_image_and_prediction_records(
@@ -103,7 +104,7 @@ def test_the_answer_is_unchanged_and_a_tensor_request_adds_predictions_only(
     assert work.finish(session.run(rows), context) == "tensor answer"
     assert work.after is not None
     work.after()
-    window = monitor.window.snapshot()[0]
+    window = monitor.snapshot()[0]
     assert window.categorical["class"] == {"green": 1, "red": 1}
     assert window.continuous["brightness_r"].size == 1  # only the encoded image has pixels
 
@@ -113,13 +114,13 @@ def test_a_broken_monitor_never_fails_the_request(
 ) -> None:
     model, monitor = loaded(monitoring, session, bundle)
 
-    def broken(records: list[Record]) -> None:
+    def broken(records: list[Record], waiting: list[Pending]) -> None:
         raise RuntimeError("a bug in monitoring")
 
     assert model.monitor is not None
     model.monitor.target.observe = broken
     assert serve(model, [MID]) == "answer"
-    assert len(monitor.window.window) == 0
+    assert monitor.snapshot()[0].images == 0
 
 
 def test_watch_carries_the_request_id(
@@ -217,7 +218,7 @@ def test_image_every_samples_image_statistics_but_keeps_every_prediction(
     model, monitor = loaded(sparse, session, bundle)
     for _ in range(4):
         serve(model, [MID])
-    window = monitor.window.snapshot()[0]
+    window = monitor.snapshot()[0]
     assert window.categorical["class"] == {"red": 4}
     assert window.continuous["brightness_r"].size == 2
 
@@ -265,3 +266,48 @@ def test_a_slow_drift_test_spaces_out_the_next_ones_within_the_compare_budget(
     serve(model, [MID, MID, MID])  # more than compare_every_images again...
     assert not monitor.due(105.0)  # ...but 0.5 s / 0.05 = 10 s have not passed
     assert monitor.due(110.6)
+
+
+def test_pixel_statistics_wait_for_a_batch_or_a_reading_and_keep_their_times(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+    before = time.time()
+    serve(model, [encoded(COLOURS["red"]), encoded(COLOURS["blue"])])
+    served = time.time()
+    assert len(monitor.window.window) == 0  # waiting in the backlog, not computed yet
+    time.sleep(0.3)
+    sample, span = monitor.snapshot()  # reading the window completes them
+    assert sample.images == 2
+    assert sample.continuous["brightness_r"].tolist() == pytest.approx([254, 0], abs=2)
+    assert span is not None
+    assert before <= span[0] <= span[1] <= served  # when they were served, not when read
+    for _ in range(PIXEL_BATCH - 1):
+        serve(model, [MID])
+    assert len(monitor.window.window) == 2  # 31 waiting
+    serve(model, [MID])
+    assert len(monitor.window.window) == 2 + PIXEL_BATCH  # the worker that filled it computed
+
+
+def test_a_failing_pixel_batch_is_dropped_logged_once_and_refresh_still_reports(
+    monitoring: Monitoring,
+    session: InferenceSession,
+    bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import visionyard.serving.monitoring as module
+
+    model, monitor = loaded(monitoring, session, bundle)
+    serve(model, [MID])
+
+    def broken(items: object) -> list[Record]:
+        raise ValueError("a bug in the pixel statistics")
+
+    monkeypatch.setattr(module, "complete", broken)
+    report = monitor.refresh()  # on the monitor thread in the server: must not raise
+    assert report["window"]["images"] == 0
+    assert "monitoring failed on a request" in caplog.text
+    monkeypatch.undo()
+    serve(model, [MID])
+    assert monitor.refresh()["window"]["images"] == 1  # only the failed batch was lost

@@ -59,6 +59,7 @@ Encoding = Literal["jpeg", "png", "webp", "other"]
 _ENCODINGS: dict[str, Encoding] = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_STACK = 16  # thumbnails per stack: 16 of 160x120 as float32 (3.7 MB) stay in the CPU's caches
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _EXIF_ORIENTATION = 0x0112
 
@@ -119,11 +120,20 @@ def image_features(
     ``size`` (the decoded image's), ``image`` may be its :func:`thumbnail`: the same record."""
     picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image
     info = source or source_info(picture)
-    width, height = size or picture.size
+    pixels = pixel_statistics([thumbnail(picture)])[0]
+    return image_record(info, size or picture.size, pixels)
+
+
+def image_record(
+    info: SourceInfo, size: tuple[int, int], pixels: Mapping[str, tuple[float, ...]]
+) -> Record:
+    """The image statistics of an image of ``size`` (width, height) whose encoded bytes said
+    ``info``, with its :func:`pixel_statistics`."""
+    width, height = size
     numbers: dict[str, tuple[float, ...]] = {
         "width": (float(width),), "height": (float(height),), "aspect": (width / height,),
+        **pixels,
     }  # fmt: skip
-    numbers.update(_pixel_statistics(picture))
     labels = {
         "encoding": (info.encoding,), "grey": (_yes(info.grey),),
         "alpha": (_yes(info.alpha),), "rotated": (_yes(info.rotated),),
@@ -188,19 +198,53 @@ def _with_embedding(record: Record, result: ImageResult) -> Record:
     return Record(record.numbers, record.labels, result.embedding)
 
 
-def _pixel_statistics(image: Image.Image) -> dict[str, tuple[float, ...]]:
-    """Channel means, luminance std and Laplacian variance on a nearest-neighbour thumbnail."""
-    rgb = _thumbnail(image)
-    flat = rgb.reshape(-1, 3)
-    means = flat.T @ np.full(len(flat), 1.0 / len(flat), dtype=np.float32)
-    lum = rgb @ _LUMA
-    return {
-        "brightness_r": (float(means[0]),),
-        "brightness_g": (float(means[1]),),
-        "brightness_b": (float(means[2]),),
-        "contrast": (float(lum.std()),),
-        "sharpness": (_laplacian_variance(lum),),
-    }
+def pixel_statistics(thumbs: Sequence[Image.Image]) -> list[dict[str, tuple[float, ...]]]:
+    """Channel means, luminance std and Laplacian variance of each :func:`thumbnail`, computed
+    for many at once: thumbnails of one shape are stacked and each statistic is one numpy call
+    for the stack, with per-image reductions over contiguous rows (so each image's values are
+    those it gets alone).
+
+    Why batches: each numpy call on a thumbnail releases Python's interpreter lock and takes it
+    back. In the server, the event loop and the other inference worker want the lock too, so
+    each of the ~20 calls an image can become a hand-over, a context switch. (perf: the
+    server's time in the scheduler per request doubled with these statistics on.) Measured
+    serving the 64x64 detector at 32 clients, side by side: computed in stacks of 16, the
+    server answered 1.05x the images/s of one image at a time (median of 16 alternating rounds,
+    13 won); without these statistics at all, 1.16x. Their arithmetic alone is ~0.1 ms of a
+    ~3 ms image. So the server collects thumbnails
+    (:class:`visionyard.serving.watch.PixelBacklog`) and computes them a batch at a time."""
+    found: list[dict[str, tuple[float, ...]]] = [{} for _ in thumbs]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    arrays = [np.asarray(_rgb(thumb)) for thumb in thumbs]
+    for index, array in enumerate(arrays):
+        groups.setdefault(array.shape, []).append(index)
+    chunks = [
+        (shape, indices[start : start + _STACK])
+        for shape, indices in groups.items()
+        for start in range(0, len(indices), _STACK)
+    ]
+    for (height, width, _), indices in chunks:
+        rgb = np.stack([arrays[i] for i in indices]).astype(np.float32)  # [n, h, w, 3]
+        count, pixels = len(indices), height * width
+        means = rgb.reshape(count, pixels, 3).transpose(0, 2, 1) @ np.full(
+            pixels, 1.0 / pixels, dtype=np.float32
+        )
+        lum = rgb @ _LUMA  # [n, h, w]
+        contrast = lum.reshape(count, pixels).std(axis=1)
+        sharpness = _laplacian_variances(lum)
+        for row, index in enumerate(indices):
+            found[index] = {
+                "brightness_r": (float(means[row, 0]),),
+                "brightness_g": (float(means[row, 1]),),
+                "brightness_b": (float(means[row, 2]),),
+                "contrast": (float(contrast[row]),),
+                "sharpness": (sharpness[row],),
+            }
+    return found
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def thumbnail(image: Image.Image) -> Image.Image:
@@ -212,21 +256,20 @@ def thumbnail(image: Image.Image) -> Image.Image:
     if factor > 1:
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
         image = image.resize(size, Image.Resampling.NEAREST)
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return _rgb(image)
 
 
-def _thumbnail(image: Image.Image) -> NDArray[np.float32]:
-    """``[h, w, 3]`` float32 RGB of :func:`thumbnail`."""
-    return np.asarray(thumbnail(image), dtype=np.float32)
-
-
-def _laplacian_variance(lum: NDArray[np.float32]) -> float:
-    if lum.shape[0] < 3 or lum.shape[1] < 3:
-        return 0.0
-    centre = lum[1:-1, 1:-1]
-    laplacian = lum[1:-1, :-2] + lum[1:-1, 2:] + lum[:-2, 1:-1] + lum[2:, 1:-1] - 4 * centre
-    value = float(laplacian.var())
-    return value if math.isfinite(value) else 0.0
+def _laplacian_variances(lum: NDArray[np.float32]) -> list[float]:
+    """The variance of each ``[h, w]`` luminance's 4-neighbour Laplacian (0 below 3x3 or when
+    not finite)."""
+    count, height, width = lum.shape
+    if height < 3 or width < 3:
+        return [0.0] * count
+    centre = lum[:, 1:-1, 1:-1]
+    laplacian = lum[:, 1:-1, :-2] + lum[:, 1:-1, 2:] + lum[:, :-2, 1:-1] + lum[:, 2:, 1:-1]
+    laplacian -= 4 * centre
+    values = laplacian.reshape(count, -1).var(axis=1)
+    return [float(v) if math.isfinite(v) else 0.0 for v in values]
 
 
 def _yes(flag: bool) -> str:

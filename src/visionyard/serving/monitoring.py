@@ -49,7 +49,7 @@ from visionyard.serving.logs import current_request_id
 from visionyard.serving.metrics import MonitorMetrics
 from visionyard.serving.reference import load_reference, profile_command
 from visionyard.serving.sources import ModelSource, Resolved
-from visionyard.serving.watch import Watch, WatchTarget
+from visionyard.serving.watch import Pending, PixelBacklog, Watch, WatchTarget, complete
 from visionyard.settings import MonitorSettings
 
 log = logging.getLogger("visionyard.serving")
@@ -66,11 +66,12 @@ class TimedWindow:
         self._times: list[float] = []
         self._lock = threading.Lock()
 
-    def extend(self, records: list[Record]) -> None:
-        now = time.time()
+    def extend(self, records: list[Record], times: list[float] | None = None) -> None:
+        """Add ``records``, served at ``times`` (default: now)."""
+        stamps = times if times is not None else [time.time()] * len(records)
         with self._lock:
             self.window.extend(records)
-            self._times.extend([now] * len(records))
+            self._times.extend(stamps)
             del self._times[: -max(1, len(self.window))]
 
     def snapshot(self) -> tuple[FeatureSample, tuple[float, float] | None]:
@@ -97,6 +98,7 @@ class VersionMonitor:
         self.name, self.version, self.source = name, version, source
         self.settings = parent.settings
         self.window = TimedWindow(parent.settings)
+        self.backlog = PixelBacklog()
         self.reference = Reference()
         self.gauges = _Gauges(parent.metrics, name, version)
         self.last: dict[str, Any] | None = None
@@ -109,12 +111,30 @@ class VersionMonitor:
         self._warned = False
         self._wake = parent.wake
 
-    def observe(self, records: list[Record]) -> None:
-        """Add one request's records (a worker thread)."""
-        self.window.extend(records)
-        self._new += len(records)
+    def observe(self, records: list[Record], waiting: list[Pending]) -> None:
+        """Add a request's records, and those awaiting pixel statistics (worker thread)."""
+        if records:
+            self.window.extend(records)
+        if waiting:
+            self._complete(self.backlog.add(waiting))
+        self._new += len(records) + len(waiting)
         if self._new >= self.settings.compare_every_images:
             self._wake()
+
+    def snapshot(self) -> tuple[FeatureSample, tuple[float, float] | None]:
+        """The window, with the images still waiting for their pixel statistics added."""
+        self._complete(self.backlog.take())
+        return self.window.snapshot()
+
+    def _complete(self, items: list[Pending]) -> None:
+        if not items:
+            return
+        try:
+            records = complete(items)
+        except Exception as exc:  # neither a request nor the monitor thread may fail on it
+            self.failed(exc)
+            return
+        self.window.extend(records, [item.at for item in items])
 
     def failed(self, exc: Exception) -> None:
         if not self._warned:
@@ -148,7 +168,7 @@ class VersionMonitor:
         with self._lock:
             started = time.monotonic()
             self._new, self._refreshed = 0, started
-            sample, span = self.window.snapshot()
+            sample, span = self.snapshot()
             comparison = self._compare(sample)
             took = time.monotonic() - started
             self._earliest = started + took / self.settings.compare_budget
@@ -160,7 +180,7 @@ class VersionMonitor:
 
     def saved(self) -> bytes:
         """The window as one file (:mod:`visionyard.monitor.saved_window`)."""
-        sample, span = self.window.snapshot()
+        sample, span = self.snapshot()
         about = {"model": self.name, "version": self.version, "span": list(span) if span else None}
         return window_bytes(sample, about)
 

@@ -5,16 +5,24 @@ the request's encoded images and id). On the worker, :meth:`Watch.image` keeps e
 image as the worker decodes it and :meth:`Watch.finish` keeps the request's outputs and their
 decoding (already done for the answer). Then, once the worker has handed the answers over
 (the batch's ``after`` work, :mod:`visionyard.serving.batching`), :meth:`Watch.after` computes
-the image statistics (about 0.3 ms for 640x480, :mod:`visionyard.monitor.features`) and the
-prediction statistics, adds one record per image to the version's window and offers the hard
-images to the capture writer (a non-blocking call): a client waits for none of it (measured:
-~0.6 ms of a lone request's ~28 ms on 2 cores). Each step swallows its own failures (logged
-once per version): monitoring never fails a request. A request that failed records nothing.
+the prediction statistics, hands one record per image to the version's window and offers the
+hard images to the capture writer (a non-blocking call): a client waits for none of it
+(measured: ~0.6 ms of a lone request's ~28 ms on 2 cores). Each step swallows its own failures
+(logged once per version): monitoring never fails a request. A request that failed records
+nothing.
+
+An image's pixel statistics (brightness, contrast, sharpness) are not computed per request:
+its record waits, with its thumbnail, in the version's :class:`PixelBacklog` until
+:data:`PIXEL_BATCH` images have gathered (or the window is read), and then they are computed
+together (:func:`visionyard.monitor.features.pixel_statistics` says why: per image, the numpy
+calls' hand-overs of the interpreter lock cost the server far more than their arithmetic).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,24 +32,73 @@ from PIL import Image
 
 from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
-from visionyard.monitor import Record, SourceInfo, image_features, prediction_records, source_info
-from visionyard.monitor.features import thumbnail
+from visionyard.monitor import Record, SourceInfo, prediction_records, source_info
+from visionyard.monitor.features import image_record, pixel_statistics, thumbnail
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.capture import CaptureJob, CapturePolicy, CaptureWriter
 from visionyard.serving.outputs import decode_once
 
 log = logging.getLogger("visionyard.serving")
 TOP_DETECTIONS = 20
+#: Images whose pixel statistics are computed together (their thumbnails: ~58 KB each).
+PIXEL_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One image's record without its pixel statistics yet: what its encoded bytes said, its
+    decoded size, its thumbnail, the prediction statistics and when it was served."""
+
+    info: SourceInfo
+    size: tuple[int, int]
+    thumb: Image.Image
+    prediction: Record
+    at: float
+
+
+class PixelBacklog:
+    """Images waiting for their pixel statistics (see the module docstring); thread-safe."""
+
+    def __init__(self, batch: int = PIXEL_BATCH) -> None:
+        self.batch = batch
+        self._items: list[Pending] = []
+        self._lock = threading.Lock()
+
+    def add(self, items: Sequence[Pending]) -> list[Pending]:
+        """Queue ``items``; once :attr:`batch` are waiting, all of them are returned for the
+        caller to :func:`complete` (else nothing)."""
+        with self._lock:
+            self._items.extend(items)
+            if len(self._items) < self.batch:
+                return []
+            taken, self._items = self._items, []
+        return taken
+
+    def take(self) -> list[Pending]:
+        """Everything waiting (the window is about to be read)."""
+        with self._lock:
+            taken, self._items = self._items, []
+        return taken
+
+
+def complete(items: Sequence[Pending]) -> list[Record]:
+    """The records of ``items``, their pixel statistics computed together."""
+    pixels = pixel_statistics([item.thumb for item in items])
+    return [
+        image_record(item.info, item.size, stats).merge(item.prediction)
+        for item, stats in zip(items, pixels, strict=True)
+    ]
 
 
 @dataclass
 class WatchTarget:
-    """What a watch reports to: the version's window (``observe``) and the capture writer."""
+    """What a watch reports to: the version's window (``observe``: the records ready, then
+    those waiting for their pixel statistics) and the capture writer."""
 
     model: str
     version: str
     session: InferenceSession
-    observe: Callable[[list[Record]], None]
+    observe: Callable[[list[Record], list[Pending]], None]
     failed: Callable[[Exception], None]
     writer: CaptureWriter | None = None
     policy: CapturePolicy | None = None
@@ -56,7 +113,6 @@ class Watch:
     items: Sequence[bytes] | None
     pixels: bool = True
     _pictures: dict[int, tuple[Image.Image, tuple[int, int]]] = field(default_factory=dict)
-    _images: dict[int, tuple[Record, SourceInfo]] = field(default_factory=dict)
     _outputs: tuple[dict[str, np.ndarray], list[ImageMeta], list[ImageResult]] | None = None
 
     def image(self, index: int, image: Image.Image) -> None:
@@ -79,32 +135,35 @@ class Watch:
             self.target.failed(exc)
 
     def after(self) -> None:
-        """Image and prediction statistics, the window, capture (worker thread, once the
-        answer has gone); nothing for a request that failed."""
+        """Prediction statistics, the window, capture (worker thread, once the answer has
+        gone); nothing for a request that failed."""
         pictures, self._pictures = self._pictures, {}
         if self._outputs is None:
             return
         raw, metas, results = self._outputs
         self._outputs = None
         try:
-            for index, (small, size) in pictures.items():
+            infos: dict[int, SourceInfo] = {}
+            for index in pictures:
                 data = self.items[index] if self.items is not None else None
-                info = source_info(data) if data is not None else SourceInfo()
-                self._images[index] = (image_features(small, info, size), info)
+                infos[index] = source_info(data) if data is not None else SourceInfo()
             contract = self.target.session.contract
             predictions = prediction_records(raw, results, contract, metas)
-            records = [self._merged(i, p) for i, p in enumerate(predictions)]
-            self.target.observe(records)
+            now = time.time()
+            ready = [p for i, p in enumerate(predictions) if i not in pictures]
+            waiting = [
+                Pending(infos[i], size, small, predictions[i], now)
+                for i, (small, size) in pictures.items()
+            ]
+            self.target.observe(ready, waiting)
             if self.target.writer is not None and self.items is not None:
-                self._capture(records, results)
+                self._capture(predictions, results, infos)
         except Exception as exc:  # monitoring must not fail the request
             self.target.failed(exc)
 
-    def _merged(self, index: int, prediction: Record) -> Record:
-        found = self._images.get(index)
-        return found[0].merge(prediction) if found else prediction
-
-    def _capture(self, records: list[Record], results: list[ImageResult]) -> None:
+    def _capture(
+        self, records: list[Record], results: list[ImageResult], infos: dict[int, SourceInfo]
+    ) -> None:
         target, items = self.target, self.items
         if target.writer is None or target.policy is None or items is None:
             return
@@ -113,8 +172,8 @@ class Watch:
             reasons = target.policy.reasons(confidence, margin)
             if not reasons:
                 continue
-            found = self._images.get(index)
-            encoding = found[1].encoding if found else source_info(items[index]).encoding
+            found = infos.get(index)
+            encoding = found.encoding if found else source_info(items[index]).encoding
             answer = {**_answer(result), "confidence": confidence, "margin": margin}
             job = CaptureJob(
                 target.model, target.version, self.request_id, index, items[index], encoding,

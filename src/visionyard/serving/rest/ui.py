@@ -262,7 +262,7 @@ def live_report(plane: DataPlane, name: str, min_samples: int) -> str:
         return ui_page.note(f"report of {name}", "monitoring is off (monitor.enabled = false)")
     monitor = watcher.monitor
     profile = monitor.reference.profile
-    sample, _ = monitor.window.snapshot()
+    sample, _ = monitor.snapshot()
     if profile is None or sample.images < min_samples:
         why = monitor.reference.message if profile is None else (
             f"not enough data (n={sample.images} < {min_samples})")  # fmt: skip
