@@ -38,6 +38,14 @@ def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
+def bundle(settings: Settings) -> Path:
+    """Version 1's verified copy in the serving cache, as ``predict NAME/1`` leaves it (so that
+    each test that takes the folder runs on its own too)."""
+    _, path = Registry(settings).fetch_bundle(f"{NAME}/1", Path(settings.home) / "serving-cache")
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("images")
     for rel in GOOD:
@@ -79,10 +87,7 @@ def test_jsonl_of_a_registered_version(
     assert "truncated" in broken["error"] or "readable" in broken["error"]
 
 
-def test_csv_of_a_bundle_folder_to_stdout(
-    settings: Settings, images: Path, capsys: Capture
-) -> None:
-    bundle = Path(settings.home) / "serving-cache" / NAME / "1"
+def test_csv_of_a_bundle_folder_to_stdout(bundle: Path, images: Path, capsys: Capture) -> None:
     code, out, err = run(capsys, "predict", bundle, images, "--format", "csv", "--top-k", "1")
     assert code == 0, err
     table = list(csv.reader(out.splitlines()))
@@ -110,22 +115,20 @@ def test_a_missing_variant_is_one_line(settings: Settings, images: Path, capsys:
 
 
 def test_strict_fails_when_an_image_failed(
-    settings: Settings, images: Path, tmp_path: Path, capsys: Capture
+    bundle: Path, images: Path, tmp_path: Path, capsys: Capture
 ) -> None:
-    bundle = Path(settings.home) / "serving-cache" / NAME / "1"
     code, _, err = run(capsys, "predict", bundle, images, "-o", tmp_path / "o.csv", "--strict")
     assert code == 5, err
     assert (tmp_path / "o.csv").read_text().count("\n") == 6  # every row still written
 
 
 def test_an_unreachable_ray_cluster_is_one_line_and_quick(
-    settings: Settings, images: Path, tmp_path: Path, capsys: Capture
+    bundle: Path, images: Path, tmp_path: Path, capsys: Capture
 ) -> None:
     pytest.importorskip("ray")
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    bundle = Path(settings.home) / "serving-cache" / NAME / "1"
     began = time.monotonic()
     code, _, err = run(capsys, "predict", bundle, images, "--engine", "ray",
                        "--ray-address", f"127.0.0.1:{port}", "-o", tmp_path / "out")  # fmt: skip
