@@ -22,7 +22,7 @@ from visionyard.serving.model import IMAGE_INPUT, Limits, LoadedModel
 from visionyard.serving.monitoring import Monitoring, Reference, VersionMonitor
 from visionyard.serving.sources import LocalBundleSource, Resolved
 from visionyard.serving.types import Tensor
-from visionyard.serving.watch import PIXEL_BATCH, Pending
+from visionyard.serving.watch import BEHIND_BATCHES, PIXEL_BATCH, Pending
 from visionyard.settings import MonitorSettings
 
 MID = encoded((128, 60, 60))  # between red and black: top-1 ~0.51, margin ~0.02
@@ -282,11 +282,17 @@ def test_pixel_statistics_wait_for_a_batch_or_a_reading_and_keep_their_times(
     assert sample.continuous["brightness_r"].tolist() == pytest.approx([254, 0], abs=2)
     assert span is not None
     assert before <= span[0] <= span[1] <= served  # when they were served, not when read
-    for _ in range(PIXEL_BATCH - 1):
+    for _ in range(PIXEL_BATCH):
         serve(model, [MID])
-    assert len(monitor.window.window) == 2  # 31 waiting
-    serve(model, [MID])
-    assert len(monitor.window.window) == 2 + PIXEL_BATCH  # the worker that filled it computed
+    assert len(monitor.window.window) == 2  # a batch waits: the monitor thread is woken for it
+    assert monitoring._event.is_set()
+    monitoring._tick()  # what the woken vy-monitor thread does
+    assert len(monitor.window.window) == 2 + PIXEL_BATCH
+    for _ in range(BEHIND_BATCHES * PIXEL_BATCH - 1):
+        serve(model, [MID])
+    assert len(monitor.window.window) == 2 + PIXEL_BATCH  # the thread is behind, still waiting
+    serve(model, [MID])  # four batches wait: this worker computes them itself
+    assert len(monitor.window.window) == 2 + PIXEL_BATCH + BEHIND_BATCHES * PIXEL_BATCH
 
 
 def test_a_failing_pixel_batch_is_dropped_logged_once_and_refresh_still_reports(
@@ -311,3 +317,20 @@ def test_a_failing_pixel_batch_is_dropped_logged_once_and_refresh_still_reports(
     monkeypatch.undo()
     serve(model, [MID])
     assert monitor.refresh()["window"]["images"] == 1  # only the failed batch was lost
+
+
+def test_the_running_monitor_thread_computes_a_full_backlog(
+    monitoring: Monitoring, session: InferenceSession, bundle: Path
+) -> None:
+    model, monitor = loaded(monitoring, session, bundle)
+    monitoring.start()
+    try:
+        for _ in range(PIXEL_BATCH):
+            serve(model, [MID])
+        deadline = time.monotonic() + 10
+        while len(monitor.window.window) < PIXEL_BATCH and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(monitor.window.window) == PIXEL_BATCH
+        assert len(monitor.backlog) == 0
+    finally:
+        monitoring.close()

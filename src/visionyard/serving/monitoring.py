@@ -7,8 +7,9 @@ version's reference profile on a background thread, shown as Prometheus gauges a
   :meth:`~Monitoring.detach` es it when the version leaves (its gauges go with it).
 - Records come from the batcher workers (:mod:`visionyard.serving.watch`): nothing here runs
   on the event loop or per request except adding to the window (a deque append under a lock).
-- The ``vy-monitor`` thread loads each version's reference profile
-  (:mod:`visionyard.serving.reference`), and refreshes a version's gauges (window size,
+- The ``vy-monitor`` thread computes the pixel statistics waiting in each version's backlog
+  once a batch has gathered (:mod:`visionyard.serving.watch`), loads each version's reference
+  profile (:mod:`visionyard.serving.reference`), and refreshes a version's gauges (window size,
   confidence quantiles, class shares and, with a profile and at least ``min_samples`` images,
   drift per feature) after every ``compare_every_images`` new images or ``compare_every_s``,
   but never sooner than the last refresh's duration divided by ``compare_budget`` after it
@@ -18,7 +19,8 @@ version's reference profile on a background thread, shown as Prometheus gauges a
 Gauges: ``visionyard_drift_statistic`` and ``visionyard_drift_p_value`` (corrected) per feature
 of the profile, ``visionyard_drift_detected`` (present only while there is a verdict),
 ``visionyard_monitor_window_size``, ``visionyard_confidence_quantile`` (0.1, 0.5, 0.9 of top-1
-confidence; a detector's box scores) and ``visionyard_class_share`` (contract labels).
+confidence; a detector's box scores) and ``visionyard_class_share`` (contract labels), kept by
+:mod:`visionyard.serving.monitor_gauges`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from visionyard.errors import NotFoundError
 from visionyard.monitor import (
@@ -47,13 +47,20 @@ from visionyard.runtime.session import InferenceSession
 from visionyard.serving.capture import CapturePolicy, CaptureWriter
 from visionyard.serving.logs import current_request_id
 from visionyard.serving.metrics import MonitorMetrics
+from visionyard.serving.monitor_gauges import Gauges, quantiles, shares
 from visionyard.serving.reference import load_reference, profile_command
 from visionyard.serving.sources import ModelSource, Resolved
-from visionyard.serving.watch import Pending, PixelBacklog, Watch, WatchTarget, complete
+from visionyard.serving.watch import (
+    BEHIND_BATCHES,
+    Pending,
+    PixelBacklog,
+    Watch,
+    WatchTarget,
+    complete,
+)
 from visionyard.settings import MonitorSettings
 
 log = logging.getLogger("visionyard.serving")
-QUANTILES = (0.1, 0.5, 0.9)
 
 
 class TimedWindow:
@@ -100,7 +107,7 @@ class VersionMonitor:
         self.window = TimedWindow(parent.settings)
         self.backlog = PixelBacklog()
         self.reference = Reference()
-        self.gauges = _Gauges(parent.metrics, name, version)
+        self.gauges = Gauges(parent.metrics, name, version)
         self.last: dict[str, Any] | None = None
         self.detached = False  # the version left: its gauges are (being) removed
         self.requests = itertools.count()
@@ -116,7 +123,11 @@ class VersionMonitor:
         if records:
             self.window.extend(records)
         if waiting:
-            self._complete(self.backlog.add(waiting))
+            count = self.backlog.add(waiting)
+            if count >= BEHIND_BATCHES * self.backlog.batch:  # the monitor thread is behind
+                self._complete(self.backlog.take())
+            elif count >= self.backlog.batch:
+                self._wake()
         self._new += len(records) + len(waiting)
         if self._new >= self.settings.compare_every_images:
             self._wake()
@@ -125,6 +136,11 @@ class VersionMonitor:
         """The window, with the images still waiting for their pixel statistics added."""
         self._complete(self.backlog.take())
         return self.window.snapshot()
+
+    def complete_batch(self) -> None:
+        """Compute the waiting pixel statistics once a batch has gathered (monitor thread)."""
+        if len(self.backlog) >= self.backlog.batch:
+            self._complete(self.backlog.take())
 
     def _complete(self, items: list[Pending]) -> None:
         if not items:
@@ -207,7 +223,7 @@ class VersionMonitor:
             "reference": {"state": self.reference.state, "message": self.reference.message,
                           "images": self.reference.profile.images if self.reference.profile
                           else None},
-            "confidence_quantiles": _quantiles(sample), "class_share": _shares(sample),
+            "confidence_quantiles": quantiles(sample), "class_share": shares(sample),
         }  # fmt: skip
         body.update(result.to_dict() if result else {"features": [], "drifting": []})
         return body
@@ -289,7 +305,8 @@ class Monitoring:
             self._tick()
 
     def _tick(self) -> None:
-        """Retire left versions' series, load new versions' profiles, refresh what is due."""
+        """Retire left versions' series, load new versions' profiles, compute full pixel
+        backlogs, refresh what is due."""
         with self._lock:
             pending, self._pending = self._pending, []
             retired, self._retired = self._retired, []
@@ -298,6 +315,8 @@ class Monitoring:
             monitor.retire()
         for monitor, resolved in pending:
             monitor.load_reference(resolved)
+        for monitor in monitors:
+            monitor.complete_batch()
         now = time.monotonic()
         for monitor in monitors:
             if self._stop or not (monitor.due(now) or any(m is monitor for m, _ in pending)):
@@ -321,71 +340,6 @@ class Watcher:
         every = self.monitor.settings.image_every
         pixels = every == 1 or next(self.monitor.requests) % every == 0
         return Watch(self.target, current_request_id(), items, pixels=pixels)
-
-
-class _Gauges:
-    """One version's series in the monitor gauges, so that they can all be removed."""
-
-    def __init__(self, metrics: MonitorMetrics, name: str, version: str) -> None:
-        self.metrics, self.labels = metrics, (name, version)
-        self._set: set[tuple[Any, tuple[str, ...]]] = set()
-
-    def window(self, sample: FeatureSample) -> None:
-        m = self.metrics
-        self._put(m.window_size, (), sample.images)
-        for q, value in _quantiles(sample).items():
-            self._put(m.confidence_quantile, (q,), value)
-        shares = _shares(sample)
-        for gauge, key in list(self._set):
-            if gauge is m.class_share:
-                shares.setdefault(key[0], 0.0)  # a class gone from the window shows 0
-        for label, share in shares.items():
-            self._put(m.class_share, (label,), share)
-
-    def drift(self, result: Comparison | None) -> None:
-        m = self.metrics
-        rows = {r.feature: r for r in result.results if r.statistic is not None} if result else {}
-        for gauge in (m.drift_statistic, m.drift_p_value):
-            for key in [k for g, k in self._set if g is gauge and k[0] not in rows]:
-                self._drop(gauge, key)
-        for feature, row in rows.items():
-            self._put(m.drift_statistic, (feature,), row.statistic)
-            p_value = row.p_adjusted if row.p_adjusted is not None else row.p_value
-            self._put(m.drift_p_value, (feature,), p_value)
-        if result is None or result.verdict == "not enough data":
-            self._drop(m.drift_detected, ())
-        else:
-            self._put(m.drift_detected, (), 1.0 if result.verdict == "drift" else 0.0)
-
-    def remove_all(self) -> None:
-        for gauge, key in list(self._set):
-            self._drop(gauge, key)
-
-    def _put(self, gauge: Any, key: tuple[str, ...], value: float | None) -> None:
-        if value is None or not np.isfinite(value):
-            self._drop(gauge, key)
-            return
-        gauge.labels(*self.labels, *key).set(value)
-        self._set.add((gauge, key))
-
-    def _drop(self, gauge: Any, key: tuple[str, ...]) -> None:
-        if (gauge, key) in self._set:
-            self._set.discard((gauge, key))
-            gauge.remove(*self.labels, *key)
-
-
-def _quantiles(sample: FeatureSample) -> dict[str, float]:
-    values = sample.continuous.get("confidence")
-    if values is None:
-        values = sample.continuous.get("score")
-    if values is None or values.size == 0:
-        return {}
-    found = np.quantile(values, QUANTILES)
-    return {str(q): float(v) for q, v in zip(QUANTILES, found, strict=True)}
-
-
-def _shares(sample: FeatureSample) -> dict[str, float]:
-    return dict(sample.shares().get("class", {}))
 
 
 def _window(
