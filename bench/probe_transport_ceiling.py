@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import resource
 import shutil
@@ -51,8 +50,9 @@ from bench_serving_baselines import _child, free_port, wait_http  # noqa: E402
 from bench_serving_load import H2Load, grpc_requests, inprocess_best  # noqa: E402
 from probe_server_configs import the_model  # noqa: E402
 
+from visionyard.deploy.plan import cpu_seconds  # noqa: E402
+
 CLIENTS, SECONDS = 32, 5.0
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -133,12 +133,6 @@ def noop_server(kind: str, answer: Path) -> Iterator[tuple[int, int]]:
         yield pid, port
 
 
-def process_ticks(pid: int) -> int:
-    """utime + stime of every thread of ``pid`` (clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def host_idle() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
     return values[3] + values[4], sum(values)
@@ -146,14 +140,13 @@ def host_idle() -> tuple[int, int]:
 
 def run(load: Load) -> dict[str, float]:
     """``CLIENTS`` clients for ``SECONDS``: answers/s, CPU per request, idle host share."""
+    before = _readings(load.pid)
     if load.counted is not None:  # visionyard gRPC: its H2Load counts the answers
-        ticks, idle, usage = process_ticks(load.pid), host_idle(), _children()
         found = load.counted.run(CLIENTS, SECONDS)
         spent = SECONDS + H2Load.LEAD + H2Load.TAIL
-        return _figures(found["rate"], found["rate"] * spent, load.pid, ticks, idle, usage)
+        return _figures(found["rate"], found["rate"] * spent, load.pid, before)
     share = [CLIENTS // len(load.bodies) + (i < CLIENTS % len(load.bodies))
              for i in range(len(load.bodies))]  # fmt: skip
-    ticks, idle, usage = process_ticks(load.pid), host_idle(), _children()
     began = time.perf_counter()
     procs = []
     for clients, body, headers in zip(share, load.bodies, load.headers, strict=True):
@@ -176,7 +169,7 @@ def run(load: Load) -> dict[str, float]:
     if failed:  # (h2load's own "failed" also counts the calls cut off when its time is up)
         raise RuntimeError(f"{load.name}: {failed} answers were errors")
     elapsed = time.perf_counter() - began
-    return _figures(done / elapsed, done, load.pid, ticks, idle, usage)
+    return _figures(done / elapsed, done, load.pid, before)
 
 
 def _children() -> float:
@@ -184,16 +177,22 @@ def _children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _figures(rate: float, count: float, pid: int, ticks: int, idle: tuple[int, int],
-             usage: float) -> dict[str, float]:  # fmt: skip
-    server = (process_ticks(pid) - ticks) / TICK
-    idle_after = host_idle()
+Readings = tuple[float, tuple[int, int], float]  # server CPU s, host (idle, all), clients' CPU s
+
+
+def _readings(pid: int) -> Readings:
+    return cpu_seconds(pid) or 0.0, host_idle(), _children()
+
+
+def _figures(rate: float, count: float, pid: int, before: Readings) -> dict[str, float]:
+    """Per request, since ``before``: the server's and the clients' CPU, and the idle share."""
+    server, idle, clients = _readings(pid)
     count = max(count, 1.0)
     return {
         "rate": rate,
-        "server_ms": 1000 * server / count,
-        "client_ms": 1000 * (_children() - usage) / count,
-        "idle": (idle_after[0] - idle[0]) / max(idle_after[1] - idle[1], 1),
+        "server_ms": 1000 * (server - before[0]) / count,
+        "client_ms": 1000 * (clients - before[2]) / count,
+        "idle": (idle[0] - before[1][0]) / max(idle[1] - before[1][1], 1),
     }
 
 

@@ -247,11 +247,11 @@ def _levels(
 
 
 def _one_level(target: _Target, clients: int, seconds: float) -> Level:
-    cpu_before, busy_before = _cpu_seconds(target.pid), _busy_seconds(target)
+    cpu_before, busy_before = cpu_seconds(target.pid), _busy_seconds(target)
     started = time.perf_counter()
     result = closed_loop(target.connect, clients, seconds)
     elapsed = time.perf_counter() - started
-    cpu_after, busy_after = _cpu_seconds(target.pid), _busy_seconds(target)
+    cpu_after, busy_after = cpu_seconds(target.pid), _busy_seconds(target)
     cores = None
     if cpu_before is not None and cpu_after is not None:
         cores = round((cpu_after - cpu_before) / elapsed, 3)
@@ -284,7 +284,7 @@ def _busy_seconds(target: _Target) -> float:
     return total
 
 
-def _cpu_seconds(pid: int | None) -> float | None:
+def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of process ``pid`` (all its threads); None without /proc."""
     if pid is None:
         return None
