@@ -117,3 +117,50 @@ def test_close_returns_while_the_stream_stays_blocked(monkeypatch: pytest.Monkey
     alive = closer.is_alive()
     stream.flowing.set()
     assert not alive
+
+
+def test_access_lines_skip_logging_machinery_yet_read_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the server's handler is the only one, an access line goes straight to its queue
+    (no ``LogRecord`` on the event loop) and reads as the same JSON as one logged the usual way;
+    once another handler is added (a test's caplog, a user's), lines go through logging."""
+    stream = io.StringIO()
+    levels = [(n, logging.getLogger(n).level) for n in ("", "visionyard", "uvicorn")]
+    handler = logs.configure_logging("INFO", stream)
+    fast = {"request_id": "fast", "status": 200, "duration_ms": 1.5, "model": "m"}
+    client_error = {"request_id": "bad", "status": 400, "error_code": "inference.invalid_input"}
+    seen: list[logging.LogRecord] = []
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(logging.root, "handlers", [handler])
+
+            def no_records(*args: object, **kwargs: object) -> None:
+                raise AssertionError("an access line was made into a LogRecord")
+
+            patch.setattr(logs.ACCESS, "log", no_records)
+            logs.access(dict(fast))
+            logs.access(dict(client_error))
+        other = logging.Handler()
+        other.emit = seen.append  # type: ignore[method-assign]
+        monkeypatch.setattr(logging.root, "handlers", [handler, other])
+        logs.access(dict(fast, request_id="slow"))
+        handler.flush()
+    finally:
+        logging.root.removeHandler(handler)
+        handler.close()
+        logging.captureWarnings(False)
+        for name, level in levels:
+            logging.getLogger(name).setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == ["fast", "bad", "slow"]
+    assert [r.fields["request_id"] for r in seen] == ["slow"]  # type: ignore[attr-defined]
+    first, second, slow = lines
+    assert second["level"] == "warning"
+    assert second["error_code"] == "inference.invalid_input"
+    assert first.keys() == slow.keys()
+    assert {k: v for k, v in first.items() if k not in ("ts", "request_id")} == {
+        k: v for k, v in slow.items() if k not in ("ts", "request_id")
+    }
+    assert first["ts"].endswith("Z")
+    assert len(first["ts"]) == len(slow["ts"]) == 24

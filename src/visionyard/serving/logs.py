@@ -22,13 +22,13 @@ once on SIGTERM (with ``sys.stderr``'s buffer in a blocked write, the exit waite
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import copy
 import itertools
 import json
 import logging
 import os
-import queue
 import re
 import sys
 import threading
@@ -117,6 +117,8 @@ def configure_logging(
     handler = QueuedHandler(writer, queue_lines)
     root = logging.getLogger()
     root.addHandler(handler)
+    global _QUEUED
+    _QUEUED = handler
     root.setLevel(logging.WARNING)
     for name in ("visionyard", "uvicorn"):
         logging.getLogger(name).setLevel(level.upper())
@@ -152,19 +154,61 @@ class _FdHandler(logging.Handler):
             pass
 
 
+class _AccessLine:
+    """An access line as it waits for the writer thread: what :class:`JsonFormatter` reads of a
+    ``LogRecord``, without building one (and its caller lookup, copy and queue lock) on the
+    event loop for every request (:func:`access`)."""
+
+    __slots__ = ("created", "msecs", "levelno", "levelname", "fields")
+    name = "visionyard.access"
+    exc_info = None
+    exc_text = None
+
+    def __init__(self, levelno: int, fields: dict[str, Any]) -> None:
+        self.created = time.time()
+        self.msecs = (self.created - int(self.created)) * 1000
+        self.levelno = levelno
+        self.levelname = logging.getLevelName(levelno)
+        self.fields = fields
+
+    def getMessage(self) -> str:  # noqa: N802 (LogRecord's name)
+        return "request"
+
+
+_STOP = object()
+
+
 class QueuedHandler(logging.Handler):
     """Hand records to a thread that passes them to ``target``; never wait on it. At most
     ``capacity`` records wait; past that they are dropped and counted, and the next record the
-    thread writes is followed by a warning with the count (``dropped_lines``)."""
+    thread writes is followed by a warning with the count (``dropped_lines``).
+
+    The records wait in a deque, and the writer is woken only when it sleeps (an ``Event`` set
+    only when clear): a ``queue.Queue`` takes a lock and notifies a condition for every line,
+    on the event loop of every request."""
 
     def __init__(self, target: logging.Handler, capacity: int) -> None:
         super().__init__()
         self._target = target
-        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
+        self._capacity = capacity
+        self._lines: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._writing = False
+        self._written = 0
         self._dropped = 0
         self._count_lock = threading.Lock()
         self._thread = threading.Thread(target=self._write, name="vy-log", daemon=True)
         self._thread.start()
+
+    def takes_access_lines(self) -> bool:
+        """Whether :func:`access` may hand lines straight to this handler: it is the only
+        handler they reach, with nothing that filters or formats them otherwise."""
+        return (
+            not self.filters
+            and self.level <= logging.INFO
+            and isinstance(self._target.formatter, JsonFormatter)
+            and self._thread.is_alive()
+        )
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -176,61 +220,99 @@ class QueuedHandler(logging.Handler):
                 formatter = self._target.formatter or logging.Formatter()
                 queued.exc_text = formatter.formatException(record.exc_info)
                 queued.exc_info = None
-            self._queue.put_nowait(queued)
-        except queue.Full:
-            with self._count_lock:
-                self._dropped += 1
+            self.put(queued)
         except Exception:
             self.handleError(record)
 
+    def put(self, line: logging.LogRecord | _AccessLine) -> None:
+        """Queue a line for the writer (dropped and counted when ``capacity`` wait)."""
+        if len(self._lines) >= self._capacity:
+            with self._count_lock:
+                self._dropped += 1
+            return
+        self._lines.append(line)
+        if not self._wake.is_set():
+            self._wake.set()
+
     def _write(self) -> None:
         name_os_thread("vy-log")  # its CPU shows apart in per-thread readings (/proc, top -H)
-        while (record := self._queue.get()) is not None:
-            # emit, not handle: handle would hold the target's lock through a blocked write,
-            # and logging.shutdown at exit takes every handler's lock
-            self._target.emit(record)
-            with self._count_lock:
-                dropped, self._dropped = self._dropped, 0
-            if dropped:
-                fields = {"dropped_lines": dropped}
-                message = f"{dropped} log lines dropped: the log stream was not read"
-                self._target.emit(logging.makeLogRecord({
-                    "name": "visionyard.serving", "levelno": logging.WARNING,
-                    "levelname": "WARNING", "msg": message, "fields": fields,
-                }))  # fmt: skip
-            self._queue.task_done()
-        self._queue.task_done()
+        while True:
+            self._wake.wait()
+            self._wake.clear()  # cleared before the deque is read: no line is left unseen
+            while self._lines:
+                self._writing = True
+                line = self._lines.popleft()
+                if line is _STOP:
+                    self._writing = False
+                    return
+                # emit, not handle: handle would hold the target's lock through a blocked
+                # write, and logging.shutdown at exit takes every handler's lock
+                self._target.emit(line)
+                self._written += 1
+                self._writing = False
+                with self._count_lock:
+                    dropped, self._dropped = self._dropped, 0
+                if dropped:
+                    fields = {"dropped_lines": dropped}
+                    message = f"{dropped} log lines dropped: the log stream was not read"
+                    self._target.emit(logging.makeLogRecord({
+                        "name": "visionyard.serving", "levelno": logging.WARNING,
+                        "levelname": "WARNING", "msg": message, "fields": fields,
+                    }))  # fmt: skip
+
+    def _pending(self) -> bool:
+        return bool(self._lines) or self._writing
 
     def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until what waits is written: at most ``timeout_s``, and no longer than
         :data:`STUCK_S` without a line written (a stream nobody reads)."""
         deadline = time.monotonic() + timeout_s
-        left, moved = self._queue.unfinished_tasks, time.monotonic()
-        while left and time.monotonic() < min(deadline, moved + STUCK_S):
+        written, moved = self._written, time.monotonic()
+        while self._pending() and time.monotonic() < min(deadline, moved + STUCK_S):
             time.sleep(0.005)
-            if self._queue.unfinished_tasks != left:
-                left, moved = self._queue.unfinished_tasks, time.monotonic()
-        if not left:  # the writer is idle: the target's lock is free
+            if self._written != written:
+                written, moved = self._written, time.monotonic()
+        if not self._pending():  # the writer is idle: the target's lock is free
             self._target.flush()
 
     def close(self) -> None:
         """Write what waits (unless the stream is stuck), then stop the thread."""
         if self._thread.is_alive():
             self.flush()
-            if not self._queue.unfinished_tasks:
-                try:
-                    self._queue.put_nowait(None)
-                except queue.Full:  # filled by other threads since the check: writer busy
-                    pass
-                else:
-                    self._thread.join(CLOSE_WAIT_S)
+            if not self._pending():
+                self._lines.append(_STOP)
+                self._wake.set()
+                self._thread.join(CLOSE_WAIT_S)
         self._target.close()
         super().close()
 
 
+#: the handler :func:`configure_logging` installed (access lines go to it directly while it
+#: is the only one they reach)
+_QUEUED: QueuedHandler | None = None
+_PARENT = logging.getLogger("visionyard")
+
+
 def access(fields: dict[str, Any]) -> None:
-    """One access line; a client error at warning, a server error at error."""
-    ACCESS.log(_level(fields), "request", extra={"fields": fields})
+    """One access line; a client error at warning, a server error at error. While the server's
+    own handler is the only one the line reaches (no handler added to these loggers, as a
+    test's ``caplog`` does), it goes to that handler's queue without a ``LogRecord``."""
+    level = _level(fields)
+    queued = _QUEUED
+    if (
+        queued is not None
+        and ACCESS.isEnabledFor(level)
+        and ACCESS.propagate
+        and not ACCESS.handlers
+        and not ACCESS.filters
+        and not _PARENT.handlers
+        and _PARENT.propagate
+        and logging.root.handlers == [queued]
+        and queued.takes_access_lines()
+    ):
+        queued.put(_AccessLine(level, fields))
+        return
+    ACCESS.log(level, "request", extra={"fields": fields})
 
 
 #: Statuses that are the client's doing (REST 4xx; gRPC codes the adapter maps client errors
