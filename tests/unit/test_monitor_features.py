@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -199,3 +200,17 @@ def test_pixel_statistics_in_batches_are_bit_identical_to_one_image_at_a_time() 
     for image, found in zip(images, together, strict=True):
         assert {k: v[0] for k, v in found.items()} == _statistics_one_at_a_time(image)
     assert pixel_statistics([]) == []
+
+
+def test_pixel_statistics_from_several_threads_at_once_match_one_thread() -> None:
+    """Work arrays are kept per thread (the monitor thread and a worker may compute at once)."""
+    rng = np.random.default_rng(5)
+    sets = [
+        [thumbnail(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+         for h, w in ((120, 160), (160, 120), (90, 160), (120, 160)) * 5]
+        for _ in range(4)
+    ]  # fmt: skip
+    expected = [pixel_statistics(thumbs) for thumbs in sets]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(pixel_statistics, sets)) == expected
