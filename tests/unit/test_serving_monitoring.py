@@ -3,6 +3,7 @@ window, drift against a reference profile, the gauges, the report's states, capt
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -332,5 +333,8 @@ def test_the_running_monitor_thread_computes_a_full_backlog(
             time.sleep(0.02)
         assert len(monitor.window.window) == PIXEL_BATCH
         assert len(monitor.backlog) == 0
+        if sys.platform.startswith("linux"):  # named for top -H and per-thread CPU readings
+            names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+            assert "vy-monitor" in names
     finally:
         monitoring.close()

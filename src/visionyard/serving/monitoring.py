@@ -50,6 +50,7 @@ from visionyard.serving.metrics import MonitorMetrics
 from visionyard.serving.monitor_gauges import Gauges, quantiles, shares
 from visionyard.serving.reference import load_reference, profile_command
 from visionyard.serving.sources import ModelSource, Resolved
+from visionyard.serving.threads import name_os_thread
 from visionyard.serving.watch import (
     BEHIND_BATCHES,
     Pending,
@@ -299,6 +300,7 @@ class Monitoring:
             self.writer.close()
 
     def _run(self) -> None:
+        name_os_thread("vy-monitor")  # its CPU shows apart in per-thread readings (/proc, top -H)
         while not self._stop:
             self._event.wait(min(self.settings.compare_every_s, 1.0))  # budget waits end
             self._event.clear()
