@@ -161,6 +161,8 @@ class _AccessLine:
 
     __slots__ = ("created", "msecs", "levelno", "levelname", "fields")
     name = "visionyard.access"
+    msg = "request"
+    args = None
     exc_info = None
     exc_text = None
 
@@ -248,8 +250,6 @@ class QueuedHandler(logging.Handler):
                 # emit, not handle: handle would hold the target's lock through a blocked
                 # write, and logging.shutdown at exit takes every handler's lock
                 self._target.emit(line)
-                self._written += 1
-                self._writing = False
                 with self._count_lock:
                     dropped, self._dropped = self._dropped, 0
                 if dropped:
@@ -259,6 +259,8 @@ class QueuedHandler(logging.Handler):
                         "name": "visionyard.serving", "levelno": logging.WARNING,
                         "levelname": "WARNING", "msg": message, "fields": fields,
                     }))  # fmt: skip
+                self._written += 1
+                self._writing = False
 
     def _pending(self) -> bool:
         return bool(self._lines) or self._writing
