@@ -214,3 +214,20 @@ def test_pixel_statistics_from_several_threads_at_once_match_one_thread() -> Non
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
             assert list(pool.map(pixel_statistics, sets)) == expected
+
+
+def test_work_arrays_kept_for_a_thread_stay_thumbnail_sized() -> None:
+    """A caller's full-size image still gets its statistics, but its work arrays are not kept."""
+    from visionyard.monitor import features
+
+    rng = np.random.default_rng(9)
+    big = Image.fromarray(rng.integers(0, 256, (900, 1200, 3), dtype=np.uint8))
+    small = thumbnail(big)
+
+    def kept() -> int:
+        return max((a.size for a in vars(features._SCRATCH).values()), default=0)  # noqa: SLF001
+
+    found = pixel_statistics([big])[0]
+    assert kept() <= features._KEEP  # noqa: SLF001
+    assert found["brightness_r"][0] == pytest.approx(127.5, abs=1.0)
+    assert pixel_statistics([small]) == [pixel_statistics([small])[0]]

@@ -249,6 +249,7 @@ def pixel_statistics(thumbs: Sequence[Image.Image]) -> list[dict[str, tuple[floa
 
 
 _SCRATCH = threading.local()
+_KEEP = _STACK * THUMB_SIDE * THUMB_SIDE * 3  # the largest work array kept (floats)
 
 
 def _scratch(name: str, shape: tuple[int, ...]) -> NDArray[np.float32]:
@@ -258,6 +259,8 @@ def _scratch(name: str, shape: tuple[int, ...]) -> NDArray[np.float32]:
     ``std``/``var`` make two full-size temporaries each, and fresh memory is touched page by
     page."""
     size = math.prod(shape)
+    if size > _KEEP:  # not a thumbnail (a caller's own image): not kept for the thread
+        return np.empty(shape, dtype=np.float32)
     flat: NDArray[np.float32] | None = getattr(_SCRATCH, name, None)
     if flat is None or flat.size < size:
         flat = np.empty(size, dtype=np.float32)
