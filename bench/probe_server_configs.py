@@ -52,6 +52,15 @@ def the_model(args: argparse.Namespace, root: Path) -> tuple[Path, list[bytes], 
     return build_bundles(root, images)[args.variant], images, TOP5
 
 
+def model_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """``--model`` and ``--variant`` (what :func:`the_model` reads), ``--monitor`` and
+    ``--rounds`` (default ``rounds``): the options these probes share."""
+    parser.add_argument("--model", choices=("detector64", "resnet18"), default="detector64")
+    parser.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--monitor", choices=("on", "off"), default="on")
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
 def parse_configs(specs: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
     """NAME[@PROCESSES]:ENV=VALUE,... -> {NAME: (processes, env)}."""
     configs: dict[str, tuple[int, dict[str, str]]] = {}
@@ -93,10 +102,7 @@ def rates(group: list[tuple[Target, Target]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", choices=("detector64", "resnet18"), default="detector64")
-    parser.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
-    parser.add_argument("--monitor", choices=("on", "off"), default="on")
-    parser.add_argument("--rounds", type=int, default=5)
+    model_arguments(parser, rounds=5)
     parser.add_argument("configs", nargs="+", help="NAME:ENV=VALUE,... (NAME: = defaults)")
     args = parser.parse_args()
     from visionyard.serving.launch import serve_subprocess

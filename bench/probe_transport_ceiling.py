@@ -48,7 +48,7 @@ sys.path.insert(0, str(BENCH))
 from bench_serving import monitor_env  # noqa: E402
 from bench_serving_baselines import _child, free_port, wait_http  # noqa: E402
 from bench_serving_load import H2Load, grpc_requests, inprocess_best  # noqa: E402
-from probe_server_configs import the_model  # noqa: E402
+from probe_server_configs import model_arguments, the_model  # noqa: E402
 
 from visionyard.deploy.plan import cpu_seconds  # noqa: E402
 
@@ -198,10 +198,7 @@ def _figures(rate: float, count: float, pid: int, before: Readings) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", choices=("detector64", "resnet18"), default="detector64")
-    parser.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
-    parser.add_argument("--monitor", choices=("on", "off"), default="on")
-    parser.add_argument("--rounds", type=int, default=4)
+    model_arguments(parser, rounds=4)
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         sys.exit("h2load is not installed: apt-get install nghttp2-client")
