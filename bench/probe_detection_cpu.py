@@ -1,10 +1,12 @@
-"""Probe: where a served tiny detector's images go, per thread of the server (issue 14's 64x64 gap).
+"""Probe: where a served model's images go, per thread of the server (issue 14's 64x64 gap).
 
 bench_detection.py serves the trained 64x64 detector at 0.5-0.7x the in-process pipeline while
 the ResNet-18 one reaches 0.9-1.0x. This probe trains the same architecture briefly (serving
 speed does not depend on the weights), serves its FP32 bundle (``visionyard serve`` in a
-subprocess, ``--monitor`` on or off), and per round measures, side by side: the in-process best,
-then gRPC (h2load when installed) and REST OIP binary at 32 closed-loop clients. For each
+subprocess, ``--monitor`` on or off), and per round measures, side by side: the in-process best
+(and its CPU milliseconds an image, its best layout run again), then gRPC (h2load when
+installed) and REST OIP binary at 32 closed-loop clients. ``--model resnet18 --variant
+fp32|int8`` probes bench_serving.py's classifier instead (issue 16's gRPC figure). For each
 protocol it reads the server's per-thread CPU from ``/proc`` (Linux) over the measurement and
 prints images/s, the ratio, the cores the server used (of the cores the host has) and the
 server's CPU milliseconds per image by thread: the event loop (``main``), the
@@ -16,6 +18,7 @@ share of sampling ticks in which some thread held it, and by which thread: a GIL
 of the time would be the server's ceiling.
 
     .venv/bin/python bench/probe_detection_cpu.py --monitor on --rounds 3 [--gil]
+    .venv/bin/python bench/probe_detection_cpu.py --model resnet18 --variant int8 --rounds 3
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,15 +37,16 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from bench_detection import OUT, scenes, train_detector  # noqa: E402
 from bench_serving_load import (  # noqa: E402
     H2Load,
+    _inprocess,
     binary_target,
     closed_loop,
     grpc_load,
     grpc_requests,
     inprocess_best,
 )
+from probe_server_configs import model_arguments, the_model  # noqa: E402
 
 CLIENTS, SECONDS = 32, 6.0
 SPY_RATE = 200  # samples a second
@@ -114,27 +119,37 @@ def measure(
     return rate, {kind: spent[kind] - before.get(kind, 0.0) for kind in spent}, elapsed
 
 
+def inprocess_cpu(bundle: Path, images: list[bytes]) -> str:
+    """CPU milliseconds an image of the in-process pipeline in its usual best layout (2 threads,
+    1 ORT thread each, batches of 8), over 4 s: the work the served images/s are compared to."""
+    before, began = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    rate = _inprocess(bundle, images, 4.0, (2, 1, 8))
+    after, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - began
+    spent = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return f"2x1x8 {rate:.0f}/s, CPU ms an image {spent * 1000 / (rate * elapsed):.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--monitor", choices=("on", "off"), default="on")
-    parser.add_argument("--rounds", type=int, default=3)
+    model_arguments(parser, rounds=3)
     parser.add_argument("--gil", action="store_true", help="py-spy: share of time the GIL is held")
     args = parser.parse_args()
     from visionyard.serving.launch import serve_subprocess
 
     with tempfile.TemporaryDirectory(prefix="vy-probe-det-") as tmp, contextlib.ExitStack() as st:
-        trained = train_detector(Path(tmp), 120, 1)
-        images, bundle = scenes(trained["data"]), trained["bundle"]
+        bundle, images, outputs = the_model(args, Path(tmp))
         env = {"VISIONYARD_MONITOR__ENABLED": "true" if args.monitor == "on" else "false"}
         urls = st.enter_context(serve_subprocess({"det": str(bundle)}, env=env))
-        messages = grpc_requests("det", images, OUT)
+        messages = grpc_requests("det", images, outputs)
         targets: dict[str, Any] = {
-            "binary": binary_target(urls.http_url, "det", images, OUT),
+            "binary": binary_target(urls.http_url, "det", images, outputs),
             "grpc": grpc_load(st, urls.grpc_target, urls.http_url, "det", messages),
         }
-        print(f"64x64 detector, FP32, monitoring {args.monitor}, {CLIENTS} clients, {SECONDS:g} s")
+        print(f"{args.model} {args.variant}, monitoring {args.monitor}, {CLIENTS} clients, "
+              f"{SECONDS:g} s")  # fmt: skip
         for index in range(args.rounds):
             floor = inprocess_best(bundle, images, 5.0)["rate"]
+            print(f"round {index + 1} in-process {floor:.0f}/s, {inprocess_cpu(bundle, images)}")
             for name, target in targets.items():
                 gil = Path(tmp) / f"gil-{index}-{name}.txt" if args.gil else None
                 rate, spent, elapsed = measure(urls.pid or 0, target, gil)
