@@ -236,3 +236,14 @@ def test_end2end_tensor_is_read_as_post_nms_rows() -> None:
     np.testing.assert_allclose(found[0].box, ORIGINAL[0], atol=1e-3)
     with pytest.raises(ContractError, match=re.escape("expected one output [N, D, 6]")):
         detect_outputs({"output0": rows[..., :5]}, contract, [meta])
+
+
+def test_post_nms_rows_that_are_not_finite_or_lie_in_the_padding_are_dropped() -> None:
+    _, meta = letterboxed()  # 16 px of padding on top
+    outputs = nms_outputs(meta)
+    outputs["boxes"][0, 1] = [np.nan, 0, 10, 10]  # the 0.6 "bird" row: a NaN coordinate
+    outputs["boxes"][0, 2] = [1, 1, 5, 5]  # the 0.7 "dog" row: wholly in the top padding
+    outputs["scores"][0, 3] = np.inf  # the "cat" row's score is not a number either
+    (found,) = detect_outputs(outputs, nms_contract(), [meta])
+    assert [(d.label, round(d.score, 6)) for d in found] == [("dog", 0.95)]
+    np.testing.assert_allclose(found[0].box, ORIGINAL[0], atol=1e-3)

@@ -273,3 +273,40 @@ def test_postprocess_detection_outputs_by_name() -> None:
     assert result.embedding is None
     with pytest.raises(ContractError, match="this is a detection contract"):
         classify(np.zeros((1, 3)), contract)
+
+
+# -- non-finite and degenerate boxes (a model's bad rows must not reach users or NMS) ----------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_box_is_dropped_and_nms_still_suppresses(bad: float) -> None:
+    boxes = np.array([[[bad, 0, 10, 10], [20, 26, 40, 42], [21, 26, 41, 42]]], dtype=np.float32)
+    scores = np.zeros((1, 3, 3))
+    scores[0, :, 0] = [0.3, 0.9, 0.85]  # the two real boxes: IoU ~0.9, same class
+    (found,) = detect(boxes, scores, detector(nms_iou=0.5), [META])
+    assert [(d.score, d.box) for d in found] == [(0.9, (20.0, 26.0, 40.0, 42.0))]
+
+
+def test_batched_nms_ignores_non_finite_rows() -> None:
+    boxes = np.array([[np.nan, 0, 10, 10], [0, 0, 10, 10], [1, 0, 11, 10]], dtype=float)
+    kept = batched_nms(boxes, np.array([0.95, 0.9, 0.8]), np.array([0, 0, 0]), 0.5)
+    assert kept.tolist() == [1]
+
+
+def test_non_finite_scores_are_not_detections() -> None:
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30]]], dtype=float)
+    scores = np.zeros((1, 2, 3))
+    scores[0, 0, 0], scores[0, 1, 1] = np.inf, 0.8
+    (found,) = detect(boxes, scores, detector(), [META])
+    assert [(d.label, d.score) for d in found] == [("dog", 0.8)]
+
+
+def test_a_box_wholly_outside_the_image_is_not_a_detection() -> None:
+    # letterboxed 480x160 into 480x320: 80 px pad above; a box in the pad has no area once
+    # mapped back and clipped, and must not come back as a zero-height detection
+    meta = ImageMeta(480, 160, 1.0, 1.0, 0.0, 80.0)
+    boxes = np.array([[[1, 1, 5, 5], [10, 90, 50, 130]]], dtype=float)
+    scores = np.zeros((1, 2, 3))
+    scores[0, :, 2] = [0.8, 0.7]
+    (found,) = detect(boxes, scores, detector(), [meta])
+    assert [(d.score, d.box) for d in found] == [(0.7, (10.0, 10.0, 50.0, 50.0))]

@@ -205,9 +205,9 @@ def _kept_rows(
 ) -> list[Detection]:
     """One image's valid rows, best score first, at most ``max_detections``, mapped back."""
     limit = _decoding(contract, DetectionDecoding).max_detections
-    rows = np.flatnonzero(valid)
-    rows = rows[np.argsort(-probs[rows], kind="stable")][:limit]
-    original = meta.to_original(xyxy[rows])
+    rows = np.flatnonzero(valid & np.isfinite(probs) & np.isfinite(xyxy).all(axis=1))
+    rows = rows[np.argsort(-probs[rows], kind="stable")]
+    rows, original = _on_image(rows, xyxy[rows], meta, limit)
     labels = contract.labels
     return [
         Detection(_box(box), float(probs[r]), int(classes[r]), labels[int(classes[r])])
@@ -240,28 +240,44 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> NDArray[np.intp]:
 def batched_nms(
     boxes: Array, scores: Array, classes: NDArray[np.intp], iou_threshold: float
 ) -> NDArray[np.intp]:
-    """Class-wise NMS: boxes of different classes never suppress each other."""
-    if boxes.size == 0:
+    """Class-wise NMS: boxes of different classes never suppress each other. Rows with a
+    coordinate or score that is not finite are never kept (nor can they switch suppression off
+    for the others, as a NaN offset would)."""
+    rows = np.flatnonzero(np.isfinite(boxes).all(axis=1) & np.isfinite(scores))
+    if rows.size == 0:
         return np.zeros(0, dtype=np.intp)
+    boxes = boxes[rows]
     span = float(np.abs(boxes).max()) * 2 + 1.0
-    return nms(boxes + (classes * span)[:, None], scores, iou_threshold)
+    return rows[nms(boxes + (classes[rows] * span)[:, None], scores[rows], iou_threshold)]
 
 
 def _detect_one(
     xyxy: Array, probs: Array, decoding: DetectionDecoding, meta: ImageMeta, labels: Sequence[str]
 ) -> list[Detection]:
-    box_idx, cls_idx = np.nonzero(probs >= decoding.score_threshold)
+    usable = (probs >= decoding.score_threshold) & np.isfinite(probs)
+    usable &= np.isfinite(xyxy).all(axis=1)[:, np.newaxis]  # a model's NaN/inf rows
+    box_idx, cls_idx = np.nonzero(usable)
     cand_scores = probs[box_idx, cls_idx]
     best = np.argsort(-cand_scores, kind="stable")[:MAX_NMS_CANDIDATES]
     box_idx, cls_idx, cand_scores = box_idx[best], cls_idx[best], cand_scores[best]
     cand_boxes = xyxy[box_idx]
     kept = batched_nms(cand_boxes, cand_scores, cls_idx, decoding.nms_iou)
-    kept = kept[: decoding.max_detections]
-    original = meta.to_original(cand_boxes[kept])
+    kept, original = _on_image(kept, cand_boxes[kept], meta, decoding.max_detections)
     return [
         Detection(_box(box), float(cand_scores[k]), int(cls_idx[k]), labels[int(cls_idx[k])])
         for box, k in zip(original, kept, strict=True)
     ]
+
+
+def _on_image(
+    rows: NDArray[np.intp], boxes: Array, meta: ImageMeta, limit: int
+) -> tuple[NDArray[np.intp], Array]:
+    """The ``rows`` (best first) whose ``boxes`` keep an area once mapped back onto the original
+    image and clipped to it (a box wholly in the letterbox padding or off the image has none),
+    at most ``limit``, with their mapped boxes."""
+    original = meta.to_original(boxes)
+    real = np.flatnonzero(_areas(original) > 0)[:limit]
+    return rows[real], original[real]
 
 
 def _box(row: Array) -> tuple[float, float, float, float]:
