@@ -255,7 +255,8 @@ def _detect_one(
     xyxy: Array, probs: Array, decoding: DetectionDecoding, meta: ImageMeta, labels: Sequence[str]
 ) -> list[Detection]:
     usable = (probs >= decoding.score_threshold) & np.isfinite(probs)
-    usable &= np.isfinite(xyxy).all(axis=1)[:, np.newaxis]  # a model's NaN/inf rows
+    finite: NDArray[np.bool_] = np.isfinite(xyxy).all(axis=1)
+    usable &= finite[:, np.newaxis]  # a model's NaN/inf rows
     box_idx, cls_idx = np.nonzero(usable)
     cand_scores = probs[box_idx, cls_idx]
     best = np.argsort(-cand_scores, kind="stable")[:MAX_NMS_CANDIDATES]
