@@ -255,7 +255,7 @@ def _detect_one(
     xyxy: Array, probs: Array, decoding: DetectionDecoding, meta: ImageMeta, labels: Sequence[str]
 ) -> list[Detection]:
     usable = (probs >= decoding.score_threshold) & np.isfinite(probs)
-    finite: NDArray[np.bool_] = np.isfinite(xyxy).all(axis=1)
+    finite = np.asarray(np.isfinite(xyxy).all(axis=1), dtype=np.bool_)
     usable &= finite[:, np.newaxis]  # a model's NaN/inf rows
     box_idx, cls_idx = np.nonzero(usable)
     cand_scores = probs[box_idx, cls_idx]
