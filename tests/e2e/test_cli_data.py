@@ -255,3 +255,49 @@ def test_synth_rejects_bad_options(tmp_path: Path, capsys: Capture) -> None:
     assert code == 2
     assert "segmentation" in err
     assert not any(tmp_path.iterdir())
+
+
+def _deep(path: Path) -> None:
+    path.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+def _nan_width(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["bbox"][2] = float("nan")
+    path.write_text(json.dumps(doc))
+
+
+def _alias(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    doc["images"][1]["file_name"] = "./" + doc["images"][0]["file_name"]
+    path.write_text(json.dumps(doc))
+
+
+def _loop(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path)
+
+
+def _dangling(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.parent / "gone.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_deep, "malformed COCO JSON in .*annotations.json: arrays or objects nested too deeply"),
+        (_nan_width, r"annotation 1: bbox \[\d+\.\d+, \d+\.\d+, nan, \d+\.\d+\] has a non-finite"),
+        (_alias, r"duplicate image file_name '00000.png' \(image 1 '00000.png', image 2 './00000"),
+        (_loop, "COCO annotation file .*annotations.json is a symlink loop"),
+        (_dangling, "COCO annotation file .*annotations.json is a dangling symlink"),
+    ],
+)
+def test_bad_coco_files_are_one_line(
+    detection_copy: Path, capsys: Capture, edit: Any, message: str
+) -> None:
+    edit(detection_copy / "annotations.json")
+    code, out, err = run(capsys, "data", "manifest", detection_copy)
+    assert code == 5, out
+    (line,) = error_lines(err)
+    assert re.search(message, line), line

@@ -170,3 +170,56 @@ def test_reads_synthetic_set(synth_detection: Path) -> None:
     assert dataset.labels == ("circle", "square", "triangle", "star")
     assert len(dataset) == 8
     assert all(1 <= len(dataset.annotations_for(i.id)) <= 3 for i in dataset.images)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("position", range(4))
+def test_non_finite_bbox_values_are_refused_with_their_place(
+    tmp_path: Path, position: int, value: float
+) -> None:
+    doc = coco_doc()
+    bbox = [1.0, 2.0, 10.0, 5.0]
+    bbox[position] = value
+    doc["annotations"][0]["bbox"] = bbox  # json.dumps writes NaN / Infinity / -Infinity
+    with pytest.raises(DatasetError, match=r"annotation 2: bbox \[.*\] has a non-finite value"):
+        read_coco(write(tmp_path, doc))
+
+
+def test_a_non_finite_area_is_refused(tmp_path: Path) -> None:
+    doc = coco_doc()
+    doc["annotations"][1]["area"] = float("nan")
+    with pytest.raises(DatasetError, match="annotation 1: area nan is not a finite number"):
+        read_coco(write(tmp_path, doc))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        ('{"images": [], "categories": [], "n": ' + "1" * 5000 + "}", "integer"),
+    ],
+)
+def test_every_parse_failure_is_malformed_json(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(
+        DatasetError, match=f"malformed COCO JSON in .*annotations.json: .*{message}"
+    ):
+        read_coco(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("alias", ["./b.png", "b.png/", ".//b.png"])
+def test_a_path_alias_of_another_image_is_a_duplicate(tmp_path: Path, alias: str) -> None:
+    doc = coco_doc()
+    doc["images"][1]["file_name"] = alias  # image 3 names the same file as image 7
+    with pytest.raises(DatasetError) as info:
+        read_coco(write(tmp_path, doc))
+    assert f"duplicate image file_name 'b.png' (image 7 'b.png', image 3 {alias!r})" in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_an_unreadable_annotation_symlink_is_one_line(tmp_path: Path, kind: str) -> None:
+    link = tmp_path / "annotations.json"
+    link.symlink_to(link if kind == "loop" else tmp_path / "gone.json")
+    with pytest.raises(DatasetError, match=r"COCO annotation file .*annotations.json is a "):
+        read_coco(link)

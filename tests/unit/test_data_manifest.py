@@ -241,3 +241,11 @@ def test_box_annotation_describes_labels() -> None:
     e = ManifestEntry(path="x", sha256="0" * 64, size=1, width=4, height=4, annotations=boxes)
     assert e.describe_labels() == "1xa, 2xb"
     assert e.model_copy(update={"annotations": ()}).describe_labels() == "(no objects)"
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_an_unreadable_annotations_json_is_not_read_as_classes(tmp_path: Path, kind: str) -> None:
+    link = tmp_path / "annotations.json"
+    link.symlink_to(link if kind == "loop" else tmp_path / "gone.json")
+    with pytest.raises(DatasetError, match=f"COCO annotation file {link} is a "):
+        read_dataset(tmp_path)

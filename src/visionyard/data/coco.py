@@ -2,14 +2,16 @@
 
 pydantic checks the structure of the JSON; this module adds the checks COCO tools leave to the
 user: every annotation refers to a known image and category, boxes ``[x, y, w, h]`` have a
-positive size and lie inside their image (within :data:`BOX_TOLERANCE` pixels), ids and file
-names are unique, and every image file exists. All problems are collected and reported in one
+finite values and a positive size and lie inside their image (within :data:`BOX_TOLERANCE`
+pixels), ids are unique, file names are unique once normalised (``./a.png`` is ``a.png``), and
+every image file exists. All problems are collected and reported in one
 :class:`DatasetError`. Categories are ordered by id and numbered 0..n-1 (contiguous labels).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -116,7 +118,7 @@ class CocoDataset:
 
 def read_coco(annotation_json: Path | str, images_dir: Path | str | None = None) -> CocoDataset:
     """Read and validate a COCO file; ``images_dir`` defaults to the file's folder."""
-    ann_path = Path(annotation_json).expanduser().resolve()
+    ann_path = _resolve(Path(annotation_json).expanduser())
     folder = Path(images_dir).expanduser().resolve() if images_dir else ann_path.parent
     raw = _parse(ann_path)
     if not folder.is_dir():
@@ -131,6 +133,20 @@ def read_coco(annotation_json: Path | str, images_dir: Path | str | None = None)
     return _build(raw, ann_path, folder)
 
 
+def _resolve(given: Path) -> Path:
+    """The absolute annotation file; a symlink that leads nowhere is refused naming the link."""
+    try:
+        resolved = given.resolve()
+    except RuntimeError as exc:  # Python 3.11's Path.resolve on a symlink loop
+        raise DatasetError(f"COCO annotation file {given} is a symlink loop") from exc
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise DatasetError(f"cannot read COCO annotation file {given}: {why}") from exc
+    if given.is_symlink() and not resolved.exists():
+        raise DatasetError(f"COCO annotation file {given} is a dangling symlink")
+    return resolved
+
+
 def _parse(path: Path) -> _RawCoco:
     try:
         text = path.read_text(encoding="utf-8")
@@ -138,12 +154,7 @@ def _parse(path: Path) -> _RawCoco:
         raise DatasetError(f"COCO annotation file {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read COCO annotation file {path}: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(
-            f"malformed COCO JSON in {path}: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+    data = _loads(text, path)
     if not isinstance(data, dict):
         raise DatasetError(
             f"malformed COCO JSON in {path}: the top level must be an object with "
@@ -160,10 +171,23 @@ def _parse(path: Path) -> _RawCoco:
         ) from exc
 
 
+def _loads(text: str, path: Path) -> object:
+    """``json.loads``; every way it can fail is one malformed-COCO error."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except RecursionError:
+        why = "arrays or objects nested too deeply"
+    except ValueError as exc:  # e.g. an integer past Python's 4300-digit limit
+        why = str(exc).split(";")[0]
+    raise DatasetError(f"malformed COCO JSON in {path}: {why}")
+
+
 def _check(raw: _RawCoco, folder: Path) -> list[str]:
     return [
         *_duplicates("image id", (i.id for i in raw.images)),
-        *_duplicates("image file_name", (i.file_name for i in raw.images)),
+        *_duplicate_files(raw.images),
         *_duplicates("category id", (c.id for c in raw.categories)),
         *_duplicates("category name", (c.name for c in raw.categories)),
         *_duplicates("annotation id", (a.id for a in raw.annotations)),
@@ -178,6 +202,20 @@ def _duplicates(what: str, values: Iterable[object]) -> list[str]:
     return [f"duplicate {what} {value!r} ({n} times)" for value, n in counts.items() if n > 1]
 
 
+def _duplicate_files(images: Sequence[_RawImage]) -> list[str]:
+    """File names naming the same file (``a.png``, ``./a.png``), with every image that does."""
+    places: defaultdict[str, list[_RawImage]] = defaultdict(list)
+    for image in images:
+        places[_normal(image.file_name)].append(image)
+    return [
+        f"duplicate image file_name {name!r} ("
+        + ", ".join(f"image {i.id} {i.file_name!r}" for i in same)
+        + ")"
+        for name, same in places.items()
+        if len(same) > 1
+    ]
+
+
 def _check_annotations(raw: _RawCoco) -> list[str]:
     images = {i.id: i for i in raw.images}
     categories = {c.id for c in raw.categories}
@@ -189,11 +227,15 @@ def _check_annotations(raw: _RawCoco) -> list[str]:
         if ann.category_id not in categories:
             problems.append(f"annotation {ann.id}: unknown category_id {ann.category_id}")
         problems.extend(f"annotation {ann.id}: {p}" for p in _box_problems(ann.bbox, image))
+        if ann.area is not None and not math.isfinite(ann.area):
+            problems.append(f"annotation {ann.id}: area {ann.area} is not a finite number")
     return problems
 
 
 def _box_problems(bbox: Box, image: _RawImage | None) -> list[str]:
     x, y, w, h = bbox
+    if not all(math.isfinite(v) for v in bbox):
+        return [f"bbox {list(bbox)} has a non-finite value"]
     if w <= 0 or h <= 0:
         return [f"bbox {list(bbox)} has a negative or zero width/height"]
     if image is None:
@@ -226,6 +268,11 @@ def _missing_files(images: Sequence[_RawImage], folder: Path) -> list[str]:
 def _unsafe(file_name: str) -> bool:
     pure = PurePosixPath(file_name.replace("\\", "/"))
     return pure.is_absolute() or ".." in pure.parts
+
+
+def _normal(file_name: str) -> str:
+    """The file name as the file system sees it: ``./a.png`` and ``a.png`` are one file."""
+    return PurePosixPath(file_name).as_posix()
 
 
 def _problem_message(path: Path, problems: Sequence[str]) -> str:

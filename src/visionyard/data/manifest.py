@@ -190,12 +190,12 @@ def _check_entries(manifest: DatasetManifest) -> None:
 def read_dataset(
     root: Path | str, coco: Path | str | None = None
 ) -> ImageFolderDataset | CocoDataset:
-    """Read ``root`` as COCO (``coco`` given, or ``root/annotations.json`` exists) or
-    as an ImageFolder tree."""
+    """Read ``root`` as COCO (``coco`` given, or anything named ``root/annotations.json``
+    exists, even a broken symlink, which is then refused) or as an ImageFolder tree."""
     folder = Path(root)
     if coco is not None:
         return read_coco(coco, folder)
-    if (folder / COCO_ANNOTATIONS).is_file():
+    if os.path.lexists(folder / COCO_ANNOTATIONS):
         images = folder / COCO_IMAGES
         return read_coco(folder / COCO_ANNOTATIONS, images if images.is_dir() else folder)
     return read_imagefolder(folder)
