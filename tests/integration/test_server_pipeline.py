@@ -91,6 +91,30 @@ def test_grpc_answer_carries_stage_versions(running: RunningServer) -> None:
     assert _labels(json.loads(reply.raw_output_contents[0][4 : 4 + length])) == ["red", "blue"]
 
 
+def test_metadata_and_config_describe_the_pipeline_not_its_detector(
+    running: RunningServer, world: PipelineWorld
+) -> None:
+    registry = Registry(world.settings)
+    registered = registry.show(f"{world.pipeline}/1").version.tags["vy.contract_digest"]
+    classifier = registry.show(f"{world.classifier}/1").version.tags["vy.contract_digest"]
+    detector = registry.show(f"{world.detector}/1").version.tags["vy.contract_digest"]
+    assert len({registered, classifier, detector}) == 3
+    meta = httpx.get(f"{running.http_url}/v2/models/pipe").json()["parameters"]
+    answer = _predict(running.http_url, SCENE)["detections"][0]
+    labels = meta["contract"]["labels"]
+    assert [labels[d["index"]] for d in answer] == _labels(answer) == ["red", "blue"]
+    assert "cat" not in labels  # the detector's labels are not the end result's
+    assert meta["contract_digest"] == registered
+    assert meta["variant"] == "fp32+fp32"  # each stage's variant
+    config = httpx.get(f"{running.http_url}/v2/models/pipe/config").json()["parameters"]
+    assert config["contract_digest"] == {"string_value": registered}
+    assert config["variant"] == {"string_value": "fp32+fp32"}
+    with grpc.insecure_channel(running.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        reply = stub.ModelConfig(pb.ModelConfigRequest(name="pipe"), timeout=30)
+    assert reply.config.parameters["contract_digest"].string_value == registered
+
+
 def test_classifier_alias_move_swaps_that_stage_only(
     running: RunningServer, world: PipelineWorld
 ) -> None:

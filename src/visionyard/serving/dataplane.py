@@ -113,11 +113,10 @@ class DataPlane:
         if entry.current is None and not version:
             return ModelMetadata(name, [], PLATFORM, [], [], {**state, "contract": None})
         model = self.pool.current(name, version)
-        session = model.session
         parameters: dict[str, Any] = {
-            "contract": session.contract.model_dump(mode="json"),
-            "contract_digest": session.contract.digest(),
-            "variant": session.variant,
+            "contract": model.contract.model_dump(mode="json"),
+            "contract_digest": model.contract.digest(),
+            "variant": model.variant,
             **state,
             "image_input": IMAGE_INPUT,
             **model.parameters,

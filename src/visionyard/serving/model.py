@@ -87,6 +87,16 @@ class LoadedModel:
         self._closing = False
         self._drained = asyncio.Event()
 
+    @property
+    def contract(self) -> VisionContract:
+        """The contract of what this version answers (a pipeline's end result, not a stage's):
+        what metadata and config show."""
+        return self.session.contract
+
+    @property
+    def variant(self) -> str:
+        return self.session.variant
+
     def acquire(self, limits: Limits) -> None:
         """Admit one request or refuse it (queue full) before any work is done."""
         if self._closing:

@@ -88,8 +88,8 @@ def _instances(model: LoadedModel, workers: int) -> dict[str, Any]:
 def _parameters(pool: ModelPool, model: LoadedModel) -> dict[str, str]:
     return {
         "version": model.version,
-        "variant": model.session.variant,
-        "contract_digest": model.session.contract.digest(),
+        "variant": model.variant,
+        "contract_digest": model.contract.digest(),
         "reference": pool.entry(model.name).source.reference,
         "execution_providers": ",".join(model.session.providers),
     }

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from visionyard.bundle.store import load_bundle
+from visionyard.contract.schema import VisionContract
 from visionyard.errors import InvalidInputError
 from visionyard.pipeline.registry import ResolvedPipeline
 from visionyard.pipeline.runner import Decoded, PipelineRunner, detection_json
@@ -107,6 +108,15 @@ class PipelineModel(LoadedModel):
         self.inputs = [TensorSpec(IMAGE_INPUT, "BYTES", (-1,))]
         self.outputs = [TensorSpec(DETECTIONS, "BYTES", (-1,))]
         self.parameters = stage_parameters(runner.versions)
+
+    @property
+    def contract(self) -> VisionContract:
+        """The end result's: the detector's input, the classifier's labels (as registered)."""
+        return self.runner.contract
+
+    @property
+    def variant(self) -> str:
+        return self.runner.variant
 
     def work(self, tensor: Tensor, limits: Limits, finish: Finish) -> Work:
         if tensor.name != IMAGE_INPUT:

@@ -299,7 +299,7 @@ class ModelPool:
         """Make ``model`` the entry's current version; retire the old one."""
         old, entry.current = entry.current, model  # the atomic switch
         entry.state, entry.last_error, entry.failed_version = "ready", None, None
-        variant = model.session.variant
+        variant = model.variant
         self.metrics.loaded(entry.name, model.version, variant, entry.source.reference)
         self.metrics.swaps.labels(entry.name).inc()
         log.info("serving version", extra={"fields": _fields(entry, model.version)})
