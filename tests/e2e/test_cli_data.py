@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.cli import Capture, run
+from tests.fixtures.datasets import exif_coco_set
 from visionyard.data import DatasetManifest
 
 SMALL = ["--train-per-class", "2", "--val-per-class", "1", "--images", "3", "--size", "32"]
@@ -301,3 +302,19 @@ def test_bad_coco_files_are_one_line(
     assert code == 5, out
     (line,) = error_lines(err)
     assert re.search(message, line), line
+
+
+@pytest.mark.parametrize("declared", ["displayed", "stored"])
+def test_coco_sizes_are_checked_after_the_exif_turn(
+    tmp_path: Path, capsys: Capture, declared: str
+) -> None:
+    data = exif_coco_set(tmp_path / "coco", declared=declared)
+    code, out, err = run(capsys, "data", "manifest", data)
+    if declared == "displayed":
+        assert code == 0, err
+        digest_of(out)
+        return
+    assert code == 5
+    (line,) = error_lines(err)
+    assert "00001.jpg is declared 32x48, its stored size, but shows as 48x32 after EXIF" in line
+    assert line.endswith("annotations and width/height must be in displayed (EXIF-applied) pixels")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.datasets import EXIF_DISPLAYED, exif_coco_set
 from visionyard.data import (
     BoxAnnotation,
     DatasetManifest,
@@ -249,3 +250,19 @@ def test_an_unreadable_annotations_json_is_not_read_as_classes(tmp_path: Path, k
     link.symlink_to(link if kind == "loop" else tmp_path / "gone.json")
     with pytest.raises(DatasetError, match=f"COCO annotation file {link} is a "):
         read_dataset(tmp_path)
+
+
+def test_coco_sizes_are_the_displayed_ones_after_the_exif_turn(tmp_path: Path) -> None:
+    manifest = build_manifest(exif_coco_set(tmp_path / "coco"))
+    assert [(e.width, e.height) for e in manifest.entries] == [EXIF_DISPLAYED] * 2
+
+
+def test_coco_sizes_in_stored_pixels_of_a_turned_image_are_refused(tmp_path: Path) -> None:
+    data = exif_coco_set(tmp_path / "coco", declared="stored")
+    with pytest.raises(DatasetError) as info:
+        build_manifest(data)
+    message = str(info.value)
+    assert "00001.jpg is declared 32x48, its stored size, but shows as 48x32 after EXIF " in message
+    assert "orientation 6" in message
+    assert "orientation 8" in message
+    assert "annotations and width/height must be in displayed (EXIF-applied) pixels" in message

@@ -160,3 +160,29 @@ def test_an_image_without_objects_trains_as_background(
     assert float(targets.heat[0].max()) == 0.0
     assert targets.objects == sum(len(b) for b in train.boxes[1:])
     assert [t.objects for t in train.truth()[:1]] == [()]
+
+
+def test_an_exif_turned_set_annotated_in_displayed_pixels_trains_on_its_boxes(
+    tmp_path: Path,
+) -> None:
+    from tests.fixtures.datasets import EXIF_DISPLAYED, exif_coco_set
+    from visionyard.contract.preprocess import decode_for_contract
+    from visionyard.train.detection.data import read_box_data
+
+    data = exif_coco_set(tmp_path / "coco")
+    dataset = read_dataset(data)
+    contract = make_config(data=data, task="detection").contract(dataset.labels)
+    images = list(dataset.images)  # type: ignore[union-attr]
+    _, train, val = read_box_data(dataset, images[:1], images[1:], contract, 10**7)  # type: ignore[arg-type]
+    for box_set in (train, val):
+        (image,), (boxes,) = box_set.images, box_set.boxes
+        assert image.size == EXIF_DISPLAYED
+        x0, y0, x1, y1 = boxes[0].astype(int)
+        pixels = np.asarray(image)[..., 0].astype(int)
+        assert pixels[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].min() > 200  # the box is on the object
+        outside = pixels.copy()
+        outside[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1] = 0
+        assert outside.max() < 60  # and nothing bright lies outside it
+        # evaluation and serving decode the same way (the contract's decoder, EXIF applied)
+        served = decode_for_contract(box_set.coco[0].path, contract)
+        assert np.array_equal(np.asarray(served), np.asarray(image))

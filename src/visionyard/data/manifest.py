@@ -5,9 +5,12 @@ the entries sorted by path (relative path, sha256, size, dimensions, split, labe
 files with the same labels give the same digest wherever the dataset lives and whatever the
 files' mtimes; the creation time and the source location are kept out of it.
 
-Building a manifest reads every file once and fully decodes every image (:func:`verify_image`)
-and collects ALL unreadable images into one :class:`CorruptImagesError`; nothing is skipped
-silently. :func:`build_manifest_and_decode` decodes with the caller's rules instead and hands the
+Building a manifest reads every file once and fully decodes every image (as
+:func:`~visionyard.contract.image.verify_image` does) and collects ALL unreadable images into one
+:class:`CorruptImagesError`; nothing is skipped silently. A COCO image's width and height are
+its DISPLAYED size, after its EXIF orientation (the pixels a detector trains on and serves, and
+what EXIF-aware annotation tools annotate): the sizes the annotation file declares must match
+it. :func:`build_manifest_and_decode` decodes with the caller's rules instead and hands the
 decoded images back, so a training run decodes each image once, not once here and once again.
 """
 
@@ -26,7 +29,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from visionyard.contract.image import DEFAULT_MAX_PIXELS, open_image, verify_image
+from visionyard.contract.image import DEFAULT_MAX_PIXELS, decode_rgb, open_image
 from visionyard.contract.schema import canonical_sha256
 from visionyard.data.coco import CocoDataset, CocoImage, read_coco
 from visionyard.data.imagefolder import COCO_FILE, ImageFolderDataset, read_imagefolder
@@ -37,6 +40,7 @@ Progress = Callable[[int, int], None]
 #: Decodes one image's bytes (e.g. by a vision contract's rules); raises ImageError.
 Decoder = Callable[[bytes], Image.Image]
 Dataset = ImageFolderDataset | CocoDataset
+_EXIF_ORIENTATION = 0x0112
 COCO_ANNOTATIONS = COCO_FILE
 COCO_IMAGES = "images"
 NO_SPLIT = "all"
@@ -54,7 +58,8 @@ class BoxAnnotation(_Frozen):
 
 
 class ManifestEntry(_Frozen):
-    """One image. Classification entries carry ``label``; detection entries ``annotations``."""
+    """One image. Classification entries carry ``label``; detection entries ``annotations``
+    (and the size after the EXIF turn; a classification entry's is the stored size)."""
 
     path: str = Field(min_length=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -247,6 +252,8 @@ def build_manifest_and_decode(
 class _Read:
     entry: ManifestEntry
     image: Image.Image | None
+    stored: tuple[int, int]  # the size before any EXIF turn
+    orientation: int | None  # the EXIF orientation, read only when it changed the size
 
 
 @dataclass(frozen=True)
@@ -258,9 +265,11 @@ class _Reader:
     keep: Collection[str] | None
 
     def read(self, item: _Item) -> _Read | tuple[str, str]:
+        displayed = item.declared is not None  # COCO: boxes are in displayed pixels
         try:
             data = item.path.read_bytes()
-            width, height, image = self._decode(data)
+            (width, height), stored, image = self._decode(data, displayed)
+            turned = _orientation(data) if stored != (width, height) else None
         except ImageError as exc:
             return (item.relpath, exc.problem)
         except OSError as exc:
@@ -271,13 +280,28 @@ class _Reader:
             annotations=item.annotations,
         )  # fmt: skip
         kept = image is not None and (self.keep is None or item.relpath in self.keep)
-        return _Read(entry, image if kept else None)
+        return _Read(entry, image if kept else None, stored, turned)
 
-    def _decode(self, data: bytes) -> tuple[int, int, Image.Image | None]:
-        if self.decode is None:
-            return (*verify_image(data, max_pixels=self.max_pixels), None)
-        image = self.decode(data)  # the size recorded is the stored one, before any EXIF turn
-        return (*open_image(data, max_pixels=self.max_pixels).size, image)
+    def _decode(
+        self, data: bytes, displayed: bool
+    ) -> tuple[tuple[int, int], tuple[int, int], Image.Image | None]:
+        """(the size recorded, the stored size, the decoded image to keep). The size recorded
+        is the displayed one (after the EXIF turn, or the decoder's own EXIF rule) when
+        ``displayed``, else the stored one."""
+        stored = open_image(data, max_pixels=self.max_pixels).size
+        if self.decode is None:  # decode fully once to prove the image readable
+            decoded = decode_rgb(data, max_pixels=self.max_pixels, apply_exif=displayed)
+            return (decoded.size if displayed else stored), stored, None
+        image = self.decode(data)
+        return (image.size if displayed else stored), stored, image
+
+
+def _orientation(data: bytes) -> int | None:
+    try:
+        value = open_image(data).getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # the image decoded already; its EXIF only names the turn in a message
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _build(
@@ -292,7 +316,7 @@ def _build(
         raise CorruptImagesError(root, problems)
     read = [r for r in results if isinstance(r, _Read)]
     entries = [r.entry for r in read]
-    _check_declared_sizes(items, entries, dataset)
+    _check_declared_sizes(items, read, dataset)
     kind: ManifestKind = (
         "classification" if isinstance(dataset, ImageFolderDataset) else "detection"
     )
@@ -327,17 +351,30 @@ def _run(
             yield result
 
 
-def _check_declared_sizes(
-    items: Sequence[_Item], entries: Sequence[ManifestEntry], dataset: Dataset
-) -> None:
-    wrong = [
-        f"{e.path} is {e.width}x{e.height}, declared {item.declared[0]}x{item.declared[1]}"
-        for item, e in zip(items, entries, strict=True)
-        if item.declared is not None and item.declared != (e.width, e.height)
+def _check_declared_sizes(items: Sequence[_Item], read: Sequence[_Read], dataset: Dataset) -> None:
+    mismatched = [
+        (item.declared, r)
+        for item, r in zip(items, read, strict=True)
+        if item.declared is not None and item.declared != (r.entry.width, r.entry.height)
     ]
-    if wrong:
+    if mismatched:
+        wrong = [_size_problem(declared, r) for declared, r in mismatched]
         where = getattr(dataset, "annotation_file", "")
         more = f" (and {len(wrong) - 10} more)" if len(wrong) > 10 else ""
+        turned = any(r.orientation is not None for _, r in mismatched)
+        hint = "; annotations and width/height must be in displayed (EXIF-applied) pixels"
         raise DatasetError(
             f"{len(wrong)} image size(s) differ from {where}: {'; '.join(wrong[:10])}{more}"
+            + (hint if turned else "")
         )
+
+
+def _size_problem(declared: tuple[int, int], read: _Read) -> str:
+    e = read.entry
+    size, stated = f"{e.width}x{e.height}", f"{declared[0]}x{declared[1]}"
+    if read.orientation is None:
+        return f"{e.path} is {size}, declared {stated}"
+    turn = f"after EXIF orientation {read.orientation}"
+    if declared == read.stored:
+        return f"{e.path} is declared {stated}, its stored size, but shows as {size} {turn}"
+    return f"{e.path} is {size} {turn}, declared {stated}"
