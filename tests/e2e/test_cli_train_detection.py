@@ -109,3 +109,34 @@ def test_a_classification_monitor_for_a_detector_is_one_line(
     )  # fmt: skip
     assert code != 0
     assert "a detection run monitors val_map_50_95 or val_map_50" in one_error_line(err)
+
+
+@pytest.mark.parametrize("case", ["val without objects", "no annotations"])
+def test_a_split_without_objects_is_refused_before_any_run(
+    capsys: Capture, tmp_path: Path, case: str
+) -> None:
+    from visionyard.data.manifest import read_dataset
+    from visionyard.train.detection.data import split_images
+
+    data = make_detection_set(tmp_path / "coco", n_images=5, seed=1)
+    _, val = split_images(read_dataset(data), 0.2, 0)  # type: ignore[arg-type]
+    held = {image.id for image in val}
+    coco = json.loads((data / "annotations.json").read_text())
+    coco["annotations"] = [
+        a
+        for a in coco["annotations"]
+        if case == "val without objects" and a["image_id"] not in held
+    ]
+    (data / "annotations.json").write_text(json.dumps(coco))
+    code, _, err = run(
+        capsys, "--home", tmp_path, "train", "--task", "detection", "--data", data, "--epochs",
+        "1", *TINY,
+    )  # fmt: skip
+    assert code == 5
+    expected = {
+        "val without objects": "the validation split (1 image) holds no objects: annotate more "
+        "images or change --val-fraction",
+        "no annotations": "the dataset has no annotations",
+    }[case]
+    assert one_error_line(err) == f"error: {expected}"
+    assert not (tmp_path / "mlflow.db").exists()  # no run was started, so none is left FAILED

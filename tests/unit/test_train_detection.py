@@ -186,3 +186,72 @@ def test_an_exif_turned_set_annotated_in_displayed_pixels_trains_on_its_boxes(
         # evaluation and serving decode the same way (the contract's decoder, EXIF applied)
         served = decode_for_contract(box_set.coco[0].path, contract)
         assert np.array_equal(np.asarray(served), np.asarray(image))
+
+
+def _keep_annotations(source: Path, target: Path, keep: set[int] | None) -> Path:
+    """A copy of a COCO folder holding only the annotations of images ``keep`` (None: all)."""
+    import json
+    import shutil
+
+    data = shutil.copytree(source, target)
+    coco = json.loads((data / "annotations.json").read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if keep is None or a["image_id"] in keep]
+    (data / "annotations.json").write_text(json.dumps(coco))
+    return data
+
+
+def test_a_validation_split_without_objects_is_refused_naming_the_split(
+    synth_detection: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from visionyard.errors import DatasetError
+    from visionyard.train.detection.trainer import prepare_box_data
+
+    config = make_config(data=synth_detection, task="detection", val_fraction=0.25, seed=0)
+    _, val = split_images(read_dataset(synth_detection), 0.25, 0)  # type: ignore[arg-type]
+    held = {i.id for i in val}
+    train_only = _keep_annotations(synth_detection, tmp_path / "sparse", {1, 2, 3, 4} - held)
+    with pytest.raises(DatasetError, match=r"^the validation split \(2 images\) holds no objects: "
+                       "annotate more images or change --val-fraction$"):  # fmt: skip
+        prepare_box_data(config.model_copy(update={"data": train_only}))
+    empty = _keep_annotations(synth_detection, tmp_path / "empty", set())
+    with pytest.raises(DatasetError, match=r"^the dataset has no annotations$"):
+        prepare_box_data(config.model_copy(update={"data": empty}))
+    crowd = _keep_annotations(synth_detection, tmp_path / "crowd", None)
+    coco = json.loads((crowd / "annotations.json").read_text())
+    for ann in coco["annotations"]:
+        ann["iscrowd"] = 1
+    (crowd / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match=r"^the dataset has only crowd regions \(iscrowd\)"):
+        prepare_box_data(config.model_copy(update={"data": crowd}))
+
+
+def test_validation_truth_ignores_crowd_boxes_as_evaluate_does(
+    synth_detection: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from visionyard.contract.postprocess import Detection
+    from visionyard.evaluate.detection import detection_report, truth_from_coco
+    from visionyard.train.detection.data import read_box_data
+
+    data = _keep_annotations(synth_detection, tmp_path / "crowd", None)
+    coco = json.loads((data / "annotations.json").read_text())
+    coco["annotations"][0]["iscrowd"] = 1
+    (data / "annotations.json").write_text(json.dumps(coco))
+    dataset = read_dataset(data)
+    labels = list(dataset.labels)
+    contract = make_config(data=data, task="detection").contract(labels)
+    images = list(dataset.images)  # type: ignore[union-attr]
+    _, _, val = read_box_data(dataset, images[:1], images, contract, 10**7)  # type: ignore[arg-type]
+    found = [
+        [Detection((x, y, x + w, y + h), 0.9, a.label, labels[a.label])
+         for a in dataset.annotations_for(image.id) if not a.iscrowd  # type: ignore[union-attr]
+         for x, y, w, h in [a.bbox]]
+        for image in images
+    ]  # fmt: skip
+    evaluated = detection_report(truth_from_coco(dataset, labels), found, labels)  # type: ignore[arg-type]
+    trained = detection_report(val.truth(), found, labels)
+    assert trained.object_count == evaluated.object_count == len(coco["annotations"]) - 1
+    assert (trained.map_50_95, trained.map_50) == (evaluated.map_50_95, evaluated.map_50) == (1, 1)

@@ -24,7 +24,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from pydantic import BaseModel, ConfigDict
 
 from visionyard.contract.schema import VisionContract
-from visionyard.data.coco import CocoDataset
+from visionyard.data.coco import CocoDataset, CocoImage
 from visionyard.errors import DatasetError
 from visionyard.evaluate.classification import check_labels
 
@@ -134,8 +134,11 @@ def evaluate_detection(
     return report.model_copy(update={"variant": session.variant})
 
 
-def truth_from_coco(dataset: CocoDataset, labels: Sequence[str]) -> list[ImageTruth]:
-    """The dataset's objects with labels re-indexed into ``labels`` by category name."""
+def truth_from_coco(
+    dataset: CocoDataset, labels: Sequence[str], images: Sequence[CocoImage] | None = None
+) -> list[ImageTruth]:
+    """The objects of ``images`` (default: all the dataset's) with labels re-indexed into
+    ``labels`` by category name; crowd regions keep ``iscrowd`` (COCO ignores them)."""
     index = {name: i for i, name in enumerate(labels)}
     names = {c.id: c.name for c in dataset.categories}
     return [
@@ -148,7 +151,7 @@ def truth_from_coco(dataset: CocoDataset, labels: Sequence[str]) -> list[ImageTr
                 for a in dataset.annotations_for(image.id)
             ),
         )
-        for image in dataset.images
+        for image in (dataset.images if images is None else images)
     ]
 
 

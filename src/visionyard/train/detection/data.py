@@ -5,7 +5,9 @@ classification, :mod:`visionyard.train.data`). A training batch flips, shifts an
 decoded image with its boxes (no rotation: a rotated box is no longer tight), jitters its
 colours, then runs the contract's own preprocessing (the letterbox), whose
 :class:`~visionyard.contract.preprocess.ImageMeta` maps the boxes into input pixels. Validation
-images get the preprocessing alone; their metas map predictions back, as in serving.
+images get the preprocessing alone; their metas map predictions back, as in serving, and their
+ground truth is evaluation's own (:func:`~visionyard.evaluate.detection.truth_from_coco`: crowd
+regions ignored), so the validation mAP is the one ``visionyard evaluate`` reports.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from visionyard.contract.schema import VisionContract
 from visionyard.data.coco import CocoDataset, CocoImage
 from visionyard.data.manifest import DatasetManifest, build_manifest_and_decode
 from visionyard.errors import DatasetError
-from visionyard.evaluate.detection import ImageTruth, TruthBox
+from visionyard.evaluate.detection import ImageTruth, truth_from_coco
 from visionyard.train.config import Augmentation
 from visionyard.train.data import _border_colour, _jitter
 
@@ -33,25 +35,21 @@ MIN_SIDE = 2.0  # pixels: a box cut smaller than this by a shift is dropped
 
 @dataclass(frozen=True)
 class BoxSet:
-    """Decoded images with their xyxy boxes (original pixels) and class indices."""
+    """Decoded images with their xyxy boxes (original pixels) and class indices, and their
+    ground truth as evaluation reads it (crowd regions marked, areas kept)."""
 
     images: list[Image.Image]
     boxes: list[Boxes]
     labels: list[NDArray[np.int64]]
     coco: list[CocoImage]
+    ground_truth: list[ImageTruth]
 
     def __len__(self) -> int:
         return len(self.images)
 
     def truth(self) -> list[ImageTruth]:
         """Ground truth for :func:`~visionyard.evaluate.detection.detection_report`."""
-        return [
-            ImageTruth(image.id, image.width, image.height, tuple(
-                TruthBox((b[0], b[1], b[2] - b[0], b[3] - b[1]), int(label))
-                for b, label in zip(boxes, labels, strict=True)
-            ))
-            for image, boxes, labels in zip(self.coco, self.boxes, self.labels, strict=True)
-        ]  # fmt: skip
+        return list(self.ground_truth)
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,20 @@ def split_images(
     val = sorted(int(i) for i in order[:held])
     train = sorted(int(i) for i in order[held:])
     return [dataset.images[i] for i in train], [dataset.images[i] for i in val]
+
+
+def check_objects(dataset: CocoDataset, val: Sequence[CocoImage]) -> None:
+    """Refuse, before any run starts, data whose validation mAP could not be computed."""
+    if not dataset.annotations:
+        raise DatasetError("the dataset has no annotations")
+    if all(a.iscrowd for a in dataset.annotations):
+        raise DatasetError("the dataset has only crowd regions (iscrowd), no objects to detect")
+    if not any(not a.iscrowd for i in val for a in dataset.annotations_for(i.id)):
+        count = f"{len(val)} image{'s' if len(val) != 1 else ''}"
+        raise DatasetError(
+            f"the validation split ({count}) holds no objects: annotate more images or "
+            "change --val-fraction"
+        )
 
 
 def read_box_data(
@@ -99,7 +111,8 @@ def _box_set(
         xywh = np.array([a.bbox for a in found], np.float64).reshape(-1, 4)
         boxes.append(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
         labels.append(np.array([a.label for a in found], np.int64))
-    return BoxSet([images[i.file_name] for i in chosen], boxes, labels, list(chosen))
+    truth = truth_from_coco(dataset, dataset.labels, chosen)
+    return BoxSet([images[i.file_name] for i in chosen], boxes, labels, list(chosen), truth)
 
 
 def preprocess(

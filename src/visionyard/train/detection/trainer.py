@@ -35,7 +35,7 @@ from visionyard.settings import Settings
 from visionyard.tracking import TrackedRun, start_run
 from visionyard.train.checkpoint import save_checkpoint
 from visionyard.train.config import TrainConfig
-from visionyard.train.detection.data import BoxSet, read_box_data, split_images
+from visionyard.train.detection.data import BoxSet, check_objects, read_box_data, split_images
 from visionyard.train.detection.loop import DetectionFit, DetectionLoop
 from visionyard.train.detection.model import DecodedDetector, Detector, build_detector
 from visionyard.train.loop import amp_dtype
@@ -66,6 +66,7 @@ def prepare_box_data(config: TrainConfig) -> BoxData:
         )
     contract = config.contract(dataset.labels)
     train_images, val_images = split_images(dataset, config.val_fraction, config.seed or 0)
+    check_objects(dataset, val_images)
     max_pixels = config.max_pixels or DEFAULT_MAX_PIXELS
     manifest, train, val = read_box_data(dataset, train_images, val_images, contract, max_pixels)
     return BoxData(dataset, manifest, contract, train_images, val_images, train, val)
