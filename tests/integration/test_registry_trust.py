@@ -200,6 +200,26 @@ def test_a_cached_copy_edited_and_resealed_is_fetched_again(
     assert (again / MODEL).read_bytes() == good
 
 
+def test_a_cached_copy_given_a_variant_of_its_own_is_fetched_again(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    """The review's attack: the cached bundle's own files untouched, an extra ONNX file listed
+    in the table and the variant the runtime loads pointed at it, the manifest re-sealed."""
+    name = registered(tracking_settings, tmp_path, capsys)
+    registry = Registry(tracking_settings)
+    _, path = registry.fetch_bundle(f"{name}/1", tmp_path / "cache")
+    good = (path / MODEL).read_bytes()
+    (path / "evil.onnx").write_bytes(colour_classifier_onnx(RED_AS_GREEN, sharpness=10.0))
+    manifest = json.loads((path / MANIFEST).read_text())
+    files = {**manifest["files"], "evil.onnx": file_entry(path / "evil.onnx")}
+    seal(path, files, {**manifest["variants"], "fp32": "evil.onnx"}, manifest["metadata"])
+    assert load_bundle(path).model_path("fp32").name == "evil.onnx"  # verifies on its own
+    _, again = registry.fetch_bundle(f"{name}/1", tmp_path / "cache")
+    fetched = load_bundle(again)
+    assert fetched.model_path("fp32").read_bytes() == good
+    assert "evil.onnx" not in fetched.files
+
+
 def test_a_killed_registers_scratch_folder_is_swept_by_the_next_command(
     tracking_settings: Settings, tmp_path: Path, capsys: Capture
 ) -> None:

@@ -150,6 +150,48 @@ def test_a_composed_copy_edited_and_resealed_stands_for_other_digests(
     assert composed_digests(bundle.path) is None  # not a composed bundle
 
 
+def _resealed(composed: Bundle, **change: object) -> Path:
+    """The composed copy with its file table, variants or metadata changed and re-sealed (an
+    extra file ``evil.onnx`` is added to the table when a change names it)."""
+    files, variants = dict(composed.files), dict(composed.variants)
+    metadata = json.loads(json.dumps(composed.metadata))
+    evil = composed.path / "evil.onnx"
+    evil.write_bytes(b"another model")
+    files["evil.onnx"] = file_entry(evil)
+    if "variants" in change:
+        variants.update(change["variants"])  # type: ignore[call-overload]
+    if "metadata" in change:
+        metadata.update(change["metadata"])  # type: ignore[call-overload]
+    if not change.get("keep_extra", True):
+        del files["evil.onnx"]
+        evil.unlink()
+    seal(composed.path, files, variants, metadata)
+    load_bundle(composed.path)  # re-sealed: it verifies on its own
+    return composed.path
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"variants": {"int8": "evil.onnx"}},  # the variant the runtime loads, swapped
+        {"variants": {"fp32": "evil.onnx"}},
+        {"variants": {"fp16": "evil.onnx"}},  # a variant the registry never recorded
+        {},  # an extra file alone
+        {"keep_extra": False, "metadata": {"variant_reports": {"int8": {"passed": False}}}},
+        {"keep_extra": False, "variants": {"fp16": "packs/int8/model.onnx"}},
+    ],
+    ids=["int8-swapped", "fp32-swapped", "new-variant", "extra-file", "reports", "alias-variant"],
+)
+def test_a_composed_copy_whose_tables_say_more_than_its_provenance_stands_for_nothing(
+    bundle: Bundle, tmp_path: Path, change: dict[str, object]
+) -> None:
+    packs = [load_pack(pack_of(bundle, tmp_path / "packs"))]
+    composed = compose(bundle, packs, tmp_path / "composed")
+    record = (bundle.digest(), {"int8": packs[0].digest()})
+    assert composed_digests(composed.path) == record
+    assert composed_digests(_resealed(composed, **change)) != record
+
+
 def test_signatures_bind_the_version_the_piece_and_the_digest() -> None:
     text = subject("shapes", "3", "bundle", "abc")
     signature = sign("k3y", text)

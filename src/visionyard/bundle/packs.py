@@ -152,9 +152,7 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundl
             if pack.model is not None:
                 variants[pack.name] = _packed(pack.name, PACK_MODEL)
             summaries[pack.name] = pack.summary
-        metadata = {**bundle.metadata, COMPOSED: _provenance(bundle, packs)}
-        if packs:
-            metadata[VARIANT_REPORTS] = summaries
+        metadata = _composed_metadata(bundle.metadata, _provenance(bundle, packs), summaries)
         seal(staging, table, variants, metadata)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
@@ -166,14 +164,33 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundl
 
 def composed_digests(root: Path) -> tuple[str, dict[str, str]] | None:
     """(bundle digest, {variant: pack digest}) that the composed bundle at ``root`` stands for,
-    recomputed from its manifest's file table (None when it is not a composed bundle). The
-    files themselves are checked against that table when the bundle is loaded."""
+    recomputed from its manifest (None when it is not a composed bundle, or when its manifest
+    says anything :func:`compose` would not have written from that provenance: a file, a
+    variant or variant reports of its own). The files themselves are checked against the
+    table when the bundle is loaded.
+
+    The provenance is in the manifest too, so whoever can write the copy can edit it; what
+    makes the answer trustworthy is the caller comparing the digests with the registry's
+    record, and the manifest holding nothing beyond what those digests cover. (The bundle's
+    own ``metadata`` -- a run id, ``accepts_non_finite`` -- is not covered by the bundle
+    digest, in the artifact store either.)"""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        files, made = manifest["files"], manifest["metadata"][COMPOSED]
+        files, variants, made = (
+            manifest["files"],
+            manifest["variants"],
+            manifest["metadata"][COMPOSED],
+        )
+        packs_made: dict[str, Any] = made["packs"]
         base = {rel: files[rel] for rel in made["bundle_files"]}
         digest = canonical_sha256({"files": base, "variants": made["bundle_variants"]})
-        packs = {name: _pack_digest(files, name, body) for name, body in made["packs"].items()}
+        packs = {name: _pack_digest(files, name, body) for name, body in packs_made.items()}
+        expected = _expected_tables(made)
+        summaries = _own_summaries(made["bundle_metadata"], root, made["bundle_files"])
+        summaries.update({name: body.get("summary") or {} for name, body in packs_made.items()})
+        metadata = _composed_metadata(made["bundle_metadata"], made, summaries)
+        if (set(files), variants, manifest["metadata"]) != (*expected, metadata):
+            return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return digest, packs
@@ -183,8 +200,30 @@ def _provenance(bundle: Bundle, packs: Sequence[VariantPack]) -> dict[str, Any]:
     return {
         "bundle_files": sorted(bundle.files),
         "bundle_variants": dict(bundle.variants),
+        "bundle_metadata": dict(bundle.metadata),
         "packs": {pack.name: pack.body for pack in packs},
     }
+
+
+def _composed_metadata(
+    own: Mapping[str, Any], provenance: Mapping[str, Any], summaries: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The composed manifest's metadata: the bundle's, its provenance, and (with packs) the
+    merged variant reports the runtime reads."""
+    metadata = {**own, COMPOSED: dict(provenance)}
+    if provenance["packs"]:
+        metadata[VARIANT_REPORTS] = dict(summaries)
+    return metadata
+
+
+def _expected_tables(made: Mapping[str, Any]) -> tuple[set[str], dict[str, str]]:
+    """The file names and variants :func:`compose` writes for this provenance."""
+    names, variants = set(made["bundle_files"]), dict(made["bundle_variants"])
+    for name, body in made["packs"].items():
+        names.update(_packed(name, rel) for rel in body["files"])
+        if body.get("model") is not None:
+            variants[name] = _packed(name, PACK_MODEL)
+    return names, variants
 
 
 def _pack_digest(files: dict[str, Any], name: str, body: dict[str, Any]) -> str:
@@ -199,15 +238,19 @@ def _packed(name: str, rel: str) -> str:
 
 def _summaries(bundle: Bundle) -> dict[str, Any]:
     """The bundle's own variant reports, where the runtime reads them (metadata, then file)."""
-    own = bundle.metadata.get(VARIANT_REPORTS)
-    if isinstance(own, dict):
-        return dict(own)
-    if REPORTS_FILE not in bundle.files:
-        return {}
     try:
-        loaded = json.loads((bundle.path / REPORTS_FILE).read_text(encoding="utf-8"))
+        return _own_summaries(bundle.metadata, bundle.path, bundle.files)
     except (OSError, ValueError) as exc:
         raise BundleError(bundle.path, f"{REPORTS_FILE} is unreadable: {exc}") from exc
+
+
+def _own_summaries(metadata: Mapping[str, Any], root: Path, files: Any) -> dict[str, Any]:
+    own = metadata.get(VARIANT_REPORTS)
+    if isinstance(own, dict):
+        return dict(own)
+    if REPORTS_FILE not in files:
+        return {}
+    loaded = json.loads((root / REPORTS_FILE).read_text(encoding="utf-8"))
     return dict(loaded) if isinstance(loaded, dict) else {}
 
 
