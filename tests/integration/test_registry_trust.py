@@ -220,6 +220,26 @@ def test_a_cached_copy_given_a_variant_of_its_own_is_fetched_again(
     assert "evil.onnx" not in fetched.files
 
 
+@pytest.mark.parametrize("blocked", ["lock-is-a-folder", "cache-is-a-file"])
+def test_a_cache_that_cannot_be_written_is_one_line_not_a_traceback(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture, blocked: str
+) -> None:
+    name = registered(tracking_settings, tmp_path, capsys)
+    cache = Path(tracking_settings.home) / "serving-cache"
+    if blocked == "lock-is-a-folder":  # stands in for EACCES/EROFS on the lock file
+        (cache / name / ".1.lock").mkdir(parents=True)
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / name).write_text("not a folder")
+    image = tmp_path / "red.png"
+    image.write_bytes(encoded("red"))
+    code, out, err = run(capsys, *store_flags(tracking_settings), "predict", f"{name}/1", image)
+    assert code == 7, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: cannot cache {name}/1 under ")
+    assert "fix permissions" in line
+
+
 def test_a_killed_registers_scratch_folder_is_swept_by_the_next_command(
     tracking_settings: Settings, tmp_path: Path, capsys: Capture
 ) -> None:

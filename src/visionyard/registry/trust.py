@@ -154,17 +154,14 @@ def materialize(
     client: ArtifactReader, version: VersionInfo, target: Path, key: str | None
 ) -> Bundle:
     """The verified version (bundle + recorded variants) as one local bundle at ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_scratch(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".download-{os.getpid()}-", dir=target.parent))
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sweep_scratch(target.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".download-{os.getpid()}-", dir=target.parent))
     try:
-        bundle, packs = fetch_pieces(client, version, staging, key)
-        return compose(bundle, packs, target)
-    except OSError as exc:
-        raise TrackingError(
-            f"cannot cache {version.name}/{version.version} under {target.parent}: "
-            f"{exc.strerror or exc}; free space or fix permissions, then retry"
-        ) from exc
+        with _writable(target):
+            bundle, packs = fetch_pieces(client, version, staging, key)
+            return compose(bundle, packs, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -172,13 +169,28 @@ def materialize(
 @contextmanager
 def target_lock(target: Path) -> Iterator[None]:
     """One writer at a time for a cached version, across threads and processes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a+b") as handle:
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(target.parent / f".{target.name}.lock", "a+b")  # noqa: SIM115
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _writable(target: Path) -> Iterator[None]:
+    """An OS error writing the cache ``.../NAME/VERSION`` (a read-only or full disk, a file
+    where a folder must be) as the one-line :class:`TrackingError` (exit 7)."""
+    try:
+        yield
+    except OSError as exc:
+        raise TrackingError(
+            f"cannot cache {target.parent.name}/{target.name} under {target.parent}: "
+            f"{exc.strerror or exc}; free space or fix permissions, then retry"
+        ) from exc
 
 
 def cached(target: Path, version: VersionInfo, key: str | None = None) -> bool:
