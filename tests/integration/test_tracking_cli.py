@@ -78,6 +78,18 @@ def test_reading_commands_refuse_a_store_that_does_not_exist(
     assert not typo.exists()
 
 
+def test_reading_commands_refuse_an_empty_file_and_leave_it_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert main(["--home", str(tmp_path), "--tracking-uri", f"sqlite:///{empty}",
+                 "models", "list"]) == 7  # fmt: skip
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line.startswith(f"error: no tracking store at {empty}: the file is empty")
+    assert empty.stat().st_size == 0  # a read never builds a store
+
+
 def test_a_directory_as_sqlite_store_fails_at_once_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -246,6 +246,11 @@ def _prepare_sqlite(uri: str, create: bool) -> None:
         )
     if path.exists():
         _check_sqlite_header(path)
+        if not create and path.stat().st_size == 0:  # SQLite would make it a new, empty store
+            raise TrackingError(
+                f"no tracking store at {path}: the file is empty, nothing was ever recorded "
+                "there; check --tracking-uri / VISIONYARD_TRACKING__URI / --home"
+            )
     elif not create:
         raise TrackingError(
             f"no tracking store at {path}: nothing was ever recorded there; check "
