@@ -31,6 +31,7 @@ from visionyard.serving.batching import BatchConfig, Batcher
 from visionyard.serving.errors import ModelUnavailableError, client_message
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
+from visionyard.serving.polling import domain_error, poll
 from visionyard.serving.sources import ModelSource, OpensItself, Resolved, lookup_version
 from visionyard.serving.statistics import ModelStats
 from visionyard.serving.threads import usable_cores
@@ -173,9 +174,10 @@ class ModelPool:
             took = {**_fields(entry, resolved.version), "seconds": _since(started)}
             log.log(level, "fetched version", extra={"fields": took})
             return resolved
-        except VisionyardError as exc:
-            remembered = version if isinstance(exc, BundleError) else None
-            self._failed(entry, version, exc, remember=remembered)
+        except Exception as exc:  # any failure (an OSError while caching, too): recorded
+            error = domain_error(exc)
+            remembered = version if isinstance(error, BundleError) else None
+            self.failed(entry, version, error, remember=remembered)
             return None
 
     async def unload(self, name: str) -> None:
@@ -188,10 +190,8 @@ class ModelPool:
                 await old.retire()
 
     async def watch(self, interval_s: float) -> None:
-        """Poll every source forever (cancel the task to stop)."""
-        while True:
-            await asyncio.sleep(interval_s)
-            await self.refresh_all()
+        """Poll every source forever, outliving any failure (cancel the task to stop)."""
+        await poll(self, interval_s)
 
     async def close(self) -> None:
         for entry in self._entries.values():
@@ -215,8 +215,8 @@ class ModelPool:
         entry = self.entry(name)
         try:
             resolved = await asyncio.to_thread(source.resolve)
-        except VisionyardError as exc:
-            self._failed(entry, None, exc)
+        except Exception as exc:
+            self.failed(entry, None, domain_error(exc))
             return None
         return await self._load(entry, source, resolved, remember=False)
 
@@ -250,8 +250,8 @@ class ModelPool:
             return False, None
         try:
             version = await asyncio.to_thread(lookup_version, entry.source)
-        except VisionyardError:
-            return False, None  # _resolve reports the failure
+        except Exception:  # _resolve looks it up again and reports the failure
+            return False, None
         adopted = version == model.version and self._preloaded.get(entry.name) is model
         if adopted:
             self._install(entry, self._preloaded.pop(entry.name))
@@ -279,7 +279,7 @@ class ModelPool:
                 session, alone = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:  # any failure: keep the old version serving
             skip = resolved.key if remember else None
-            self._failed(entry, resolved.version, _domain(exc), remember=skip)
+            self.failed(entry, resolved.version, domain_error(exc), remember=skip)
             return None
         took = {**_fields(entry, resolved.version), "seconds": _since(started)}
         log.info("verified, loaded and warmed version", extra={"fields": took})
@@ -345,7 +345,7 @@ class ModelPool:
             session.run, self.config.batch, histogram.observe, name, run_alone, stats.executed
         )
 
-    def _failed(
+    def failed(
         self,
         entry: ModelEntry,
         version: str | None,
@@ -384,12 +384,6 @@ def check_pinned_variant(bundle: Bundle, pinned: str | None, version: str) -> No
         "export that variant for this version, or pin another one (unset: the fastest that "
         "passed)",
     )
-
-
-def _domain(exc: Exception) -> VisionyardError:
-    if isinstance(exc, VisionyardError):
-        return exc
-    return VisionyardError(f"{type(exc).__name__}: {exc}")
 
 
 def _since(started: float) -> float:
