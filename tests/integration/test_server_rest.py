@@ -74,6 +74,18 @@ def test_model_metadata_shows_tensors_and_contract(client: httpx.Client, path: s
     assert meta["parameters"]["contract_digest"].startswith("sha256:")
 
 
+def test_a_local_bundles_server_path_is_not_shown_to_clients(
+    running: RunningServer, client: httpx.Client
+) -> None:
+    where = str(running.server.pool.entry("colour").source.reference)
+    assert where.startswith("/")  # served from an absolute path on the server
+    meta = client.get("/v2/models/colour").json()["parameters"]
+    config = client.get("/v2/models/colour/config").json()["parameters"]
+    for shown in (meta["reference"], config["reference"]["string_value"]):
+        assert shown == "…/colour"  # the folder's name: the layout above it stays private
+    assert where not in client.get("/v2/models/colour").text
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [

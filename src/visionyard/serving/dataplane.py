@@ -23,7 +23,7 @@ from visionyard import __version__
 from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
-from visionyard.serving.errors import ModelUnavailableError
+from visionyard.serving.errors import ModelUnavailableError, redact_paths
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
 from visionyard.serving.outputs import (
@@ -106,7 +106,7 @@ class DataPlane:
         failed, loading) and none asked for: no versions, no tensors, and the state."""
         entry = self.pool.entry(name)
         state: dict[str, Any] = {
-            "reference": entry.source.reference,
+            "reference": redact_paths(entry.source.reference),
             "state": entry.state,
             "last_error": entry.last_error,
         }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from visionyard.serving.errors import redact_paths
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM
 
 if TYPE_CHECKING:
@@ -90,6 +91,6 @@ def _parameters(pool: ModelPool, model: LoadedModel) -> dict[str, str]:
         "version": model.version,
         "variant": model.variant,
         "contract_digest": model.contract.digest(),
-        "reference": pool.entry(model.name).source.reference,
+        "reference": redact_paths(pool.entry(model.name).source.reference),
         "execution_providers": ",".join(model.session.providers),
     }
