@@ -34,7 +34,8 @@ _GPU = "with an NVIDIA GPU and NVML"
 
 SERVING = (
     MetricDoc("visionyard_requests_total", "counter", (*_MV, "protocol", "status"),
-              "Inference requests by outcome (status: ok or the domain error code)"),
+              "Inference requests by outcome (status: ok, the domain error code, or internal: "
+              "a server bug)"),
     MetricDoc("visionyard_request_duration_seconds", "histogram", (*_MV, "protocol", "stage"),
               "Inference latency by stage (queue, preprocess, inference, total)"),
     MetricDoc("visionyard_batch_size", "histogram", ("model",), "Images per executed batch"),

@@ -32,6 +32,9 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STAGES = ("queue", "preprocess", "inference", "total")
+#: ``visionyard_requests_total``'s status of a request that failed on a server bug (REST 500,
+#: gRPC INTERNAL), counted by the adapters, which catch such exceptions
+INTERNAL = "internal"
 
 
 class ServingMetrics:

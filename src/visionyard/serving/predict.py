@@ -32,6 +32,7 @@ from visionyard.contract.schema import ClassificationDecoding, VisionContract
 from visionyard.errors import InvalidInputError, VisionyardError
 from visionyard.serving.codec import json_number, object_array
 from visionyard.serving.model import IMAGE_INPUT
+from visionyard.serving.rest.codec import json_problem
 from visionyard.serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 MAX_FILES = 64
@@ -108,8 +109,8 @@ def parse_v1(body: bytes, max_images: int) -> list[bytes]:
     """The images of a KServe v1 body, in order; :class:`InvalidInputError` for a wrong shape."""
     try:
         value = json.loads(body)
-    except ValueError as exc:
-        raise InvalidInputError(f"the body is not JSON ({exc}); {_V1_SHAPE}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"the body is not JSON ({json_problem(exc)}); {_V1_SHAPE}") from exc
     instances = value.get("instances") if isinstance(value, dict) else None
     if not isinstance(instances, list) or not instances:
         found = "no instances" if instances is None else "instances is not a non-empty list"

@@ -9,6 +9,7 @@ also returned in the trailing metadata.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,12 +23,14 @@ from visionyard.serving.errors import ServerBusyError, client_message
 from visionyard.serving.grpc import triton
 from visionyard.serving.grpc.codec import encode_infer, parse_infer
 from visionyard.serving.grpc.health import add_standard_services
-from visionyard.serving.grpc.triton import TritonRpcs
+from visionyard.serving.grpc.triton import TritonRpcs, count_internal
 from visionyard.serving.logs import access, peer_host, request_id
+from visionyard.serving.metrics import INTERNAL
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.proto import grpc_service_pb2_grpc as pb_grpc
 from visionyard.settings import ServingSettings
 
+log = logging.getLogger("visionyard.serving")
 #: The gRPC adapter's mapping from domain codes to status codes.
 GRPC_STATUS: dict[str, grpc.StatusCode] = {
     "inference.invalid_input": grpc.StatusCode.INVALID_ARGUMENT,
@@ -40,6 +43,8 @@ GRPC_STATUS: dict[str, grpc.StatusCode] = {
     "serving.busy": grpc.StatusCode.UNAVAILABLE,  # REST 503 with Retry-After
     "serving.unavailable": grpc.StatusCode.UNAVAILABLE,
 }
+#: what a client is told about a bug (its traceback is in the server log)
+INTERNAL_MESSAGE = "internal server error (see the server log)"
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
@@ -69,6 +74,15 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             code = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
             fields.update(status=code.name, error_code=exc.code, error=client_message(exc))
             await context.abort(code, client_message(exc), trailing_metadata=_trailer(rid, exc))
+            raise  # unreachable: abort raises
+        except grpc.aio.AbortError:
+            raise  # the method aborted with its own status
+        except Exception as exc:  # a bug: INTERNAL, generic (its text may hold server paths)
+            log.error("internal error", exc_info=exc, extra={"fields": {"method": method.__name__}})
+            fields.update(status="INTERNAL", error_code=INTERNAL, error=INTERNAL_MESSAGE)
+            trailer = (("x-request-id", rid),)
+            code = grpc.StatusCode.INTERNAL
+            await context.abort(code, INTERNAL_MESSAGE, trailing_metadata=trailer)
             raise  # unreachable: abort raises
         finally:
             fields.update(_call_fields(request, response, context, started))
@@ -154,13 +168,19 @@ class InferenceServicer(TritonRpcs, pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         metadata = dict(context.invocation_metadata() or ())
         try:
-            check_inference(self.token, metadata.get("authorization"))
-            parsed, raw = parse_infer(request)
-        except VisionyardError as exc:
-            self.plane.refused(request.model_name, request.model_version, "grpc", exc)
+            try:
+                check_inference(self.token, metadata.get("authorization"))
+                parsed, raw = parse_infer(request)
+            except VisionyardError as exc:
+                self.plane.refused(request.model_name, request.model_version, "grpc", exc)
+                raise
+            response = await self.plane.infer(parsed, "grpc", metadata)
+            return encode_infer(response, raw)
+        except VisionyardError:
             raise
-        response = await self.plane.infer(parsed, "grpc", metadata)
-        return encode_infer(response, raw)
+        except Exception:
+            count_internal(self.plane, request.model_name, request.model_version)
+            raise
 
 
 def create_grpc_server(plane: DataPlane, settings: ServingSettings) -> grpc.aio.Server:

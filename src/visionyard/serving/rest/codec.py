@@ -9,6 +9,7 @@ the request-level ``binary_data_output: true``) after the JSON header the same w
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from visionyard.errors import InvalidInputError
@@ -91,11 +92,23 @@ def _header_length(value: str | None, body_length: int) -> int:
 def _json_object(data: bytes | memoryview) -> dict[str, Any]:
     try:
         value = json.loads(bytes(data), parse_constant=_not_json)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidInputError(f"the request is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError are too
+        raise InvalidInputError(f"the request is not valid JSON: {json_problem(exc)}") from exc
     if not isinstance(value, dict):
         raise InvalidInputError("the request must be a JSON object")
     return value
+
+
+def json_problem(exc: Exception) -> str:
+    """What ``json.loads`` refused in a client's body, in the client's terms.
+
+    An integer of more digits than Python converts (``sys.get_int_max_str_digits``, 4300) is a
+    plain ``ValueError`` whose text tells the reader to raise that limit, advice for the server's
+    code, not for its client: it becomes one line about the number instead."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "integer string conversion" in text:
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return text
 
 
 def _not_json(literal: str) -> Any:

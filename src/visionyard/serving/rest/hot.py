@@ -35,6 +35,7 @@ from visionyard.serving.errors import (
     client_message,
 )
 from visionyard.serving.logs import adopt_request_id
+from visionyard.serving.metrics import INTERNAL
 from visionyard.serving.predict import (
     is_v1,
     parse_v1,
@@ -95,15 +96,29 @@ def error_reply(exc: VisionyardError) -> Reply:
     return Reply(status, _json(body), headers=headers)
 
 
+def internal_reply(plane: DataPlane, scope: Scope, exc: Exception) -> Reply:
+    """A bug (an exception that is no domain error): logged here with its traceback, counted as
+    ``status="internal"`` when it is an inference request (:func:`authorize` named the model),
+    answered 500 with a generic message (its text may hold server paths)."""
+    log.error("internal error", exc_info=exc, extra={"fields": {"path": scope.get("path")}})
+    state = scope.get("state", {})
+    if (name := state.get("model")) is not None:
+        labels = plane._labels(name, state.get("requested_version"))
+        plane.metrics.observe(*labels, "rest", INTERNAL)
+    return Reply(500, _json({"error": "internal server error", "code": INTERNAL}))
+
+
 def authorize(
     plane: DataPlane,
     settings: ServingSettings,
     state: dict[str, Any],
     name: str,
     headers: Mapping[str, str],
+    version: str | None = None,
 ) -> None:
     """The inference token, when one is configured: checked before the body is read."""
     state["model"] = name
+    state["requested_version"] = version
     try:
         check_inference(settings.inference_token, headers.get("authorization"))
     except VisionyardError as exc:
@@ -226,7 +241,7 @@ class HotPath:
         state = scope.setdefault("state", {})
         try:
             name, version = match["name"], None if predict else match["version"]
-            authorize(self.plane, self.settings, state, name, headers)
+            authorize(self.plane, self.settings, state, name, headers, version)
             if not predict:
                 size = json_size(headers.get("content-length"), headers.get(HEADER_LENGTH))
                 check_declared_size(self.plane, self.settings, name, version, size)
@@ -244,9 +259,8 @@ class HotPath:
             reply = error_reply(exc)
             if isinstance(exc, BodyTooLargeError):
                 reply.headers["Connection"] = "close"  # the unread body is not drained
-        except Exception:  # a bug: answer 500, log it, keep serving
-            log.exception("internal error", extra={"fields": {"path": scope["path"]}})
-            reply = Reply(500, _json({"error": "internal server error", "code": "internal"}))
+        except Exception as exc:  # a bug: answer 500, log it, keep serving
+            reply = internal_reply(self.plane, scope, exc)
         await _send(send, reply)
 
 

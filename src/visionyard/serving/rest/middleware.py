@@ -14,6 +14,7 @@ JSON body (``{"error", "code"}``) is read back into the access line (``error``,
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from visionyard.serving.errors import BodyTooLargeError
 from visionyard.serving.logs import access, request_id
+
+log = logging.getLogger("visionyard.serving")
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
@@ -52,6 +55,8 @@ class RequestContextMiddleware:
                 await _too_large(send, rid, self.limit, record)
                 return
             await self.app(scope, self._limited(receive), _tagged(send, state, record))
+        except Exception as exc:  # a bug the app did not answer, or answered and re-raised
+            await _internal(send, exc, record)
         finally:
             access(_fields(scope, state.get("request_id", rid), record))
 
@@ -80,6 +85,7 @@ def _tagged(send: Send, state: dict[str, Any], record: dict[str, Any]) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             record["status"] = message["status"]
+            record["answered"] = True
             rid = state["request_id"].encode()
             message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
         elif record["status"] >= 400 and "error" not in record:
@@ -116,6 +122,29 @@ async def _too_large(send: Send, rid: str, limit: int, record: dict[str, Any]) -
     record["error"] = body
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _internal(send: Send, exc: Exception, record: dict[str, Any]) -> None:
+    """An exception out of the app: answered already (FastAPI's handler answered and logged
+    it, :func:`~visionyard.serving.rest.hot.internal_reply`, and Starlette re-raises it), or
+    answered here, JSON 500 as every error, and logged once with its traceback. Never
+    re-raised: uvicorn would log it again and, unanswered, send a plain-text 500."""
+    if record.get("answered"):
+        return
+    log.error("internal error", exc_info=exc)
+    body = json.dumps({"error": "internal server error", "code": "internal"}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    record["status"] = 500
+    record["error"] = body
+    try:
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except Exception:  # the connection is gone: nothing to answer
+        return
 
 
 def _fields(scope: Scope, rid: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.metrics import CONTENT_TYPE
 from visionyard.serving.predict import read_images
 from visionyard.serving.repository import index_row
+from visionyard.serving.rest.codec import json_problem
 from visionyard.serving.rest.hot import (
     HotPath,
     Reply,
@@ -35,6 +36,7 @@ from visionyard.serving.rest.hot import (
     check_declared_size,
     error_reply,
     infer_reply,
+    internal_reply,
     predict_reply,
 )
 from visionyard.serving.rest.middleware import RequestContextMiddleware
@@ -56,6 +58,13 @@ def create_rest_app(
     parser = parser or BodyParser()
     app = FastAPI(title="visionyard", version=__version__, docs_url=None, redoc_url=None)
     app.add_exception_handler(VisionyardError, _error)  # type: ignore[arg-type]
+
+    async def bug(request: Request, exc: Exception) -> Response:
+        """Any other exception (Starlette then re-raises it: the request context middleware
+        swallows it, so that uvicorn does not log it a second time)."""
+        return _response(internal_reply(plane, request.scope, exc))
+
+    app.add_exception_handler(Exception, bug)
     error_handlers(app)
     triton_routes(app, plane, settings)
     _health_routes(app, plane, settings)
@@ -133,7 +142,7 @@ def _infer_routes(
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         state = request.scope.setdefault("state", {})
-        authorize(plane, settings, state, name, request.headers)
+        authorize(plane, settings, state, name, request.headers, version)
         body = await request.body()
         check_declared_size(plane, settings, name, version, len(body))
         reply = await infer_reply(plane, parser, state, (name, version, request.headers), body)
@@ -211,8 +220,8 @@ async def monitor_report(plane: DataPlane, name: str) -> dict[str, Any]:
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body)
-    except ValueError as exc:
-        raise InvalidInputError(f"the body is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"the body is not JSON: {json_problem(exc)}") from exc
     if not isinstance(value, dict):
         raise InvalidInputError('the body must be a JSON object such as {"ready": true}')
     return value
