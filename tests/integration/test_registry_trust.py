@@ -240,6 +240,24 @@ def test_a_cache_that_cannot_be_written_is_one_line_not_a_traceback(
     assert "fix permissions" in line
 
 
+def test_a_link_planted_in_a_registered_bundle_is_named_not_called_missing(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    name = registered(tracking_settings, tmp_path, capsys)
+    client = RegistryClient.from_settings(tracking_settings)
+    uri = client.artifact_uri(client.get_version(name, "1"))
+    if not uri.startswith(("file:", "/")):
+        pytest.skip("plants a link in a local artifact store")
+    reports = Path(uri.removeprefix("file://")) / "bundle" / "reports"
+    reports.mkdir(exist_ok=True)
+    os.symlink("/etc/passwd", reports / "leak.txt")
+    code, out, _ = run(capsys, *store_flags(tracking_settings), "bundle", "verify", f"{name}/1")
+    assert code == 6
+    flat = " ".join(out.replace("│", " ").split())
+    assert "missing" not in flat
+    assert "holds a file that resolves outside the artifact store (a planted link)" in flat
+
+
 def test_a_killed_registers_scratch_folder_is_swept_by_the_next_command(
     tracking_settings: Settings, tmp_path: Path, capsys: Capture
 ) -> None:

@@ -236,13 +236,27 @@ def _check_piece(
 
 
 def _download(client: ArtifactReader, version: VersionInfo, path: str, dst: Path) -> Path:
-    """Download a recorded piece; one that is not there was removed from the store."""
+    """Download a recorded piece; one that is not there, or cannot be read back whole (a file
+    removed, a link planted that resolves outside the store), was tampered with."""
     try:
         return client.download_version_artifacts(version, path, dst)
     except TrackingUnavailableError:
         raise
     except (NotFoundError, RegistryError, TrackingError) as exc:
+        if any("outside the artifact" in str(e) for e in _chain(exc)):  # MLflow's refusal
+            raise BundleIntegrityError(
+                path, "holds a file that resolves outside the artifact store (a planted link)"
+            ) from exc
         raise BundleIntegrityError(path, "is recorded but missing from the artifact store") from exc
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (its first line is all a message keeps)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 @contextmanager
