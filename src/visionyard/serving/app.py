@@ -28,6 +28,7 @@ from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits
 from visionyard.serving.monitoring import Monitoring
 from visionyard.serving.pool import ModelPool, PoolConfig
+from visionyard.serving.ports import add_grpc_port, port_errors
 from visionyard.serving.rest.parse import BodyParser
 from visionyard.serving.rest.routes import create_rest_app
 from visionyard.serving.rollout.wiring import RolloutWiring, follow_rollouts
@@ -79,14 +80,21 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> Addresses:
-        """Bind both ports, load every model, start polling sources."""
+        """Bind both ports, load every model, start polling sources. A port that cannot be
+        bound (in use) is one :class:`~visionyard.errors.ConfigError`, raised before anything
+        runs and with nothing left bound (:mod:`.ports`)."""
         serving = self.settings.serving
-        sock = _bind(serving.host, serving.http_port)
+        with port_errors("HTTP", serving.host, serving.http_port):
+            sock = _bind(serving.host, serving.http_port)
+        try:
+            self._grpc = create_grpc_server(self.plane, serving)
+            grpc_port = add_grpc_port(self._grpc, serving.host, serving.grpc_port)
+        except BaseException:
+            sock.close()
+            raise
         self._http = _uvicorn(self.rest_app)
         http_task = asyncio.create_task(_run_uvicorn(self._http, sock))
         self._tasks.append(http_task)
-        self._grpc = create_grpc_server(self.plane, serving)
-        grpc_port = self._grpc.add_insecure_port(f"{serving.host}:{serving.grpc_port}")
         await self._grpc.start()
         while not self._http.started:
             if http_task.done():
@@ -180,10 +188,14 @@ def _bind(host: str, port: int) -> socket.socket:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 

@@ -188,6 +188,9 @@ def create_grpc_server(plane: DataPlane, settings: ServingSettings) -> grpc.aio.
     options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
+        # grpc binds with SO_REUSEPORT by default: a second server on a port in use would
+        # start and take part of the first one's connections; off, binding it fails
+        ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options)
     servicer = InferenceServicer(plane, settings)
