@@ -157,6 +157,19 @@ class ServingSettings(_Section):
         description="on SIGTERM: longest wait for in-flight requests before the server exits "
         "(deploy k8s derives terminationGracePeriodSeconds from it)",
     )
+    header_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="REST: a connection whose request head (request line and headers) has not "
+        "all arrived this long after the connection or the head's first byte is closed; the "
+        "body and idle keep-alive (30 s) are not timed by it",
+    )
+    max_connections: int = Field(
+        1000,
+        gt=0,
+        description="REST: open connections at most (lowered to fit the process's open-file "
+        "limit); a connection past it is answered 503 and closed at once",
+    )
 
 
 class CaptureSettings(_Section):
