@@ -29,12 +29,13 @@ from visionyard.serving.model import Limits
 from visionyard.serving.monitoring import Monitoring
 from visionyard.serving.pool import ModelPool, PoolConfig
 from visionyard.serving.ports import add_grpc_port, port_errors
+from visionyard.serving.rest.connections import connection_cap, protocol_class, quiet_accept_errors
 from visionyard.serving.rest.parse import BodyParser
 from visionyard.serving.rest.routes import create_rest_app
 from visionyard.serving.rollout.wiring import RolloutWiring, follow_rollouts
 from visionyard.serving.sources import LocalBundleSource, ModelSource, is_registry_reference
 from visionyard.serving.threads import usable_cores
-from visionyard.settings import Settings
+from visionyard.settings import ServingSettings, Settings
 
 log = logging.getLogger("visionyard.serving")
 T = TypeVar("T")
@@ -92,7 +93,7 @@ class Server:
         except BaseException:
             sock.close()
             raise
-        self._http = _uvicorn(self.rest_app)
+        self._http = _uvicorn(self.rest_app, serving)
         http_task = asyncio.create_task(_run_uvicorn(self._http, sock))
         self._tasks.append(http_task)
         await self._grpc.start()
@@ -200,12 +201,19 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: Any) -> uvicorn.Server:
+def _uvicorn(app: Any, serving: ServingSettings) -> uvicorn.Server:
     """uvicorn without a logging setup of its own (``log_config=None``): its loggers propagate
     to the JSON handler of :func:`~visionyard.serving.logs.configure_logging`; its access log is
-    off, the request context middleware writes the (richer) access lines."""
+    off, the request context middleware writes the (richer) access lines. Its HTTP protocol
+    times request heads and caps connections (:mod:`visionyard.serving.rest.connections`)."""
+    cap = connection_cap(serving.max_connections)
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        http=protocol_class(serving.header_timeout_s, cap),
     )
     return uvicorn.Server(config)
 
@@ -215,6 +223,7 @@ async def _run_uvicorn(server: uvicorn.Server, sock: socket.socket) -> None:
     config = server.config
     if not config.loaded:
         config.load()
+    quiet_accept_errors(asyncio.get_running_loop())
     server.lifespan = config.lifespan_class(config)
     await server.startup(sockets=[sock])
     if not server.should_exit:
