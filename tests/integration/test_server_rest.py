@@ -84,6 +84,10 @@ def test_a_local_bundles_server_path_is_not_shown_to_clients(
     for shown in (meta["reference"], config["reference"]["string_value"]):
         assert shown == "…/colour"  # the folder's name: the layout above it stays private
     assert where not in client.get("/v2/models/colour").text
+    info = [line for line in client.get("/metrics").text.splitlines()
+            if line.startswith('visionyard_model_info{') and 'model="colour"' in line]  # fmt: skip
+    assert info
+    assert all('reference="…/colour"' in line for line in info)
 
 
 @pytest.mark.parametrize(

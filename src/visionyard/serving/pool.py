@@ -28,7 +28,7 @@ from visionyard.bundle.store import Bundle, load_bundle
 from visionyard.errors import BundleError, NotFoundError, VisionyardError
 from visionyard.runtime.session import InferenceSession
 from visionyard.serving.batching import BatchConfig, Batcher
-from visionyard.serving.errors import ModelUnavailableError, client_message
+from visionyard.serving.errors import ModelUnavailableError, client_message, redact_paths
 from visionyard.serving.metrics import ServingMetrics
 from visionyard.serving.model import Limits, LoadedModel
 from visionyard.serving.polling import domain_error, poll
@@ -300,7 +300,8 @@ class ModelPool:
         old, entry.current = entry.current, model  # the atomic switch
         entry.state, entry.last_error, entry.failed_version = "ready", None, None
         variant = model.variant
-        self.metrics.loaded(entry.name, model.version, variant, entry.source.reference)
+        reference = redact_paths(entry.source.reference)  # /metrics is open to any client
+        self.metrics.loaded(entry.name, model.version, variant, reference)
         self.metrics.swaps.labels(entry.name).inc()
         log.info("serving version", extra={"fields": _fields(entry, model.version)})
         if old is not None:
