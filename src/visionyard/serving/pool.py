@@ -259,6 +259,8 @@ class ModelPool:
 
     async def _swap(self, entry: ModelEntry, resolved: Resolved) -> bool:
         model = await self._load(entry, entry.source, resolved)
+        if model is not None and not isinstance(resolved, OpensItself):
+            model.revision = resolved.key  # a local bundle's: its version and folder stamp
         if model is None:
             return False
         self._install(entry, model)

@@ -9,11 +9,13 @@ A source that can also tell which version it points at WITHOUT downloading it
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from visionyard.bundle.store import MANIFEST
 from visionyard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,7 +78,11 @@ def lookup_version(source: ModelSource) -> str | None:
 
 @dataclass(frozen=True)
 class LocalBundleSource:
-    """A bundle directory on disk, served as ``version`` (it never moves by itself)."""
+    """A bundle directory on disk, served as ``version``. Its revision is the version and a
+    stamp of the folder (its manifest's bytes, every file's name, size and modification time:
+    no file is read but the manifest), so a bundle replaced or edited on disk is read and
+    verified again at the next poll or admin load, as Triton's repository polling does; an
+    unchanged one is not."""
 
     path: Path
     version: str = "1"
@@ -86,7 +92,22 @@ class LocalBundleSource:
         return str(self.path)
 
     def resolve(self) -> Resolved:
-        return Resolved(self.version, self.path)
+        return Resolved(self.version, self.path, f"{self.version}+{_stamp(self.path)}")
+
+
+def _stamp(path: Path) -> str:
+    """16 hex of the folder's stamp ("unreadable": loading it will say why)."""
+    digest = hashlib.sha256()
+    try:
+        digest.update((path / MANIFEST).read_bytes())
+        for file in sorted(p for p in path.rglob("*") if not p.is_dir()):
+            info = file.lstat()
+            digest.update(
+                f"\0{file.relative_to(path)}\0{info.st_size}\0{info.st_mtime_ns}".encode()
+            )
+    except OSError:
+        return "unreadable"
+    return digest.hexdigest()[:16]
 
 
 def is_registry_reference(reference: str) -> bool:
