@@ -326,6 +326,10 @@ def test_the_running_monitor_thread_computes_a_full_backlog(
     model, monitor = loaded(monitoring, session, bundle)
     monitoring.start()
     try:
+        deadline = time.monotonic() + 10
+        while monitor.last is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the thread's first refresh (a new version) reads what waits:
+        assert monitor.last is not None  # serving before it would have it take a part
         for _ in range(PIXEL_BATCH):
             serve(model, [MID])
         deadline = time.monotonic() + 10
