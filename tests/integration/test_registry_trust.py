@@ -258,6 +258,58 @@ def test_a_link_planted_in_a_registered_bundle_is_named_not_called_missing(
     assert "holds a file that resolves outside the artifact store (a planted link)" in flat
 
 
+def _edit_metadata(manifest: Path, **values: object) -> None:
+    """What an attacker does to a manifest's metadata: no file changes, nothing re-sealed."""
+    data = json.loads(manifest.read_text())
+    data["metadata"].update(values)
+    manifest.write_text(json.dumps(data, indent=2))
+
+
+def test_a_registered_bundles_metadata_edited_in_the_store_is_refused(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    """``accepts_non_finite`` and the like live in the manifest's metadata, which the bundle
+    digest does not cover: the registry records the metadata's own digest too."""
+    name = registered(tracking_settings, tmp_path, capsys)
+    client = RegistryClient.from_settings(tracking_settings)
+    info = client.get_version(name, "1")
+    assert len(info.tags["vy.metadata_digest"]) == 64
+    bundle = client.download_version_artifacts(info, "bundle", tmp_path / "evil")
+    _edit_metadata(bundle / MANIFEST, accepts_non_finite=True)
+    client.upload_version_artifact(info, bundle / MANIFEST, "bundle")
+    flags = store_flags(tracking_settings)
+    code, out, _ = run(capsys, *flags, "bundle", "verify", f"{name}/1")
+    assert code == 6
+    assert "metadata" in " ".join(out.replace("│", " ").split())
+    image = tmp_path / "red.png"
+    image.write_bytes(encoded("red"))
+    code, _, err = run(capsys, *flags, "predict", f"{name}/1", image)
+    assert code == 6, err
+    assert "metadata" in err
+    with pytest.raises(BundleIntegrityError, match="metadata"):
+        Registry(tracking_settings).open_session(f"{name}/1", tmp_path / "cache")  # the runtime
+    with mlflow_globals(TrackingConfig.from_settings(tracking_settings)):
+        import mlflow
+
+        with pytest.raises(BundleIntegrityError, match="metadata"):
+            mlflow.pyfunc.load_model(f"models:/{name}/1")
+
+
+def test_a_cached_copys_metadata_edited_with_its_provenance_is_fetched_again(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    name = registered(tracking_settings, tmp_path, capsys)
+    registry = Registry(tracking_settings)
+    _, path = registry.fetch_bundle(f"{name}/1", tmp_path / "cache")
+    data = json.loads((path / MANIFEST).read_text())
+    data["metadata"]["accepts_non_finite"] = True
+    data["metadata"]["composed"]["bundle_metadata"]["accepts_non_finite"] = True
+    (path / MANIFEST).write_text(json.dumps(data, indent=2))  # consistent with itself
+    assert load_bundle(path).metadata["accepts_non_finite"] is True
+    _, again = registry.fetch_bundle(f"{name}/1", tmp_path / "cache")
+    assert "accepts_non_finite" not in load_bundle(again).metadata
+
+
 def test_a_killed_registers_scratch_folder_is_swept_by_the_next_command(
     tracking_settings: Settings, tmp_path: Path, capsys: Capture
 ) -> None:

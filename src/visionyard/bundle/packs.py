@@ -196,6 +196,18 @@ def composed_digests(root: Path) -> tuple[str, dict[str, str]] | None:
     return digest, packs
 
 
+def composed_metadata_digest(root: Path) -> str | None:
+    """The digest of the metadata of the bundle that the composed bundle at ``root`` was
+    made from (:meth:`Bundle.metadata_digest`'s formula; None when it names none). Only
+    meaningful once :func:`composed_digests` accepted the copy: that checks the manifest's
+    metadata is exactly this plus what composing adds."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        return canonical_sha256(manifest["metadata"][COMPOSED]["bundle_metadata"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _provenance(bundle: Bundle, packs: Sequence[VariantPack]) -> dict[str, Any]:
     return {
         "bundle_files": sorted(bundle.files),

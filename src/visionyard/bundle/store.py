@@ -68,6 +68,11 @@ class Bundle:
         of visionyard) over the manifest's file table and variants."""
         return canonical_sha256({"files": self.files, "variants": self.variants})
 
+    def metadata_digest(self) -> str:
+        """Digest of the manifest's ``metadata`` (run id, flags such as
+        ``accepts_non_finite``): not part of :meth:`digest`, so the registry records it apart."""
+        return canonical_sha256(self.metadata)
+
 
 def write_bundle(
     directory: Path,

@@ -83,6 +83,7 @@ def version_tags(
         T.SEMVER_REASON: why,
         T.TASK: bundle.contract.task,
         T.BUNDLE_DIGEST: bundle.digest(),
+        T.METADATA_DIGEST: bundle.metadata_digest(),
         T.CONTRACT_DIGEST: bundle.contract.digest(),
         T.LABELS_DIGEST: fp.labels_digest,
         T.INPUT_DIGEST: fp.input_digest,

@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from visionyard.bundle.packs import VariantPack, compose, composed_digests, load_pack
+from visionyard.bundle.packs import (
+    VariantPack,
+    compose,
+    composed_digests,
+    composed_metadata_digest,
+    load_pack,
+)
 from visionyard.bundle.signing import check_signature, sign, subject
 from visionyard.bundle.store import Bundle, check_digest, load_bundle
 from visionyard.errors import (
@@ -63,6 +69,17 @@ class Record:
     bundle_signature: str | None = None
     variants: dict[str, str] = field(default_factory=dict)
     signatures: dict[str, str] = field(default_factory=dict)
+    #: the bundle manifest's metadata digest (None: registered before it was recorded)
+    metadata_digest: str | None = None
+
+    def check_metadata(self, bundle: Bundle) -> None:
+        """The bundle's metadata is the one registered (when that was recorded)."""
+        if self.metadata_digest and bundle.metadata_digest() != self.metadata_digest:
+            raise BundleIntegrityError(
+                bundle.path,
+                f"its manifest's metadata (digest {bundle.metadata_digest()[:12]}) differs "
+                f"from what was registered ({self.metadata_digest[:12]}): edited in the store",
+            )
 
     def pieces(self) -> list[tuple[str, str, str | None]]:
         """(piece, digest, signature) for the bundle and every recorded variant."""
@@ -107,7 +124,7 @@ def record_of(version: VersionInfo) -> Record:
     variants = _suffixed(tags, T.VARIANT_DIGEST_PREFIX)
     return Record(
         version.name, version.version, digest, tags.get(T.BUNDLE_SIGNATURE), variants,
-        _suffixed(tags, T.VARIANT_SIGNATURE_PREFIX),
+        _suffixed(tags, T.VARIANT_SIGNATURE_PREFIX), tags.get(T.METADATA_DIGEST) or None,
     )  # fmt: skip
 
 
@@ -141,6 +158,7 @@ def fetch_pieces(
     with _named(record, T.BUNDLE_ARTIFACT):
         path = _download(client, version, T.BUNDLE_ARTIFACT, dst / "bundle")
         bundle = load_bundle(path, expected_digest=record.bundle_digest)
+        record.check_metadata(bundle)
     packs = []
     for name, digest in sorted(record.variants.items()):
         with _named(record, variant_piece(name)):
@@ -201,7 +219,9 @@ def cached(target: Path, version: VersionInfo, key: str | None = None) -> bool:
     variant since, is materialized again."""
     record = record_of(version)
     record.check_signatures(key)
-    return composed_digests(target) == (record.bundle_digest, record.variants)
+    if composed_digests(target) != (record.bundle_digest, record.variants):
+        return False
+    return record.metadata_digest in (None, composed_metadata_digest(target))
 
 
 def verify_version(
@@ -222,7 +242,9 @@ def _check_piece(
             _check_signed(record, key, piece, digest, signature)
             if piece == T.BUNDLE_ARTIFACT:
                 path = _download(client, version, piece, dst / "bundle")
-                found = load_bundle(path).digest()
+                bundle = load_bundle(path)
+                found = bundle.digest()
+                record.check_metadata(bundle)
             else:
                 name = piece.rsplit("/", 1)[-1]
                 path = _download(client, version, pack_location(name, digest), dst / name)

@@ -45,6 +45,7 @@ from visionyard.tracking.translate import translate_errors
 SIGNING_KEY_ENV = "VISIONYARD_REGISTRY__SIGNING_KEY"
 # tracking cannot import registry (layers flow one way): the tag names of registry/tags.py
 _DIGEST_TAG = "vy.bundle_digest"
+_METADATA_TAG = "vy.metadata_digest"
 _SIGNATURE_TAG = "vy.bundle_signature"
 
 
@@ -66,17 +67,30 @@ class BundlePyfunc:
 def _load_pyfunc(path: str) -> BundlePyfunc:
     """MLflow's entry point: ``path`` is the version's ``bundle/`` folder."""
     bundle = load_bundle(path)
-    check_registered(bundle.digest(), Path(path), _owner(Path(path).parent / "MLmodel"))
+    owner = _owner(Path(path).parent / "MLmodel")
+    check_registered(bundle.digest(), Path(path), owner, bundle.metadata_digest())
     return BundlePyfunc(InferenceSession.from_bundle(bundle, variant="fp32"))
 
 
-def check_registered(digest: str, where: Path, owner: dict[str, str] | None = None) -> None:
+def check_registered(
+    digest: str, where: Path, owner: dict[str, str] | None = None, metadata: str | None = None
+) -> None:
     """Refuse a bundle whose digest no registered version (of ``owner``'s model and run, when
-    known) records, or, with a signing key, none records with a valid signature."""
+    known) records, or, with a signing key, none records with a valid signature; with the
+    bundle's ``metadata`` digest, a version that recorded its metadata must match it too."""
     found = _versions_recording(digest, where)
     if owner:
         found = [v for v in found if v.name == owner.get("model")
                  and v.run_id == owner.get("run_id")]  # fmt: skip
+    if found and metadata is not None:
+        same = [v for v in found if (v.tags or {}).get(_METADATA_TAG) in (None, "", metadata)]
+        if not same:
+            raise BundleIntegrityError(
+                where,
+                "its manifest's metadata differs from what was registered: edited in the "
+                "store; refusing to load",
+            )
+        found = same
     if not found:
         whose = f" of {owner.get('model')!r}" if owner else ""
         raise BundleIntegrityError(
