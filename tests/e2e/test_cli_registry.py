@@ -148,7 +148,8 @@ def test_gate_latency_budget_and_sample_count(
     captured = capsys.readouterr()
     assert "latency_p50_ms" in captured.err
     assert "min_samples" in captured.err
-    assert "10 images >= 1000" in captured.out
+    assert "10 images < 1000" in captured.out  # the relation found, not the one required
+    assert "ms > 0.00 ms (batch 1)" in captured.out
     assert "staging" not in client(world).get_model(name).aliases
 
 

@@ -120,6 +120,11 @@ def test_a_serving_variant_must_agree_with_fp32_and_the_report_names_the_variant
     checks = {c.name: c for c in built.checks}
     assert not checks["min_variant_agreement"].passed
     assert "int8 agrees with fp32 on 0.9000" in checks["min_variant_agreement"].detail
+    assert checks["min_variant_agreement"].detail.endswith("< 0.9500")  # the relation found
+    passing = build_report(POLICY, context, before, after, ("int8", 1.0)).checks
+    assert [c.detail for c in passing if c.name == "min_variant_agreement"] == [
+        "int8 agrees with fp32 on 1.0000 of the images >= 0.9500"
+    ]
     assert checks["max_metric_drop"].detail.startswith("accuracy 0.8000 (int8) -> 0.8000 (int8)")
     assert built.comparison == context["comparison"]
     assert not built.passed

@@ -127,11 +127,13 @@ def evaluate_gate(
     if agreement is not None:
         variant, value = agreement
         floor = policy.min_variant_agreement
+        ok = value >= floor - 1e-12
         checks.append(
             GateCheck(
                 name="min_variant_agreement",
-                passed=value >= floor - 1e-12,
-                detail=f"{variant} agrees with fp32 on {value:.4f} of the images >= {floor:.4f}",
+                passed=ok,
+                detail=f"{variant} agrees with fp32 on {value:.4f} of the images "
+                f"{_at_least(ok)} {floor:.4f}",
             )
         )
     if policy.min_metric is not None:
@@ -140,7 +142,8 @@ def evaluate_gate(
             GateCheck(
                 name="min_metric",
                 passed=ok,
-                detail=f"{after.metric_name} {after.metric:.4f} >= {policy.min_metric:.4f}",
+                detail=f"{after.metric_name} {after.metric:.4f} {_at_least(ok)} "
+                f"{policy.min_metric:.4f}",
             )
         )
     if policy.latency_p50_ms is not None:
@@ -199,21 +202,28 @@ def class_rows(before: EvalSummary | None, after: EvalSummary, max_drop: float) 
 
 
 def _samples_check(policy: GatePolicy, after: EvalSummary) -> GateCheck:
+    ok = after.samples >= policy.min_samples
     return GateCheck(
         name="min_samples",
-        passed=after.samples >= policy.min_samples,
-        detail=f"{after.samples} images >= {policy.min_samples}",
+        passed=ok,
+        detail=f"{after.samples} images {_at_least(ok)} {policy.min_samples}",
     )
 
 
 def _latency_check(budget: float, after: EvalSummary) -> GateCheck:
     if after.latency_p50_ms is None:
         return GateCheck(name="latency_p50_ms", passed=False, detail="latency was not measured")
+    ok = after.latency_p50_ms <= budget
     return GateCheck(
         name="latency_p50_ms",
-        passed=after.latency_p50_ms <= budget,
-        detail=f"p50 {after.latency_p50_ms:.2f} ms <= {budget:.2f} ms (batch 1)",
+        passed=ok,
+        detail=f"p50 {after.latency_p50_ms:.2f} ms {'<=' if ok else '>'} {budget:.2f} ms (batch 1)",
     )
+
+
+def _at_least(ok: bool) -> str:
+    """The relation a value stands in to a floor: what the check found, pass or fail."""
+    return ">=" if ok else "<"
 
 
 def _metric_check(max_drop: float, before: EvalSummary, after: EvalSummary) -> GateCheck:
