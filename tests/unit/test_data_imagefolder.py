@@ -139,6 +139,15 @@ def test_a_folder_of_datasets_is_refused_naming_the_one_to_use(
     assert f"pass {tmp_path.resolve() / inner}" in message
 
 
+def test_a_coco_folder_read_as_classes_points_to_detection(tmp_path: Path) -> None:
+    touch(tmp_path, "images/a.png", "images/b.png", "annotations.json")
+    with pytest.raises(DatasetError) as caught:
+        read_imagefolder(tmp_path)  # `visionyard train --data DIR` without --task detection
+    message = str(caught.value)
+    assert "is a COCO detection dataset (annotations.json)" in message
+    assert "--task detection" in message
+
+
 def test_class_folders_may_still_hold_plain_subfolders(tmp_path: Path) -> None:
     touch(tmp_path, "cat/indoor/a.png", "cat/outdoor/b.png", "dog/c.png")
     assert read_imagefolder(tmp_path).classes == ("cat", "dog")

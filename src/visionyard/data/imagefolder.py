@@ -81,6 +81,11 @@ def read_imagefolder(root: Path | str) -> ImageFolderDataset:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"dataset directory {root} does not exist or is not a directory")
+    if (root / COCO_FILE).is_file() or (root / COCO_FILE).is_symlink():
+        raise DatasetError(
+            f"{root} is a COCO detection dataset ({COCO_FILE}), not a folder of classes; "
+            "train a detector on it with --task detection"
+        )
     top = _visible_dirs(root)
     _reject_loose_images(root)
     groups: list[tuple[str | None, Path]]
