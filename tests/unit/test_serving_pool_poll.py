@@ -169,3 +169,31 @@ def test_polling_survives_an_error_escaping_a_refresh(
     asyncio.run(scenario())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
+
+
+def test_polls_of_a_model_that_never_loaded_are_not_logged_each_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing serving and the alias still on a version that fails: the first attempt is
+    logged (INFO: looking up, fetching; ERROR: the failure), later polls only at DEBUG."""
+    registry = FlakyRegistry(write_colour_bundle(tmp_path / "good").path, "resolve", _surprise)
+    registry.version = "9"
+    source = RegistrySource("m@production", Settings(), registry.resolve, registry.lookup)
+    pool = ModelPool({"m": source}, PoolConfig(), ServingMetrics())
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.DEBUG, "visionyard.serving"):
+            await pool.start()
+            task = asyncio.create_task(pool.watch(POLL_S))
+            try:
+                calls = registry.calls
+                await _until(lambda: registry.calls >= calls + 5, "more polls", task)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await pool.close()
+
+    asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert said.count("looking up reference") == 1, said
+    assert pool.entry("m").current is None

@@ -158,7 +158,9 @@ class ModelPool:
         this poll looked it up; else looked up before any download) is the one serving or one
         that failed already."""
         version = known
-        quiet = entry.current is not None and not force  # a poll: said only when it moves
+        # a poll is said when it moves; after a failure with nothing serving, not (logged once)
+        quiet = not force and (entry.current is not None or entry.last_error is not None)
+        hush = quiet and entry.current is None
         try:
             started = time.monotonic()
             if not quiet:
@@ -168,7 +170,7 @@ class ModelPool:
             if version is not None and not self._wanted_version(entry, version, force):
                 return None
             # a source that cannot look its version up is resolved on every poll: not said
-            level = logging.DEBUG if quiet and version is None else logging.INFO
+            level = logging.DEBUG if quiet and (version is None or hush) else logging.INFO
             log.log(level, "fetching version", extra={"fields": _fields(entry, version)})
             resolved = await asyncio.to_thread(entry.source.resolve)
             took = {**_fields(entry, resolved.version), "seconds": _since(started)}
