@@ -295,6 +295,29 @@ def test_a_registered_bundles_metadata_edited_in_the_store_is_refused(
             mlflow.pyfunc.load_model(f"models:/{name}/1")
 
 
+def test_with_a_key_the_metadata_digest_is_signed_too(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    """Someone who can write the registry's tags but has no key: editing the metadata and its
+    recorded digest together is refused, as a re-sealed bundle with its digest tag is."""
+    s = tracking_settings
+    keyed = s.model_copy(update={"registry": s.registry.model_copy(update={"signing_key": "k"})})
+    name = registered(s, tmp_path, capsys)  # unsigned: `bundle sign` signs every piece
+    assert run(capsys, *store_flags(s), "bundle", "sign", f"{name}/1")[0] == 3  # needs a key
+    assert Registry(keyed).sign(f"{name}/1") == [
+        "vy.bundle_signature", "vy.metadata_signature",
+    ]  # fmt: skip
+    Registry(keyed).fetch_bundle(f"{name}/1", tmp_path / "ok")  # signed: loads
+    client = RegistryClient.from_settings(s)
+    info = client.get_version(name, "1")
+    bundle = client.download_version_artifacts(info, "bundle", tmp_path / "evil")
+    _edit_metadata(bundle / MANIFEST, accepts_non_finite=True)
+    client.upload_version_artifact(info, bundle / MANIFEST, "bundle")
+    client.set_version_tag(name, "1", "vy.metadata_digest", load_bundle(bundle).metadata_digest())
+    with pytest.raises(BundleIntegrityError, match="bundle/metadata"):
+        Registry(keyed).fetch_bundle(f"{name}/1", tmp_path / "cache")
+
+
 def test_a_cached_copys_metadata_edited_with_its_provenance_is_fetched_again(
     tracking_settings: Settings, tmp_path: Path, capsys: Capture
 ) -> None:

@@ -74,6 +74,16 @@ class Bundle:
         return canonical_sha256(self.metadata)
 
 
+def metadata_digest(manifest: Path) -> str:
+    """:meth:`Bundle.metadata_digest` of a bundle, from its ``manifest.json`` alone."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        metadata = dict(data.get("metadata") or {})
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise BundleIntegrityError(manifest.parent, f"{MANIFEST} is unreadable: {exc}") from exc
+    return canonical_sha256(metadata)
+
+
 def write_bundle(
     directory: Path,
     *,

@@ -22,7 +22,7 @@ from visionyard.bundle.store import Bundle, load_bundle
 from visionyard.errors import BundleError, NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.semver import Fingerprint, fingerprint, next_semver, parse_semver
-from visionyard.registry.trust import signature_tags
+from visionyard.registry.trust import METADATA_PIECE, signature_tags
 from visionyard.tracking.mlflow_model import build_model_dir, scratch_dir
 from visionyard.tracking.queries import RunInfo
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
@@ -67,6 +67,10 @@ def register_run(client: RegistryClient, request: RegisterRequest) -> Registrati
         model_dir = _model_dir(bundle, tmp / "model", {"model": request.name, "run_id": run.run_id})
         version = client.create_version(request.name, run, model_dir, tags)
     signed = signature_tags(request.signing_key, request.name, version.version, "bundle", digest)
+    signed |= signature_tags(
+        request.signing_key, request.name, version.version, METADATA_PIECE,
+        bundle.metadata_digest(),
+    )  # fmt: skip
     for key, value in signed.items():
         client.set_version_tag(request.name, version.version, key, value)
     client.set_model_tag(request.name, T.TASK, bundle.contract.task)

@@ -12,6 +12,8 @@ BUNDLE_SIGNATURE = "vy.bundle_signature"
 #: canonical_sha256 of the bundle manifest's ``metadata`` (which the bundle digest does not
 #: cover); absent on versions registered before it was recorded
 METADATA_DIGEST = "vy.metadata_digest"
+#: its signature with ``registry.signing_key`` (piece ``bundle/metadata``)
+METADATA_SIGNATURE = "vy.metadata_signature"
 #: ``vy.variant_digest.int8``: the digest of a variant pack stored beside the bundle.
 VARIANT_DIGEST_PREFIX = "vy.variant_digest."
 VARIANT_SIGNATURE_PREFIX = "vy.variant_signature."

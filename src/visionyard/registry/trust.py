@@ -38,7 +38,7 @@ from visionyard.bundle.packs import (
     load_pack,
 )
 from visionyard.bundle.signing import check_signature, sign, subject
-from visionyard.bundle.store import Bundle, check_digest, load_bundle
+from visionyard.bundle.store import MANIFEST, Bundle, check_digest, load_bundle, metadata_digest
 from visionyard.errors import (
     BundleError,
     BundleIntegrityError,
@@ -71,6 +71,7 @@ class Record:
     signatures: dict[str, str] = field(default_factory=dict)
     #: the bundle manifest's metadata digest (None: registered before it was recorded)
     metadata_digest: str | None = None
+    metadata_signature: str | None = None
 
     def check_metadata(self, bundle: Bundle) -> None:
         """The bundle's metadata is the one registered (when that was recorded)."""
@@ -84,6 +85,8 @@ class Record:
     def pieces(self) -> list[tuple[str, str, str | None]]:
         """(piece, digest, signature) for the bundle and every recorded variant."""
         rows = [(T.BUNDLE_ARTIFACT, self.bundle_digest, self.bundle_signature)]
+        if self.metadata_digest:
+            rows.append((METADATA_PIECE, self.metadata_digest, self.metadata_signature))
         for name, digest in sorted(self.variants.items()):
             rows.append((variant_piece(name), digest, self.signatures.get(name)))
         return rows
@@ -125,7 +128,12 @@ def record_of(version: VersionInfo) -> Record:
     return Record(
         version.name, version.version, digest, tags.get(T.BUNDLE_SIGNATURE), variants,
         _suffixed(tags, T.VARIANT_SIGNATURE_PREFIX), tags.get(T.METADATA_DIGEST) or None,
+        tags.get(T.METADATA_SIGNATURE),
     )  # fmt: skip
+
+
+#: the logical piece the metadata digest's signature names
+METADATA_PIECE = f"{T.BUNDLE_ARTIFACT}/metadata"
 
 
 def variant_piece(name: str) -> str:
@@ -144,7 +152,8 @@ def signature_tags(
     """The signature tag for a digest about to be recorded (none without a key)."""
     if not key:
         return {}
-    tag = T.BUNDLE_SIGNATURE if piece == T.BUNDLE_ARTIFACT else _variant_tag(piece)
+    tags = {T.BUNDLE_ARTIFACT: T.BUNDLE_SIGNATURE, METADATA_PIECE: T.METADATA_SIGNATURE}
+    tag = tags.get(piece) or _variant_tag(piece)
     return {tag: sign(key, subject(name, version, piece, digest))}
 
 
@@ -242,9 +251,10 @@ def _check_piece(
             _check_signed(record, key, piece, digest, signature)
             if piece == T.BUNDLE_ARTIFACT:
                 path = _download(client, version, piece, dst / "bundle")
-                bundle = load_bundle(path)
-                found = bundle.digest()
-                record.check_metadata(bundle)
+                found = load_bundle(path).digest()
+            elif piece == METADATA_PIECE:
+                path = _download(client, version, f"{T.BUNDLE_ARTIFACT}/{MANIFEST}", dst / "meta")
+                found = metadata_digest(path)
             else:
                 name = piece.rsplit("/", 1)[-1]
                 path = _download(client, version, pack_location(name, digest), dst / name)
