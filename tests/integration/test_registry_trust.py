@@ -296,7 +296,7 @@ def test_a_registered_bundles_metadata_edited_in_the_store_is_refused(
 
 
 def test_with_a_key_the_metadata_digest_is_signed_too(
-    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Someone who can write the registry's tags but has no key: editing the metadata and its
     recorded digest together is refused, as a re-sealed bundle with its digest tag is."""
@@ -316,6 +316,12 @@ def test_with_a_key_the_metadata_digest_is_signed_too(
     client.set_version_tag(name, "1", "vy.metadata_digest", load_bundle(bundle).metadata_digest())
     with pytest.raises(BundleIntegrityError, match="bundle/metadata"):
         Registry(keyed).fetch_bundle(f"{name}/1", tmp_path / "cache")
+    monkeypatch.setenv("VISIONYARD_REGISTRY__SIGNING_KEY", "k")
+    with mlflow_globals(TrackingConfig.from_settings(s)):
+        import mlflow
+
+        with pytest.raises(BundleIntegrityError, match="signature does not match"):
+            mlflow.pyfunc.load_model(f"models:/{name}/1")
 
 
 def test_a_cached_copys_metadata_edited_with_its_provenance_is_fetched_again(

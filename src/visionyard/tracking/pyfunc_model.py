@@ -46,6 +46,7 @@ SIGNING_KEY_ENV = "VISIONYARD_REGISTRY__SIGNING_KEY"
 # tracking cannot import registry (layers flow one way): the tag names of registry/tags.py
 _DIGEST_TAG = "vy.bundle_digest"
 _METADATA_TAG = "vy.metadata_digest"
+_METADATA_SIGNATURE_TAG = "vy.metadata_signature"
 _SIGNATURE_TAG = "vy.bundle_signature"
 
 
@@ -100,7 +101,7 @@ def check_registered(
         )
     key = os.environ.get(SIGNING_KEY_ENV)
     if key:
-        _check_any_signed(key, digest, found)
+        _check_any_signed(key, digest, found, metadata)
 
 
 def _versions_recording(digest: str, where: Path) -> list[Any]:
@@ -148,12 +149,20 @@ def _owner(mlmodel: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in owner.items()} if isinstance(owner, dict) else None
 
 
-def _check_any_signed(key: str, digest: str, versions: list[Any]) -> None:
+def _check_any_signed(
+    key: str, digest: str, versions: list[Any], metadata: str | None = None
+) -> None:
+    """One of ``versions`` signed ``digest`` with ``key`` (and its metadata digest, when it
+    recorded one)."""
     last: BundleIntegrityError | None = None
     for mv in versions:
-        text = subject(mv.name, str(mv.version), "bundle", digest)
+        tags = mv.tags or {}
         try:
-            check_signature(key, text, (mv.tags or {}).get(_SIGNATURE_TAG))
+            check_signature(key, subject(mv.name, str(mv.version), "bundle", digest),
+                            tags.get(_SIGNATURE_TAG))  # fmt: skip
+            if metadata is not None and tags.get(_METADATA_TAG):
+                text = subject(mv.name, str(mv.version), "bundle/metadata", metadata)
+                check_signature(key, text, tags.get(_METADATA_SIGNATURE_TAG))
             return
         except BundleIntegrityError as exc:
             last = exc
