@@ -126,3 +126,13 @@ def test_connections_past_the_cap_are_refused_at_once(bundle: LocalBundleSource)
         time.sleep(0.2)  # the server sees the closes
         with httpx.Client(base_url=srv.http_url, timeout=5) as client:
             assert client.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("sent", [b"", b"PRI * HTTP/2.0\r\n"], ids=["silent", "half-preface"])
+def test_a_grpc_connection_that_never_completes_its_handshake_is_closed(
+    running: RunningServer, sent: bytes
+) -> None:
+    host, port = running.grpc_target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as slow:
+        slow.sendall(sent)
+        assert _closed_within(slow, 5.0) is not None  # header_timeout_s is 0.5 here

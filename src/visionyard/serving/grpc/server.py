@@ -191,6 +191,9 @@ def create_grpc_server(plane: DataPlane, settings: ServingSettings) -> grpc.aio.
         # grpc binds with SO_REUSEPORT by default: a second server on a port in use would
         # start and take part of the first one's connections; off, binding it fails
         ("grpc.so_reuseport", 0),
+        # a connection that has not finished the HTTP/2 handshake in time is closed (the REST
+        # port's head timeout, for gRPC: slow or silent clients cannot pile up)
+        ("grpc.server_handshake_timeout_ms", max(1, round(settings.header_timeout_s * 1000))),
     ]
     server = grpc.aio.server(options=options)
     servicer = InferenceServicer(plane, settings)
