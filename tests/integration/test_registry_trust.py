@@ -324,6 +324,27 @@ def test_with_a_key_the_metadata_digest_is_signed_too(
             mlflow.pyfunc.load_model(f"models:/{name}/1")
 
 
+def test_bundle_sign_records_the_metadata_digest_of_a_version_registered_without_one(
+    tracking_settings: Settings, tmp_path: Path, capsys: Capture
+) -> None:
+    """A version registered before metadata digests were recorded: `bundle sign` checks every
+    piece, then records the metadata as it stands and signs it, like the digests."""
+    s = tracking_settings
+    keyed = s.model_copy(update={"registry": s.registry.model_copy(update={"signing_key": "k"})})
+    name = registered(s, tmp_path, capsys)
+    client = RegistryClient.from_settings(s)
+    client.set_version_tag(name, "1", "vy.metadata_digest", "")  # as an older version has it
+    signed = Registry(keyed).sign(f"{name}/1")
+    assert signed == ["vy.bundle_signature", "vy.metadata_digest", "vy.metadata_signature"]
+    info = client.get_version(name, "1")
+    bundle = client.download_version_artifacts(info, "bundle", tmp_path / "evil")
+    assert info.tags["vy.metadata_digest"] == load_bundle(bundle).metadata_digest()
+    _edit_metadata(bundle / MANIFEST, accepts_non_finite=True)
+    client.upload_version_artifact(info, bundle / MANIFEST, "bundle")
+    with pytest.raises(BundleIntegrityError, match="metadata"):
+        Registry(keyed).fetch_bundle(f"{name}/1", tmp_path / "cache")
+
+
 def test_a_cached_copys_metadata_edited_with_its_provenance_is_fetched_again(
     tracking_settings: Settings, tmp_path: Path, capsys: Capture
 ) -> None:

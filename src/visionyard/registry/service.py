@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionyard.errors import BundleIntegrityError, ConfigError, VisionyardError
+from visionyard.registry import tags as T
 from visionyard.registry.cleanup import GcReport, collect_garbage
 from visionyard.registry.gates import load_policy
 from visionyard.registry.history import AliasEvent, check_alias
@@ -32,10 +33,12 @@ from visionyard.registry.promote import (
 from visionyard.registry.reads import ReadViews
 from visionyard.registry.register import RegisterRequest, Registration, register_run
 from visionyard.registry.trust import (
+    METADATA_PIECE,
     PieceCheck,
     cached,
     materialize,
     signature_tags,
+    stored_metadata_digest,
     target_lock,
     verify_version,
 )
@@ -219,15 +222,21 @@ class Registry:
             raise ConfigError("set registry.signing_key (VISIONYARD_REGISTRY__SIGNING_KEY) first")
         with scratch_dir("vy-verify-") as tmp:
             version, rows = self.verify(reference, tmp, check_signatures=False)
-        bad = [row.piece for row in rows if not row.ok]
-        if bad:
-            raise BundleIntegrityError(
-                f"{version.name}/{version.version}", f"{', '.join(bad)} failed verification; "
-                "refusing to sign it",
-            )  # fmt: skip
-        tags: dict[str, str] = {}
-        for row in rows:
-            tags.update(signature_tags(key, version.name, version.version, row.piece, row.recorded))
+            bad = [row.piece for row in rows if not row.ok]
+            if bad:
+                raise BundleIntegrityError(
+                    f"{version.name}/{version.version}", f"{', '.join(bad)} failed "
+                    "verification; refusing to sign it",
+                )  # fmt: skip
+            tags: dict[str, str] = {}
+            for row in rows:
+                tags.update(
+                    signature_tags(key, version.name, version.version, row.piece, row.recorded)
+                )
+            if not any(row.piece == METADATA_PIECE for row in rows):  # registered before it
+                found = stored_metadata_digest(self.client, version, tmp / "meta")
+                tags[T.METADATA_DIGEST] = found
+                tags |= signature_tags(key, version.name, version.version, METADATA_PIECE, found)
         for tag, value in tags.items():
             self.client.set_version_tag(version.name, version.version, tag, value)
         return sorted(tags)

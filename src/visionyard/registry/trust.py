@@ -253,8 +253,7 @@ def _check_piece(
                 path = _download(client, version, piece, dst / "bundle")
                 found = load_bundle(path).digest()
             elif piece == METADATA_PIECE:
-                path = _download(client, version, f"{T.BUNDLE_ARTIFACT}/{MANIFEST}", dst / "meta")
-                found = metadata_digest(path)
+                found = stored_metadata_digest(client, version, dst / "meta")
             else:
                 name = piece.rsplit("/", 1)[-1]
                 path = _download(client, version, pack_location(name, digest), dst / name)
@@ -265,6 +264,12 @@ def _check_piece(
     except VisionyardError as exc:
         return PieceCheck(piece, digest, found, str(exc))
     return PieceCheck(piece, digest, found, None)
+
+
+def stored_metadata_digest(client: ArtifactReader, version: VersionInfo, dst: Path) -> str:
+    """The metadata digest of the version's bundle as the artifact store holds it now (its
+    ``manifest.json`` alone is downloaded, under ``dst``)."""
+    return metadata_digest(_download(client, version, f"{T.BUNDLE_ARTIFACT}/{MANIFEST}", dst))
 
 
 def _download(client: ArtifactReader, version: VersionInfo, path: str, dst: Path) -> Path:
