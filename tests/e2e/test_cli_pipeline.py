@@ -113,3 +113,15 @@ def test_a_pipeline_name_holding_models_is_refused(
     spec = write_spec(tmp_path / "p.yaml", f"{stages['detector']}/1", f"{stages['classifier']}/1")
     assert cli(world, "pipeline", "register", str(spec), "--name", taken) != 0
     assert "holds models, not pipelines" in _one_error_line(capsys)
+
+
+def test_a_model_version_under_a_pipelines_name_is_refused(
+    world: World, stages: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = fresh_name()
+    spec = write_spec(tmp_path / "p.yaml", f"{stages['detector']}/1", f"{stages['classifier']}/1")
+    assert cli(world, "pipeline", "register", str(spec), "--name", name) == 0
+    capsys.readouterr()
+    assert cli(world, "register", world.good, "--name", name) == 3
+    assert "holds pipelines, not models" in _one_error_line(capsys)
+    assert json_out(world, capsys, "models", "show", name)["version"]["version"] == "1"

@@ -37,14 +37,15 @@ from visionyard.pipeline.spec import (
     load_spec,
 )
 from visionyard.pipeline.validate import check_stage
+from visionyard.registry import tags as T
 from visionyard.registry.service import Registry
 from visionyard.registry.views import parse_reference, resolve_version
 from visionyard.runtime.session import InferenceSession
 from visionyard.settings import Settings
 from visionyard.tracking.registry_client import RegistryClient, VersionInfo
 
-KIND = "vy.kind"
-PIPELINE = "pipeline"
+KIND = T.KIND
+PIPELINE = T.PIPELINE_KIND
 STAGE_TAG = "vy.stage."
 PINNED_TAG = "vy.pinned."
 CACHE_DIR = "serving-cache"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionyard.bundle.store import Bundle, load_bundle
-from visionyard.errors import BundleError, NotFoundError, RegistryError
+from visionyard.errors import BundleError, ConfigError, NotFoundError, RegistryError
 from visionyard.registry import tags as T
 from visionyard.registry.semver import Fingerprint, fingerprint, next_semver, parse_semver
 from visionyard.registry.trust import METADATA_PIECE, signature_tags
@@ -55,6 +55,7 @@ def register_run(client: RegistryClient, request: RegisterRequest) -> Registrati
     with scratch_dir() as tmp:
         bundle = _download_bundle(client, run, tmp / "download")
         digest = bundle.digest()
+        _check_kind(client, request.name, bundle)
         existing = _existing_versions(client, request.name)
         duplicates = tuple(v.version for v in existing if v.tags.get(T.BUNDLE_DIGEST) == digest)
         if duplicates and not request.force:
@@ -75,6 +76,17 @@ def register_run(client: RegistryClient, request: RegisterRequest) -> Registrati
         client.set_version_tag(request.name, version.version, key, value)
     client.set_model_tag(request.name, T.TASK, bundle.contract.task)
     return Registration(version, semver, why, digest, duplicates)
+
+
+def _check_kind(client: RegistryClient, name: str, bundle: Bundle) -> None:
+    """A model's version is not registered under a name that holds pipelines (``pipeline
+    register`` refuses the other way round)."""
+    try:
+        kind = client.get_model(name).tags.get(T.KIND)
+    except NotFoundError:
+        return
+    if kind == T.PIPELINE_KIND and bundle.variants:  # a pipeline's own bundle has no model
+        raise ConfigError(f"--name {name}: {name} holds pipelines, not models; choose another name")
 
 
 def version_tags(

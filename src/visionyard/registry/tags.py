@@ -12,6 +12,9 @@ BUNDLE_SIGNATURE = "vy.bundle_signature"
 #: canonical_sha256 of the bundle manifest's ``metadata`` (which the bundle digest does not
 #: cover); absent on versions registered before it was recorded
 METADATA_DIGEST = "vy.metadata_digest"
+#: a registered model's kind (model tag): "pipeline" for a name that holds pipelines
+KIND = "vy.kind"
+PIPELINE_KIND = "pipeline"
 #: its signature with ``registry.signing_key`` (piece ``bundle/metadata``)
 METADATA_SIGNATURE = "vy.metadata_signature"
 #: ``vy.variant_digest.int8``: the digest of a variant pack stored beside the bundle.
