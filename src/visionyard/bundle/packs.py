@@ -163,17 +163,22 @@ def compose(bundle: Bundle, packs: Sequence[VariantPack], target: Path) -> Bundl
 
 
 def composed_digests(root: Path) -> tuple[str, dict[str, str]] | None:
-    """(bundle digest, {variant: pack digest}) that the composed bundle at ``root`` stands for,
-    recomputed from its manifest (None when it is not a composed bundle, or when its manifest
-    says anything :func:`compose` would not have written from that provenance: a file, a
-    variant or variant reports of its own). The files themselves are checked against the
-    table when the bundle is loaded.
+    """(bundle digest, {variant: pack digest}) that the composed bundle at ``root`` stands for
+    (:func:`composed_record` without the metadata digest)."""
+    record = composed_record(root)
+    return None if record is None else record[:2]
+
+
+def composed_record(root: Path) -> tuple[str, dict[str, str], str] | None:
+    """(bundle digest, {variant: pack digest}, the bundle's metadata digest) that the composed
+    bundle at ``root`` stands for, recomputed from its manifest (None when it is not a
+    composed bundle, or when its manifest says anything :func:`compose` would not have written
+    from that provenance: a file, a variant, metadata or variant reports of its own). The files
+    themselves are checked against the table when the bundle is loaded.
 
     The provenance is in the manifest too, so whoever can write the copy can edit it; what
     makes the answer trustworthy is the caller comparing the digests with the registry's
-    record, and the manifest holding nothing beyond what those digests cover. (The bundle's
-    own ``metadata`` -- a run id, ``accepts_non_finite`` -- is not covered by the bundle
-    digest, in the artifact store either.)"""
+    record, and the manifest holding nothing beyond what those digests cover."""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
         files, variants, made = (
@@ -191,20 +196,8 @@ def composed_digests(root: Path) -> tuple[str, dict[str, str]] | None:
         metadata = _composed_metadata(made["bundle_metadata"], made, summaries)
         if (set(files), variants, manifest["metadata"]) != (*expected, metadata):
             return None
+        return digest, packs, canonical_sha256(made["bundle_metadata"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return digest, packs
-
-
-def composed_metadata_digest(root: Path) -> str | None:
-    """The digest of the metadata of the bundle that the composed bundle at ``root`` was
-    made from (:meth:`Bundle.metadata_digest`'s formula; None when it names none). Only
-    meaningful once :func:`composed_digests` accepted the copy: that checks the manifest's
-    metadata is exactly this plus what composing adds."""
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        return canonical_sha256(manifest["metadata"][COMPOSED]["bundle_metadata"])
-    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -33,8 +33,7 @@ from typing import Protocol
 from visionyard.bundle.packs import (
     VariantPack,
     compose,
-    composed_digests,
-    composed_metadata_digest,
+    composed_record,
     load_pack,
 )
 from visionyard.bundle.signing import check_signature, sign, subject
@@ -228,9 +227,10 @@ def cached(target: Path, version: VersionInfo, key: str | None = None) -> bool:
     variant since, is materialized again."""
     record = record_of(version)
     record.check_signatures(key)
-    if composed_digests(target) != (record.bundle_digest, record.variants):
+    found = composed_record(target)
+    if found is None or found[:2] != (record.bundle_digest, record.variants):
         return False
-    return record.metadata_digest in (None, composed_metadata_digest(target))
+    return record.metadata_digest in (None, found[2])
 
 
 def verify_version(

@@ -24,7 +24,7 @@ from visionyard.contract.postprocess import ImageResult
 from visionyard.contract.preprocess import ImageMeta
 from visionyard.errors import VisionyardError
 from visionyard.serving.errors import ModelUnavailableError, redact_paths
-from visionyard.serving.metrics import ServingMetrics
+from visionyard.serving.metrics import INTERNAL, ServingMetrics
 from visionyard.serving.model import IMAGE_INPUT, PLATFORM, LoadedModel
 from visionyard.serving.outputs import (
     check_outputs,
@@ -132,6 +132,12 @@ class DataPlane:
     def refused(self, name: str, version: str | None, protocol: str, exc: VisionyardError) -> None:
         """Count a request an adapter refused before it reached :meth:`infer` (bad body)."""
         self.metrics.observe(*self._labels(name, version), protocol, exc.code)
+
+    def failed_on_bug(self, name: str, version: str | None, protocol: str) -> None:
+        """Count a request that failed on a server bug (REST 500, gRPC INTERNAL) as
+        ``status="internal"``: the adapters catch those exceptions, :meth:`infer` never sees
+        them end."""
+        self.metrics.observe(*self._labels(name, version or None), protocol, INTERNAL)
 
     def _labels(self, name: str, version: str | None) -> tuple[str, str]:
         """Metric labels for a request's model and version: names and versions that are not

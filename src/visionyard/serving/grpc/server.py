@@ -23,7 +23,7 @@ from visionyard.serving.errors import ServerBusyError, client_message
 from visionyard.serving.grpc import triton
 from visionyard.serving.grpc.codec import encode_infer, parse_infer
 from visionyard.serving.grpc.health import add_standard_services
-from visionyard.serving.grpc.triton import TritonRpcs, count_internal
+from visionyard.serving.grpc.triton import TritonRpcs
 from visionyard.serving.logs import access, peer_host, request_id
 from visionyard.serving.metrics import INTERNAL
 from visionyard.serving.proto import grpc_service_pb2 as pb
@@ -179,7 +179,7 @@ class InferenceServicer(TritonRpcs, pb_grpc.GRPCInferenceServiceServicer):
         except VisionyardError:
             raise
         except Exception:
-            count_internal(self.plane, request.model_name, request.model_version)
+            self.plane.failed_on_bug(request.model_name, request.model_version, "grpc")
             raise
 
 

@@ -34,7 +34,6 @@ from visionyard.serving.dataplane import DataPlane
 from visionyard.serving.errors import client_message
 from visionyard.serving.grpc.codec import encode_infer, parse_infer
 from visionyard.serving.logs import access, request_id
-from visionyard.serving.metrics import INTERNAL
 from visionyard.serving.model_config import model_config
 from visionyard.serving.proto import grpc_service_pb2 as pb
 from visionyard.serving.statistics import model_statistics
@@ -134,13 +133,8 @@ class TritonRpcs:
             return _stream_error(message, f"{exc.code}: {client_message(exc)}")
         except Exception:  # a bug: this message fails, the stream goes on
             log.exception("stream message failed", extra={"fields": {"id": message.id}})
-            count_internal(self.plane, message.model_name, message.model_version)
+            self.plane.failed_on_bug(message.model_name, message.model_version, "grpc")
             return _stream_error(message, "internal error (see the server log)")
-
-
-def count_internal(plane: DataPlane, name: str, version: str | None) -> None:
-    """Count an inference request that failed on a bug as ``status="internal"``."""
-    plane.metrics.observe(*plane._labels(name, version or None), "grpc", INTERNAL)
 
 
 def _stream_error(message: pb.ModelInferRequest, text: str) -> pb.ModelStreamInferResponse:

@@ -103,8 +103,7 @@ def internal_reply(plane: DataPlane, scope: Scope, exc: Exception) -> Reply:
     log.error("internal error", exc_info=exc, extra={"fields": {"path": scope.get("path")}})
     state = scope.get("state", {})
     if (name := state.get("model")) is not None:
-        labels = plane._labels(name, state.get("requested_version"))
-        plane.metrics.observe(*labels, "rest", INTERNAL)
+        plane.failed_on_bug(name, state.get("requested_version"), "rest")
     return Reply(500, _json({"error": "internal server error", "code": INTERNAL}))
 
 
