@@ -162,7 +162,8 @@ class ServingSettings(_Section):
         gt=0,
         description="REST: a connection whose request head (request line and headers) has not "
         "all arrived this long after the connection or the head's first byte is closed; the "
-        "body and idle keep-alive (30 s) are not timed by it",
+        "body and idle keep-alive (30 s) are not timed by it. gRPC: a connection that has not "
+        "finished its HTTP/2 handshake this long after connecting is closed",
     )
     max_connections: int = Field(
         1000,

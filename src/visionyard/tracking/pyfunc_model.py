@@ -9,10 +9,12 @@ and ``mlflow models serve --env-manager local`` load through :func:`_load_pyfunc
    a version of THIS registered model, made from THIS run (both written into ``MLmodel`` at
    registration), records this bundle's digest (``vy.bundle_digest``): an edited and re-sealed
    bundle has a digest no version records, and a bundle of another model or run swapped in is
-   refused too. With no registry configured it refuses and says so (it never lets MLflow
-   create a store in the working directory); an unreachable registry fails after a short
-   retry budget, not MLflow's default minutes;
-3. with ``VISIONYARD_REGISTRY__SIGNING_KEY`` set, requires a valid signature on that record;
+   refused too; a version that also recorded its manifest metadata's digest
+   (``vy.metadata_digest``) must match that too. With no registry configured it refuses and
+   says so (it never lets MLflow create a store in the working directory); an unreachable
+   registry fails after a short retry budget, not MLflow's default minutes;
+3. with ``VISIONYARD_REGISTRY__SIGNING_KEY`` set, requires a valid signature on that record
+   (and on its metadata digest, when recorded);
 4. runs the FP32 model through :class:`visionyard.runtime.InferenceSession` (inputs are checked
    against the contract's tensor shape; outputs are a dict name -> array, as MLflow's ONNX
    flavor returns them).
